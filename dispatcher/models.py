@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_fie
 
 from .errors import InvalidInput
 from .schedules import Schedule
-from .states import ACTIVE, DEFAULT_NAMES, TERMINAL, StateType, check_name, is_allowed
+from .states import ACTIVE, DEFAULT_NAMES, TERMINAL, StateType, check_state_name, is_allowed
 
 READY_WINDOW = timedelta(seconds=60)
 """A pool or queue serviced by a dispatcher within this window reads READY."""
@@ -223,7 +223,7 @@ class FlowRun(_Model):
         recorded in the history as a no-op, so one can see what arrived and when (SPEC §2).
         """
         name = name or DEFAULT_NAMES[state]
-        check_name(state, name)
+        check_state_name(state, name)
         now = now or utcnow()
         applied = is_allowed(self.state, self.state_name, state, name)
         record = StateRecord(state=state, name=name, time=now, source=source, message=message, applied=applied)

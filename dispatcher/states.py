@@ -64,7 +64,7 @@ def rank(state: StateType, name: str) -> int:
     return _RANK[(state, name)]
 
 
-def check_name(state: StateType, name: str) -> None:
+def check_state_name(state: StateType, name: str) -> None:
     """Raise ValueError unless `name` is one of the names used for `state`."""
     if name not in NAMES_BY_TYPE[state]:
         allowed = ", ".join(NAMES_BY_TYPE[state])

@@ -1,0 +1,203 @@
+"""Deployments and the flow runs they create: job variables checked against the pool's template."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from . import templating
+from .errors import Conflict, InvalidInput, NotFound
+from .models import Deployment, FlowRun, StateRecord, build, utcnow
+from .pools import UNSET, default_pool_name, get_pool, get_queue, limit_arg
+from .schedules import Schedule
+from .states import StateType
+from .store.base import Store
+
+
+def get_deployment(store: Store, name: str) -> Deployment:
+    deployment = store.get_deployment(name)
+    if deployment is None:
+        raise NotFound(f"deployment {name!r} does not exist; see `pushpool deployment ls`")
+    return deployment
+
+
+def _check_object(field: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{field} must be a JSON object like {{\"key\": \"value\"}}, got {type(value).__name__}.")
+    return value
+
+
+def create_deployment(
+    store: Store,
+    name: str,
+    *,
+    pool: str | None = None,
+    queue: str | None = None,
+    job_variables: dict[str, Any] | None = None,
+    parameters: dict[str, Any] | None = None,
+    schedules: list[Schedule] | None = None,
+    concurrency_limit: int | None = None,
+    tags: list[str] | None = None,
+    description: str | None = None,
+) -> Deployment:
+    """Create a deployment on a pool (the default pool if none is named) and one of its queues."""
+    pool = pool or default_pool_name(store)
+    if pool is None:
+        raise InvalidInput("deployment needs --pool, or a default pool set with `work-pool create --set-as-default`.")
+    work_pool = get_pool(store, pool)
+    queue_name = get_queue(store, pool, queue).name if queue is not None else "default"
+    variables = _check_object("job_variables", job_variables or {})
+    templating.validate_job_variables(
+        work_pool.base_job_template, variables, field="job_variables", enforce_required=False
+    )
+    limit_arg("concurrency_limit", concurrency_limit)
+    deployment = build(
+        Deployment,
+        name=name,
+        pool=pool,
+        queue=queue_name,
+        job_variables=variables,
+        parameters=_check_object("parameters", parameters or {}),
+        schedules=schedules or [],
+        concurrency_limit=concurrency_limit,
+        tags=tags or [],
+        description=description,
+    )
+    if store.get_deployment(name) is not None:
+        raise Conflict(f"deployment {name!r} already exists; pick another name or delete it first")
+    store.create_deployment(deployment)
+    return deployment
+
+
+def update_deployment(
+    store: Store,
+    name: str,
+    *,
+    queue: str | None = None,
+    job_variables: dict[str, Any] | None = None,
+    parameters: dict[str, Any] | None = None,
+    schedules: list[Schedule] | None = None,
+    schedule_paused: bool | None = None,
+    concurrency_limit: int | None = UNSET,
+    tags: list[str] | None = None,
+    description: str | None = None,
+) -> Deployment:
+    """Change the given fields; a schedule change cancels runs the old schedule created ahead of time."""
+    deployment = get_deployment(store, name)
+    changes: dict[str, Any] = {"updated": utcnow()}
+    if queue is not None:
+        changes["queue"] = get_queue(store, deployment.pool, queue).name
+    if job_variables is not None:
+        template = get_pool(store, deployment.pool).base_job_template
+        variables = _check_object("job_variables", job_variables)
+        templating.validate_job_variables(template, variables, field="job_variables", enforce_required=False)
+        changes["job_variables"] = variables
+    if parameters is not None:
+        changes["parameters"] = _check_object("parameters", parameters)
+    if schedules is not None:
+        changes["schedules"] = schedules
+    if schedule_paused is not None:
+        changes["schedule_paused"] = schedule_paused
+    if concurrency_limit is not UNSET:
+        changes["concurrency_limit"] = limit_arg("concurrency_limit", concurrency_limit)
+    if tags is not None:
+        changes["tags"] = tags
+    if description is not None:
+        changes["description"] = description
+    updated = build(Deployment, **{**deployment.model_dump(), **changes})
+    store.update_deployment(updated)
+    schedule_changed = updated.schedules != deployment.schedules or (
+        updated.schedule_paused and not deployment.schedule_paused
+    )
+    if schedule_changed:
+        _cancel_future_scheduled(store, updated, "the deployment's schedule changed")
+    return updated
+
+
+def _cancel_future_scheduled(store: Store, deployment: Deployment, why: str) -> None:
+    """Cancel the SCHEDULED runs a schedule created ahead of time (ad-hoc runs stay)."""
+    from .scheduler import reset_cursor
+
+    reset_cursor(store, deployment)
+    now = utcnow()
+    for run in store.runs_of_deployment(deployment.name):
+        if run.state is StateType.SCHEDULED and run.auto_scheduled and run.scheduled_time > now:
+            after, _ = run.moved(StateType.CANCELLED, source="deployment", message=why, now=now)
+            store.save_run(run, after)
+
+
+def delete_deployment(store: Store, name: str) -> None:
+    """Delete a deployment; its SCHEDULED runs are cancelled; refused while any of its runs is active."""
+    deployment = get_deployment(store, name)
+    runs = store.runs_of_deployment(name)
+    if any(r.is_active for r in runs):
+        raise Conflict(f"deployment {name!r} has active runs; cancel them or wait until they end")
+    now = utcnow()
+    for run in runs:
+        if run.state is StateType.SCHEDULED:
+            after, _ = run.moved(StateType.CANCELLED, source="deployment", message="deployment deleted", now=now)
+            store.save_run(run, after)
+    store.delete_deployment(deployment.name)
+
+
+def new_run(
+    store: Store,
+    deployment: Deployment,
+    *,
+    scheduled_time: datetime,
+    parameters: dict[str, Any] | None = None,
+    job_variables: dict[str, Any] | None = None,
+    run_id: str | None = None,
+    auto_scheduled: bool = False,
+) -> FlowRun:
+    """A SCHEDULED run of a deployment, its merged job variables validated (required enforced)."""
+    pool = get_pool(store, deployment.pool)
+    overrides = _check_object("job_variables", job_variables or {})
+    templating.resolve_job_variables(pool.base_job_template, pool.job_variables, deployment.job_variables, overrides)
+    run_id = run_id or str(uuid.uuid4())
+    now = utcnow()
+    return FlowRun(
+        id=run_id,
+        name=f"{deployment.name}-{run_id[:8]}",
+        deployment=deployment.name,
+        deployment_id=deployment.id,
+        pool=deployment.pool,
+        queue=deployment.queue,
+        parameters={**deployment.parameters, **_check_object("parameters", parameters or {})},
+        job_variables=overrides,
+        scheduled_time=scheduled_time,
+        auto_scheduled=auto_scheduled,
+        state_history=[
+            StateRecord(
+                state=StateType.SCHEDULED,
+                name="Scheduled",
+                time=now,
+                source="scheduler" if auto_scheduled else "user",
+                message=None,
+            )
+        ],
+        created=now,
+        updated=now,
+    )
+
+
+def run_deployment(
+    store: Store,
+    name: str,
+    *,
+    parameters: dict[str, Any] | None = None,
+    job_variables: dict[str, Any] | None = None,
+    scheduled_time: datetime | None = None,
+) -> FlowRun:
+    """Create an ad-hoc run (now, or at `scheduled_time`)."""
+    deployment = get_deployment(store, name)
+    run = new_run(
+        store,
+        deployment,
+        scheduled_time=scheduled_time or utcnow(),
+        parameters=parameters,
+        job_variables=job_variables,
+    )
+    store.create_runs([run])
+    return run

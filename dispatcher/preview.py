@@ -1,0 +1,102 @@
+"""`work-pool preview`: upcoming runs per queue and, for each due run, why it waits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from .admit_pass import plan
+from .config import Settings
+from .models import FlowRun, WorkPool, WorkQueue, utcnow
+from .pools import get_pool, get_queue
+from .scheduler import planned_times
+from .schedules import scheduled_run_id
+from .store.base import Store, pool_slot, queue_slot
+
+PREVIEW_WINDOW = 1000
+"""Runs read per queue for a preview; a backlog beyond it is summarised by its count."""
+
+
+@dataclass(frozen=True)
+class PreviewRun:
+    id: str
+    name: str
+    deployment: str
+    queue: str
+    scheduled_time: datetime
+    state_name: str
+    """Scheduled, Late or AwaitingRetry for stored runs; Planned for a schedule's run not created yet."""
+    reason: str | None
+    """For a due run: why it waits, or None when the next pass would admit it. None for future runs."""
+    due: bool
+
+
+@dataclass
+class QueuePreview:
+    queue: WorkQueue
+    active: int
+    runs: list[PreviewRun] = field(default_factory=list)
+
+
+@dataclass
+class PoolPreview:
+    pool: WorkPool
+    active: int
+    hours: float
+    queues: list[QueuePreview] = field(default_factory=list)
+
+
+def _state_name(run: FlowRun, now: datetime, settings: Settings) -> str:
+    if run.state_name == "Scheduled" and now - run.scheduled_time > settings.late_after:
+        return "Late"
+    return run.state_name
+
+
+def preview_pool(
+    store: Store,
+    name: str,
+    hours: float = 1.0,
+    *,
+    queue: str | None = None,
+    now: datetime | None = None,
+    settings: Settings | None = None,
+) -> PoolPreview:
+    """Stored SCHEDULED runs up to now + hours and the runs schedules will create, grouped by queue."""
+    settings = settings or Settings()
+    now = now or utcnow()
+    pool = get_pool(store, name)
+    queues = [get_queue(store, name, queue)] if queue else store.list_queues(name)
+    until = now + timedelta(hours=hours)
+    decision, _ = plan(store, pool, queues, now, settings, window=PREVIEW_WINDOW)
+    admissible = {r.id for r in decision.admit}
+    slots = store.slots([pool_slot(name), *(queue_slot(name, q.name) for q in queues)])
+    result = PoolPreview(pool, getattr(slots.get(pool_slot(name)), "active", 0), hours)
+    for q in queues:
+        runs = store.due_runs(name, q.name, until, PREVIEW_WINDOW)
+        seen = {r.id for r in runs}
+        items = [
+            PreviewRun(
+                r.id,
+                r.name,
+                r.deployment,
+                r.queue,
+                r.scheduled_time,
+                _state_name(r, now, settings),
+                None if r.id in admissible else decision.waiting.get(r.id),
+                r.scheduled_time <= now,
+            )
+            for r in runs
+        ]
+        for deployment in store.list_deployments(name):
+            if deployment.queue != q.name or deployment.schedule_paused:
+                continue
+            for t in planned_times(deployment, now, until, PREVIEW_WINDOW):
+                run_id = scheduled_run_id(deployment.id, t)
+                if run_id not in seen:
+                    items.append(
+                        PreviewRun(run_id, f"{deployment.name}-{run_id[:8]}", deployment.name, q.name, t, "Planned",
+                                   None, False)
+                    )
+        items.sort(key=lambda p: (p.scheduled_time, p.id))
+        result.queues.append(QueuePreview(q, getattr(slots.get(queue_slot(name, q.name)), "active", 0), items))
+    return result

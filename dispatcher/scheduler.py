@@ -1,0 +1,75 @@
+"""The scheduler step: create upcoming runs of scheduled deployments ahead of time, never twice.
+
+Run ids derive from (deployment, scheduled time), so repeated or overlapping steps write the same ids and
+the store keeps the first. A per-deployment cursor (the last time covered) keeps each step's writes to the
+new slots only, so a step's cost does not grow with the number of runs already created.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .config import Settings
+from .deployments import new_run
+from .errors import PushpoolError
+from .models import Deployment, FlowRun
+from .schedules import scheduled_run_id, upcoming
+from .store.base import Store
+
+
+def _cursor_key(deployment: Deployment) -> str:
+    return f"schedule_cursor:{deployment.id}"
+
+
+def reset_cursor(store: Store, deployment: Deployment) -> None:
+    store.put_setting(_cursor_key(deployment), "")
+
+
+@dataclass
+class ScheduleResult:
+    created: list[FlowRun] = field(default_factory=list)
+    problems: dict[str, str] = field(default_factory=dict)
+    """deployment name -> why its runs could not be created (e.g. a required job variable is missing)."""
+
+
+def planned_times(deployment: Deployment, after: datetime, until: datetime, limit: int) -> list[datetime]:
+    """Every fire time of the deployment's schedules in (after, until], merged and deduplicated."""
+    times: set[datetime] = set()
+    for schedule in deployment.schedules:
+        times.update(upcoming(schedule, after, until, limit))
+    return sorted(times)[:limit]
+
+
+def schedule_deployment(store: Store, deployment: Deployment, now: datetime, settings: Settings) -> list[FlowRun]:
+    """Create this deployment's runs due up to now + horizon that earlier steps have not covered."""
+    if not deployment.schedules or deployment.schedule_paused:
+        return []
+    until = now + settings.schedule_horizon
+    cursor = store.get_setting(_cursor_key(deployment))
+    after = max(now, datetime.fromisoformat(cursor)) if cursor else now
+    times = planned_times(deployment, after, until, settings.schedule_max_runs)
+    runs = [
+        new_run(
+            store, deployment, scheduled_time=t, run_id=scheduled_run_id(deployment.id, t), auto_scheduled=True
+        )
+        for t in times
+    ]
+    created = set(store.create_runs(runs))
+    covered = times[-1] if len(times) >= settings.schedule_max_runs else until
+    store.put_setting(_cursor_key(deployment), covered.isoformat())
+    return [r for r in runs if r.id in created]
+
+
+def schedule_all(store: Store, now: datetime, settings: Settings | None = None) -> ScheduleResult:
+    """The scheduler step over every deployment with an active schedule (paused pools included)."""
+    settings = settings or Settings()
+    result = ScheduleResult()
+    for deployment in store.scheduled_deployments():
+        try:
+            result.created.extend(schedule_deployment(store, deployment, now, settings))
+        except PushpoolError as exc:
+            result.problems[deployment.name] = str(exc)
+    return result
+
+

@@ -1,0 +1,166 @@
+"""The Store protocol: the narrow seam between the core and its backends.
+
+Shaped by DynamoDB, the production store: every method is a key lookup, a query of one partition or index
+in sort order with a limit, or a conditional (transactional) write. Nothing needs a scan, so the SQLite
+store may not offer anything DynamoDB could not serve cheaply.
+
+Concurrency slots live in *slot* records, one per pool, queue and deployment, each holding the limit and
+the number of active runs. Admission writes the run and increments its slots in one conditional
+transaction; leaving an active state decrements them in the same write that records the new state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from ..models import Deployment, FlowRun, WorkPool, WorkQueue
+from ..states import StateType
+
+DEFAULT_LIST_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Active runs counted against a limit (None = unlimited)."""
+
+    limit: int | None
+    active: int
+
+    @property
+    def free(self) -> int | None:
+        return None if self.limit is None else max(0, self.limit - self.active)
+
+
+def pool_slot(pool: str) -> str:
+    return f"pool:{pool}"
+
+
+def queue_slot(pool: str, queue: str) -> str:
+    # Pool names cannot contain "/", so this key is unambiguous.
+    return f"queue:{pool}/{queue}"
+
+
+def deployment_slot(deployment_id: str) -> str:
+    return f"deployment:{deployment_id}"
+
+
+def run_slots(run: FlowRun) -> tuple[str, str, str]:
+    """The slots an active run holds: its pool's, its queue's and its deployment's."""
+    return pool_slot(run.pool), queue_slot(run.pool, run.queue), deployment_slot(run.deployment_id)
+
+
+def timestamp(value: datetime) -> str:
+    """A UTC timestamp whose text sorts in time order (sort keys in both stores)."""
+    if value.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A proposed SCHEDULED -> PENDING move: written only if `before` is unchanged and every slot is free."""
+
+    before: FlowRun
+    after: FlowRun
+
+
+class Store(Protocol):
+    """Persistence for pools, queues, deployments, runs and slots. Implementations are thread-safe."""
+
+    url: str
+
+    # settings --------------------------------------------------------------------------------------------
+    def get_setting(self, key: str) -> str | None: ...
+
+    def put_setting(self, key: str, value: str) -> None: ...
+
+    # pools -----------------------------------------------------------------------------------------------
+    def create_pool(self, pool: WorkPool, default_queue: WorkQueue) -> None:
+        """Write a new pool, its default queue and their slots at once; Conflict if the name is taken."""
+
+    def update_pool(self, pool: WorkPool) -> None:
+        """Replace an existing pool's fields and its slot's limit; NotFound if it is gone."""
+
+    def get_pool(self, name: str) -> WorkPool | None: ...
+
+    def list_pools(self) -> list[WorkPool]: ...
+
+    def delete_pool(self, name: str) -> None:
+        """Remove a pool with its queues and slots (callers check it has no deployments or active runs)."""
+
+    def touch(self, pool: str, queues: Sequence[str], now: datetime) -> None:
+        """Record that a dispatcher serviced the pool and these queues (their READY status)."""
+
+    # queues ----------------------------------------------------------------------------------------------
+    def get_queue(self, pool: str, name: str) -> WorkQueue | None: ...
+
+    def list_queues(self, pool: str) -> list[WorkQueue]:
+        """The pool's queues in priority order (1 first)."""
+
+    def save_queues(self, pool: str, queues: Sequence[WorkQueue], *, new: str | None = None) -> None:
+        """Write several queues of one pool in one transaction (a priority insert shifts others).
+
+        `new` names a queue in `queues` that must not exist yet (Conflict otherwise); its slot is created.
+        """
+
+    def delete_queue(self, pool: str, name: str) -> None: ...
+
+    # deployments -----------------------------------------------------------------------------------------
+    def create_deployment(self, deployment: Deployment) -> None:
+        """Conflict if the name is taken."""
+
+    def update_deployment(self, deployment: Deployment) -> None: ...
+
+    def get_deployment(self, name: str) -> Deployment | None: ...
+
+    def list_deployments(self, pool: str | None = None) -> list[Deployment]: ...
+
+    def scheduled_deployments(self) -> list[Deployment]:
+        """Deployments with at least one schedule and schedules not paused (a sparse index)."""
+
+    def delete_deployment(self, name: str) -> None: ...
+
+    # runs ------------------------------------------------------------------------------------------------
+    def create_runs(self, runs: Sequence[FlowRun]) -> list[str]:
+        """Write runs whose id is new; an existing id is left alone. Returns the ids written."""
+
+    def get_run(self, run_id: str) -> FlowRun | None: ...
+
+    def list_runs(
+        self,
+        pool: str,
+        *,
+        queue: str | None = None,
+        state: StateType | None = None,
+        limit: int = DEFAULT_LIST_LIMIT,
+    ) -> list[FlowRun]:
+        """A pool's runs, newest scheduled time first."""
+
+    def due_runs(self, pool: str, queue: str, until: datetime, limit: int) -> list[FlowRun]:
+        """SCHEDULED runs of a queue with scheduled_time <= until, oldest first, ties by id."""
+
+    def active_runs(self, pool: str, limit: int = DEFAULT_LIST_LIMIT) -> list[FlowRun]:
+        """Runs of a pool that hold a slot (PENDING, RUNNING, CANCELLING)."""
+
+    def runs_of_deployment(self, deployment: str, *, limit: int = DEFAULT_LIST_LIMIT) -> list[FlowRun]:
+        """A deployment's runs, newest scheduled time first."""
+
+    def admit(self, admissions: Sequence[Admission]) -> list[FlowRun]:
+        """Admit each run atomically with its pool, queue and deployment slots; returns those admitted.
+
+        A run whose version moved on or whose any slot is full is skipped: losing a race is normal.
+        """
+
+    def save_run(self, before: FlowRun, after: FlowRun) -> bool:
+        """Write `after` if the stored run is still `before`; release its slots if it left an active state.
+
+        Returns False (and writes nothing) when another writer got there first.
+        """
+
+    def slots(self, keys: Sequence[str]) -> dict[str, Slot]:
+        """Current slot records by key; a missing key is absent from the answer."""
+
+    def close(self) -> None: ...

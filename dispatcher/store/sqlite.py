@@ -1,0 +1,386 @@
+"""The embedded store: one SQLite file, the same semantics as DynamoDB with SQL.
+
+Writes run in `BEGIN IMMEDIATE` transactions, so concurrent dispatchers, threads or processes, serialise on
+the database's write lock and every conditional check sees the latest committed state.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from ..errors import Conflict, NotFound, StoreError
+from ..models import Deployment, FlowRun, WorkPool, WorkQueue
+from ..states import ACTIVE, StateType
+from .base import (
+    DEFAULT_LIST_LIMIT,
+    Admission,
+    Slot,
+    deployment_slot,
+    pool_slot,
+    queue_slot,
+    run_slots,
+    timestamp,
+)
+
+_ACTIVE_SQL = ", ".join(f"'{s.value}'" for s in sorted(ACTIVE))
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pools (
+    name TEXT PRIMARY KEY, data TEXT NOT NULL, last_polled TEXT
+);
+CREATE TABLE IF NOT EXISTS queues (
+    pool TEXT NOT NULL, name TEXT NOT NULL, priority INTEGER NOT NULL, data TEXT NOT NULL, last_polled TEXT,
+    PRIMARY KEY (pool, name)
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    name TEXT PRIMARY KEY, pool TEXT NOT NULL, scheduled INTEGER NOT NULL, data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deployments_by_pool ON deployments (pool, name);
+CREATE INDEX IF NOT EXISTS deployments_scheduled ON deployments (name) WHERE scheduled = 1;
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, pool TEXT NOT NULL, queue TEXT NOT NULL, deployment TEXT NOT NULL,
+    state TEXT NOT NULL, scheduled_time TEXT NOT NULL, version INTEGER NOT NULL, data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_due ON runs (pool, queue, scheduled_time, id) WHERE state = 'SCHEDULED';
+CREATE INDEX IF NOT EXISTS runs_active ON runs (pool, id) WHERE state IN ({_ACTIVE_SQL});
+CREATE INDEX IF NOT EXISTS runs_by_pool ON runs (pool, scheduled_time);
+CREATE INDEX IF NOT EXISTS runs_by_deployment ON runs (deployment, scheduled_time);
+CREATE TABLE IF NOT EXISTS slots (key TEXT PRIMARY KEY, lim INTEGER, active INTEGER NOT NULL DEFAULT 0);
+"""
+
+
+class SQLiteStore:
+    """The embedded default store (`sqlite:///PATH`)."""
+
+    def __init__(self, path: str, *, url: str | None = None) -> None:
+        self.url = url or f"sqlite:///{path}"
+        self._lock = threading.RLock()
+        try:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA busy_timeout=60000")
+            self._db.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(
+                f"cannot open the SQLite store at {path!r} ({exc}); check the path in --store or PUSHPOOL_STORE"
+            ) from None
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        path = url.removeprefix("sqlite:///")
+        if not path:
+            raise StoreError("the SQLite store URL needs a path: sqlite:///PATH")
+        return cls(str(Path(path).expanduser()) if path != ":memory:" else path, url=url)
+
+    # plumbing -------------------------------------------------------------------------------------------
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"the SQLite store is unavailable ({exc}); retry in a moment") from None
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        with self._lock:
+            return self._db.execute(sql, tuple(args)).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # settings -------------------------------------------------------------------------------------------
+    def get_setting(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM settings WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def put_setting(self, key: str, value: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
+
+    # pools ----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _pool(row: tuple[object, ...]) -> WorkPool:
+        pool = WorkPool.model_validate_json(str(row[0]))
+        if row[1] is not None:
+            pool = pool.model_copy(update={"last_polled": datetime.fromisoformat(str(row[1]))})
+        return pool
+
+    @staticmethod
+    def _dump(model: WorkPool | WorkQueue | Deployment | FlowRun) -> str:
+        return model.model_dump_json(exclude={"status", "last_polled"})
+
+    def create_pool(self, pool: WorkPool, default_queue: WorkQueue) -> None:
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM pools WHERE name = ?", (pool.name,)).fetchone():
+                raise Conflict(f"work pool {pool.name!r} already exists; use --overwrite or `work-pool update`")
+            db.execute("INSERT INTO pools (name, data) VALUES (?, ?)", (pool.name, self._dump(pool)))
+            self._insert_queue(db, default_queue)
+            self._upsert_slot(db, pool_slot(pool.name), pool.concurrency_limit)
+
+    def update_pool(self, pool: WorkPool) -> None:
+        with self._write() as db:
+            cur = db.execute("UPDATE pools SET data = ? WHERE name = ?", (self._dump(pool), pool.name))
+            if cur.rowcount == 0:
+                raise NotFound(f"work pool {pool.name!r} does not exist; see `pushpool work-pool ls`")
+            self._upsert_slot(db, pool_slot(pool.name), pool.concurrency_limit)
+
+    def get_pool(self, name: str) -> WorkPool | None:
+        rows = self._read("SELECT data, last_polled FROM pools WHERE name = ?", (name,))
+        return self._pool(rows[0]) if rows else None
+
+    def list_pools(self) -> list[WorkPool]:
+        return [self._pool(r) for r in self._read("SELECT data, last_polled FROM pools ORDER BY name")]
+
+    def delete_pool(self, name: str) -> None:
+        with self._write() as db:
+            if db.execute("DELETE FROM pools WHERE name = ?", (name,)).rowcount == 0:
+                raise NotFound(f"work pool {name!r} does not exist; see `pushpool work-pool ls`")
+            queues = [r[0] for r in db.execute("SELECT name FROM queues WHERE pool = ?", (name,))]
+            db.execute("DELETE FROM queues WHERE pool = ?", (name,))
+            keys = [pool_slot(name), *(queue_slot(name, q) for q in queues)]
+            db.executemany("DELETE FROM slots WHERE key = ?", [(k,) for k in keys])
+
+    def touch(self, pool: str, queues: Sequence[str], now: datetime) -> None:
+        stamp = now.isoformat()
+        with self._write() as db:
+            db.execute("UPDATE pools SET last_polled = ? WHERE name = ?", (stamp, pool))
+            db.executemany(
+                "UPDATE queues SET last_polled = ? WHERE pool = ? AND name = ?", [(stamp, pool, q) for q in queues]
+            )
+
+    # queues ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def _queue(row: tuple[object, ...]) -> WorkQueue:
+        queue = WorkQueue.model_validate_json(str(row[0]))
+        if row[1] is not None:
+            queue = queue.model_copy(update={"last_polled": datetime.fromisoformat(str(row[1]))})
+        return queue
+
+    def _insert_queue(self, db: sqlite3.Connection, queue: WorkQueue) -> None:
+        db.execute(
+            "INSERT INTO queues (pool, name, priority, data) VALUES (?, ?, ?, ?)",
+            (queue.pool, queue.name, queue.priority, self._dump(queue)),
+        )
+        self._upsert_slot(db, queue_slot(queue.pool, queue.name), queue.concurrency_limit)
+
+    def get_queue(self, pool: str, name: str) -> WorkQueue | None:
+        rows = self._read("SELECT data, last_polled FROM queues WHERE pool = ? AND name = ?", (pool, name))
+        return self._queue(rows[0]) if rows else None
+
+    def list_queues(self, pool: str) -> list[WorkQueue]:
+        rows = self._read("SELECT data, last_polled FROM queues WHERE pool = ? ORDER BY priority", (pool,))
+        return [self._queue(r) for r in rows]
+
+    def save_queues(self, pool: str, queues: Sequence[WorkQueue], *, new: str | None = None) -> None:
+        with self._write() as db:
+            if not db.execute("SELECT 1 FROM pools WHERE name = ?", (pool,)).fetchone():
+                raise NotFound(f"work pool {pool!r} does not exist; see `pushpool work-pool ls`")
+            for queue in queues:
+                if queue.name == new:
+                    if db.execute("SELECT 1 FROM queues WHERE pool = ? AND name = ?", (pool, new)).fetchone():
+                        raise Conflict(f"work queue {new!r} already exists in pool {pool!r}")
+                    self._insert_queue(db, queue)
+                    continue
+                cur = db.execute(
+                    "UPDATE queues SET priority = ?, data = ? WHERE pool = ? AND name = ?",
+                    (queue.priority, self._dump(queue), pool, queue.name),
+                )
+                if cur.rowcount == 0:
+                    raise NotFound(f"work queue {queue.name!r} does not exist in pool {pool!r}")
+                self._upsert_slot(db, queue_slot(pool, queue.name), queue.concurrency_limit)
+
+    def delete_queue(self, pool: str, name: str) -> None:
+        with self._write() as db:
+            if db.execute("DELETE FROM queues WHERE pool = ? AND name = ?", (pool, name)).rowcount == 0:
+                raise NotFound(f"work queue {name!r} does not exist in pool {pool!r}")
+            db.execute("DELETE FROM slots WHERE key = ?", (queue_slot(pool, name),))
+
+    # deployments ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _scheduled(deployment: Deployment) -> int:
+        return int(bool(deployment.schedules) and not deployment.schedule_paused)
+
+    def create_deployment(self, deployment: Deployment) -> None:
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM deployments WHERE name = ?", (deployment.name,)).fetchone():
+                raise Conflict(f"deployment {deployment.name!r} already exists; pick another name")
+            db.execute(
+                "INSERT INTO deployments (name, pool, scheduled, data) VALUES (?, ?, ?, ?)",
+                (deployment.name, deployment.pool, self._scheduled(deployment), self._dump(deployment)),
+            )
+            self._upsert_slot(db, deployment_slot(deployment.id), deployment.concurrency_limit)
+
+    def update_deployment(self, deployment: Deployment) -> None:
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE deployments SET pool = ?, scheduled = ?, data = ? WHERE name = ?",
+                (deployment.pool, self._scheduled(deployment), self._dump(deployment), deployment.name),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"deployment {deployment.name!r} does not exist; see `pushpool deployment ls`")
+            self._upsert_slot(db, deployment_slot(deployment.id), deployment.concurrency_limit)
+
+    def get_deployment(self, name: str) -> Deployment | None:
+        rows = self._read("SELECT data FROM deployments WHERE name = ?", (name,))
+        return Deployment.model_validate_json(str(rows[0][0])) if rows else None
+
+    def list_deployments(self, pool: str | None = None) -> list[Deployment]:
+        if pool is None:
+            rows = self._read("SELECT data FROM deployments ORDER BY name")
+        else:
+            rows = self._read("SELECT data FROM deployments WHERE pool = ? ORDER BY name", (pool,))
+        return [Deployment.model_validate_json(str(r[0])) for r in rows]
+
+    def scheduled_deployments(self) -> list[Deployment]:
+        rows = self._read("SELECT data FROM deployments WHERE scheduled = 1 ORDER BY name")
+        return [Deployment.model_validate_json(str(r[0])) for r in rows]
+
+    def delete_deployment(self, name: str) -> None:
+        with self._write() as db:
+            row = db.execute("SELECT data FROM deployments WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFound(f"deployment {name!r} does not exist; see `pushpool deployment ls`")
+            deployment = Deployment.model_validate_json(row[0])
+            db.execute("DELETE FROM deployments WHERE name = ?", (name,))
+            db.execute("DELETE FROM slots WHERE key = ?", (deployment_slot(deployment.id),))
+
+    # runs -----------------------------------------------------------------------------------------------
+    def _run_row(self, run: FlowRun) -> tuple[object, ...]:
+        return (
+            run.id,
+            run.pool,
+            run.queue,
+            run.deployment,
+            run.state.value,
+            timestamp(run.scheduled_time),
+            run.version,
+            run.model_dump_json(),
+        )
+
+    def create_runs(self, runs: Sequence[FlowRun]) -> list[str]:
+        created: list[str] = []
+        with self._write() as db:
+            for run in runs:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO runs (id, pool, queue, deployment, state, scheduled_time, version, data)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    self._run_row(run),
+                )
+                if cur.rowcount:
+                    created.append(run.id)
+        return created
+
+    def _runs(self, sql: str, args: Sequence[object]) -> list[FlowRun]:
+        return [FlowRun.model_validate_json(str(r[0])) for r in self._read(sql, args)]
+
+    def get_run(self, run_id: str) -> FlowRun | None:
+        runs = self._runs("SELECT data FROM runs WHERE id = ?", (run_id,))
+        return runs[0] if runs else None
+
+    def list_runs(
+        self,
+        pool: str,
+        *,
+        queue: str | None = None,
+        state: StateType | None = None,
+        limit: int = DEFAULT_LIST_LIMIT,
+    ) -> list[FlowRun]:
+        sql, args = "SELECT data FROM runs WHERE pool = ?", [pool]
+        if queue is not None:
+            sql, args = sql + " AND queue = ?", [*args, queue]
+        if state is not None:
+            sql, args = sql + " AND state = ?", [*args, state.value]
+        return self._runs(sql + " ORDER BY scheduled_time DESC, id LIMIT ?", [*args, limit])
+
+    def due_runs(self, pool: str, queue: str, until: datetime, limit: int) -> list[FlowRun]:
+        return self._runs(
+            "SELECT data FROM runs WHERE pool = ? AND queue = ? AND state = 'SCHEDULED' AND scheduled_time <= ?"
+            " ORDER BY scheduled_time, id LIMIT ?",
+            (pool, queue, timestamp(until), limit),
+        )
+
+    def active_runs(self, pool: str, limit: int = DEFAULT_LIST_LIMIT) -> list[FlowRun]:
+        return self._runs(
+            f"SELECT data FROM runs WHERE pool = ? AND state IN ({_ACTIVE_SQL}) ORDER BY id LIMIT ?", (pool, limit)
+        )
+
+    def runs_of_deployment(self, deployment: str, *, limit: int = DEFAULT_LIST_LIMIT) -> list[FlowRun]:
+        return self._runs(
+            "SELECT data FROM runs WHERE deployment = ? ORDER BY scheduled_time DESC, id LIMIT ?",
+            (deployment, limit),
+        )
+
+    def _update_run(self, db: sqlite3.Connection, before: FlowRun, after: FlowRun) -> bool:
+        cur = db.execute(
+            "UPDATE runs SET queue = ?, state = ?, scheduled_time = ?, version = ?, data = ?"
+            " WHERE id = ? AND version = ?",
+            (
+                after.queue,
+                after.state.value,
+                timestamp(after.scheduled_time),
+                before.version + 1,
+                after.model_copy(update={"version": before.version + 1}).model_dump_json(),
+                before.id,
+                before.version,
+            ),
+        )
+        return cur.rowcount == 1
+
+    def admit(self, admissions: Sequence[Admission]) -> list[FlowRun]:
+        admitted: list[FlowRun] = []
+        with self._write() as db:
+            for adm in admissions:
+                if adm.before.state is not StateType.SCHEDULED or adm.after.state not in ACTIVE:
+                    raise ValueError("admission moves a SCHEDULED run to an active state")
+                keys = run_slots(adm.before)
+                rows = db.execute(
+                    f"SELECT key, lim, active FROM slots WHERE key IN ({', '.join('?' * len(keys))})", keys
+                ).fetchall()
+                if len(rows) != len(keys) or any(lim is not None and active >= lim for _, lim, active in rows):
+                    continue
+                if not self._update_run(db, adm.before, adm.after):
+                    continue
+                db.executemany("UPDATE slots SET active = active + 1 WHERE key = ?", [(k,) for k in keys])
+                admitted.append(adm.after.model_copy(update={"version": adm.before.version + 1}))
+        return admitted
+
+    def save_run(self, before: FlowRun, after: FlowRun) -> bool:
+        if before.state not in ACTIVE and after.state in ACTIVE:
+            raise ValueError("a run enters an active state only through admit()")
+        with self._write() as db:
+            if not self._update_run(db, before, after):
+                return False
+            if before.state in ACTIVE and after.state not in ACTIVE:
+                db.executemany(
+                    "UPDATE slots SET active = MAX(active - 1, 0) WHERE key = ?", [(k,) for k in run_slots(before)]
+                )
+        return True
+
+    # slots ----------------------------------------------------------------------------------------------
+    def _upsert_slot(self, db: sqlite3.Connection, key: str, limit: int | None) -> None:
+        db.execute(
+            "INSERT INTO slots (key, lim, active) VALUES (?, ?, 0) ON CONFLICT(key) DO UPDATE SET lim = excluded.lim",
+            (key, limit),
+        )
+
+    def slots(self, keys: Sequence[str]) -> dict[str, Slot]:
+        if not keys:
+            return {}
+        rows = self._read(f"SELECT key, lim, active FROM slots WHERE key IN ({', '.join('?' * len(keys))})", keys)
+        return {str(k): Slot(None if lim is None else int(str(lim)), int(str(active))) for k, lim, active in rows}

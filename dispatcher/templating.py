@@ -1,0 +1,378 @@
+"""Base job templates (SPEC §4): validate a template and its job variables, merge the layers, render, inject.
+
+Every function here is pure: nothing is read or written except the arguments (the environment used by
+`{{ $NAME }}` placeholders is passed in as a mapping), and nothing passed in is mutated.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError, ValidationError, best_match
+
+from dispatcher.errors import TemplateError
+
+__all__ = [
+    "PLACEHOLDER",
+    "inject_run_context",
+    "merge_job_variables",
+    "placeholders",
+    "render",
+    "resolve_job_variables",
+    "validate_job_variables",
+    "validate_template",
+    "variable_defaults",
+]
+
+PLACEHOLDER = re.compile(r"\{\{\s*(\$?[A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+"""`{{ name }}` or `{{ $ENV_NAME }}`; group 1 is the name, with its `$` for environment placeholders.
+
+Only identifier names are placeholders: anything else between braces (a Go template such as
+`{{.Id}}` in a command line, say) is plain text, so templates can carry such text unchanged.
+"""
+
+# Sentinel for "no value": None is a real value (it renders as JSON null), so it cannot mean "absent".
+_MISSING: Any = object()
+
+_TEMPLATE_KEYS = ("job_configuration", "variables")
+
+
+def placeholders(job_configuration: Any) -> set[str]:
+    """Every placeholder name used in the strings of `job_configuration` (env ones keep their `$`).
+
+    Dict keys are not searched because they are never rendered.
+    """
+    found: set[str] = set()
+    for text in _strings(job_configuration):
+        found.update(match.group(1) for match in PLACEHOLDER.finditer(text))
+    return found
+
+
+def _strings(node: Any) -> Iterable[str]:
+    """Yield every string value in a nested structure of dicts and lists, keys excluded."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _strings(item)
+
+
+def validate_template(template: Any) -> None:
+    """Check a base job template's shape, its variables schema, its placeholders and its defaults.
+
+    Raises TemplateError naming the first broken rule.
+    """
+    if not isinstance(template, dict):
+        raise TemplateError(
+            f"base job template must be a JSON object with the keys job_configuration and variables, "
+            f"not {_json_type(template)}."
+        )
+    missing = [key for key in _TEMPLATE_KEYS if key not in template]
+    extra = sorted(str(key) for key in template if key not in _TEMPLATE_KEYS)
+    if missing or extra:
+        problems = []
+        if missing:
+            problems.append(f"is missing {', '.join(missing)}")
+        if extra:
+            problems.append(f"has unknown keys {', '.join(extra)}")
+        raise TemplateError(
+            f"base job template {' and '.join(problems)}; "
+            f"it must have exactly the keys job_configuration and variables."
+        )
+    job_configuration = template["job_configuration"]
+    if not isinstance(job_configuration, dict):
+        raise TemplateError(
+            f"job_configuration must be a JSON object describing the job, not {_json_type(job_configuration)}."
+        )
+    variables = template["variables"]
+    _check_variables_shape(variables)
+    try:
+        Draft202012Validator.check_schema(variables)
+    except SchemaError as error:
+        where = _dotted("variables", error.path)
+        raise TemplateError(f"{where} is not valid JSON Schema (draft 2020-12): {_sentence(error.message)}") from None
+    properties: dict[str, Any] = variables.get("properties", {})
+
+    undeclared = sorted(
+        name for name in placeholders(job_configuration) if not name.startswith("$") and name not in properties
+    )
+    if undeclared:
+        raise TemplateError(
+            f"job_configuration uses undeclared variables {', '.join(undeclared)}; "
+            f"add them to variables.properties or remove the placeholders."
+        )
+
+    # A default that breaks its own schema would make every run of the pool fail at creation, so it is
+    # caught when the template is written rather than when someone first triggers a run.
+    for name, schema in properties.items():
+        if isinstance(schema, dict) and "default" in schema:
+            problem = best_match(_sorted_errors(Draft202012Validator(schema).iter_errors(schema["default"])))
+            if problem is not None:
+                where = _dotted(f"variables.properties.{name}.default", problem.absolute_path)
+                raise TemplateError(f"{where}: {_sentence(problem.message)}")
+
+
+def _check_variables_shape(variables: Any) -> None:
+    """The parts of `variables` that check_schema accepts but this project's rules do not."""
+    if not isinstance(variables, dict) or variables.get("type") != "object":
+        raise TemplateError(
+            'variables must be a JSON Schema object with "type": "object" and its variables in "properties".'
+        )
+    properties = variables.get("properties", {})
+    if not isinstance(properties, dict):
+        raise TemplateError(
+            f"variables.properties must be a JSON object mapping variable names to schemas, "
+            f"not {_json_type(properties)}."
+        )
+    for name in properties:
+        # Names that cannot appear in `{{ name }}` could never be used by job_configuration.
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise TemplateError(
+                f"variables.properties: {name!r} is not a valid variable name; "
+                f"use letters, digits and underscores, not starting with a digit."
+            )
+    required = variables.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(item, str) for item in required):
+        raise TemplateError("variables.required must be a list of variable names.")
+    # jsonschema allows required names that have no schema, but here such a name could never be set
+    # (undeclared keys are rejected), so every run of the pool would fail.
+    unknown_required = sorted(set(required) - set(properties))
+    if unknown_required:
+        raise TemplateError(
+            f"variables.required names {', '.join(unknown_required)}, which variables.properties does not "
+            f"declare; declare them or remove them from required."
+        )
+
+
+def validate_job_variables(template: dict[str, Any], values: Any, *, field: str, enforce_required: bool) -> None:
+    """Check job variables against the template's `variables` schema.
+
+    Keys the schema does not declare are rejected (a pool is an enforced interface); `required` is only
+    checked when `enforce_required` is true (deployments may leave values to the run). `field` names the
+    input in messages, e.g. "job_variables" or "pool job_variables".
+    """
+    if not isinstance(values, dict):
+        raise TemplateError(
+            f"{field} must be a JSON object mapping variable names to values, not {_json_type(values)}."
+        )
+    variables: dict[str, Any] = template["variables"]
+    properties: dict[str, Any] = variables.get("properties", {})
+    unknown = sorted(str(key) for key in values if key not in properties)
+    if unknown:
+        allowed = ", ".join(sorted(properties)) or "none (this pool declares no variables)"
+        quoted = ", ".join(repr(key) for key in unknown)
+        verb = "is not a variable" if len(unknown) == 1 else "are not variables"
+        raise TemplateError(f"{field}: {quoted} {verb} of this pool; allowed: {allowed}.")
+
+    schema = dict(variables)
+    if not enforce_required:
+        schema.pop("required", None)
+    error = best_match(_sorted_errors(Draft202012Validator(schema).iter_errors(values)))
+    if error is not None:
+        raise TemplateError(f"{_dotted(field, error.absolute_path)}: {_sentence(error.message)}")
+
+
+def _sorted_errors(errors: Iterable[ValidationError]) -> list[ValidationError]:
+    """Order errors by where they are, so the reported one does not depend on dict order of the input."""
+    return sorted(errors, key=lambda error: ([str(part) for part in error.absolute_path], error.message))
+
+
+def merge_job_variables(*layers: dict[str, Any] | None) -> dict[str, Any]:
+    """Merge job variable layers, lowest precedence first (defaults, pool, deployment, run).
+
+    `env` objects merge key by key (a later layer's key wins); every other key is replaced whole.
+    A None layer counts as empty. Layers are not mutated and share nothing with the result.
+    """
+    merged: dict[str, Any] = {}
+    for position, layer in enumerate(layers):
+        if layer is None:
+            continue
+        if not isinstance(layer, dict):
+            raise TemplateError(
+                f"job variables layer {position + 1} must be a JSON object mapping variable names to "
+                f"values, not {_json_type(layer)}."
+            )
+        for key, value in layer.items():
+            previous = merged.get(key)
+            if key == "env" and isinstance(value, dict) and isinstance(previous, dict):
+                merged[key] = {**previous, **copy.deepcopy(value)}
+            else:
+                # A non-object env (null, say) replaces whole; the schema then decides if it is allowed.
+                merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def variable_defaults(template: dict[str, Any]) -> dict[str, Any]:
+    """`{name: default}` for each declared variable that has a default (copies, safe to mutate)."""
+    properties: dict[str, Any] = template["variables"].get("properties", {})
+    return {
+        name: copy.deepcopy(schema["default"])
+        for name, schema in properties.items()
+        if isinstance(schema, dict) and "default" in schema
+    }
+
+
+def resolve_job_variables(
+    template: dict[str, Any],
+    pool_vars: dict[str, Any] | None,
+    deployment_vars: dict[str, Any] | None,
+    run_vars: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The values a run is rendered with: defaults < pool < deployment < run, validated with required."""
+    merged = merge_job_variables(variable_defaults(template), pool_vars, deployment_vars, run_vars)
+    validate_job_variables(template, merged, field="job_variables", enforce_required=True)
+    return merged
+
+
+def render(job_configuration: Any, values: dict[str, Any], env: Mapping[str, str]) -> Any:
+    """Return a new job configuration with placeholders replaced, in one pass.
+
+    A string that is exactly one placeholder becomes the value with its type; a placeholder inside a
+    longer string becomes the value's text (JSON for non-strings, "" for null or no value). A dict
+    entry or list item whose whole value is a placeholder without a value is removed. `{{ $NAME }}`
+    reads `env`. Values are never rendered themselves, and dict keys are never rendered.
+    """
+    rendered = _render(job_configuration, values, env)
+    # At the top level there is no key or item to remove, so "no value" can only become null.
+    return None if rendered is _MISSING else rendered
+
+
+def _render(node: Any, values: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    if isinstance(node, str):
+        whole = PLACEHOLDER.fullmatch(node)
+        if whole is not None:
+            value = _lookup(whole.group(1), values, env)
+            return value if value is _MISSING else copy.deepcopy(value)
+        # A single re.sub over the original string: replacement text is never scanned again, so a
+        # value that contains "{{ x }}" stays literal.
+        return PLACEHOLDER.sub(lambda match: _text(_lookup(match.group(1), values, env)), node)
+    if isinstance(node, dict):
+        out: dict[Any, Any] = {}
+        for key, child in node.items():
+            rendered = _render(child, values, env)
+            if rendered is not _MISSING:
+                out[key] = rendered
+        return out
+    if isinstance(node, list):
+        items = (_render(item, values, env) for item in node)
+        return [item for item in items if item is not _MISSING]
+    return copy.deepcopy(node)
+
+
+def _lookup(name: str, values: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    if name.startswith("$"):
+        return env.get(name[1:], _MISSING)
+    return values.get(name, _MISSING)
+
+
+def _text(value: Any) -> str:
+    """A value's text inside a longer string."""
+    if value is _MISSING or value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    # Compact JSON so "true", "5" and lists read as a JSON reader (or a shell user) expects.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def inject_run_context(
+    job: dict[str, Any],
+    *,
+    run_id: str,
+    deployment: str,
+    pool: str,
+    queue: str,
+    parameters: dict[str, Any],
+    callback_url: str,
+    callback_token: str,
+    run_name: str,
+) -> dict[str, Any]:
+    """Return a copy of a rendered job with the dispatcher's env vars, labels and a default name.
+
+    The PUSHPOOL_* env vars and pushpool.io/* labels win over user ones of the same name, because the
+    runner and the reconciler rely on them. Non-string env values are turned into JSON text; a null env
+    value unsets the variable (the only way a deployment or run can drop an env var a pool sets).
+    """
+    if not isinstance(job, dict):
+        raise TemplateError(f"the rendered job must be a JSON object, not {_json_type(job)}.")
+    result = copy.deepcopy(job)
+
+    user_env = result.get("env")
+    if user_env is None:
+        user_env = {}
+    if not isinstance(user_env, dict):
+        raise TemplateError(
+            f"job env must be a JSON object mapping variable names to strings, not {_json_type(user_env)}."
+        )
+    env = {str(key): _env_text(value) for key, value in user_env.items() if value is not None}
+    env.update(
+        {
+            "PUSHPOOL_RUN_ID": run_id,
+            "PUSHPOOL_DEPLOYMENT": deployment,
+            "PUSHPOOL_POOL": pool,
+            "PUSHPOOL_QUEUE": queue,
+            "PUSHPOOL_PARAMETERS": json.dumps(parameters, sort_keys=True, default=str),
+            "PUSHPOOL_CALLBACK_URL": callback_url,
+            "PUSHPOOL_CALLBACK_TOKEN": callback_token,
+        }
+    )
+    result["env"] = env
+
+    labels = result.get("labels")
+    if labels is None:
+        labels = {}
+    if not isinstance(labels, dict):
+        raise TemplateError(
+            f"job labels must be a JSON object mapping label names to strings, not {_json_type(labels)}."
+        )
+    result["labels"] = {
+        **labels,
+        "pushpool.io/run-id": run_id,
+        "pushpool.io/pool": pool,
+        "pushpool.io/deployment": deployment,
+    }
+
+    if result.get("name") in (None, ""):
+        result["name"] = run_name
+    return result
+
+
+def _env_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _dotted(field: str, path: Iterable[Any]) -> str:
+    """`field.a.b[0]`: where in the input a schema error is, for the message."""
+    text = field
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def _sentence(message: str) -> str:
+    return message if message.endswith(".") else message + "."
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a value's type, for messages written for people who write JSON."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__

@@ -1,0 +1,371 @@
+"""The store conformance suite: written once, run against every backend of tests/conftest.py.
+
+It pins the semantics the dispatcher relies on: conditional writes, index order, and admission that moves
+a run to PENDING only together with its pool, queue and deployment slots, even under concurrent writers.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from dispatcher.admit_pass import admit_pool
+from dispatcher.errors import Conflict, NotFound
+from dispatcher.models import Deployment, FlowRun, WorkPool, WorkQueue
+from dispatcher.states import StateType
+from dispatcher.store.base import Admission, Store, deployment_slot, pool_slot, queue_slot
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def make_pool(store: Store, name: str = "pool", limit: int | None = None, **queues: int | None) -> WorkPool:
+    pool = WorkPool(name=name, concurrency_limit=limit)
+    store.create_pool(pool, WorkQueue(pool=name, name="default", priority=1))
+    for priority, (queue, qlimit) in enumerate(queues.items(), start=2):
+        queue_model = WorkQueue(pool=name, name=queue, priority=priority, concurrency_limit=qlimit)
+        store.save_queues(name, [queue_model], new=queue)
+    return pool
+
+
+def make_deployment(
+    store: Store, name: str = "dep", pool: str = "pool", queue: str = "default", limit: int | None = None, **fields: object
+) -> Deployment:
+    deployment = Deployment(name=name, pool=pool, queue=queue, concurrency_limit=limit, **fields)  # type: ignore[arg-type]
+    store.create_deployment(deployment)
+    return deployment
+
+
+def make_run(deployment: Deployment, i: int, when: datetime = T0, queue: str | None = None) -> FlowRun:
+    return FlowRun(
+        id=f"run-{i:05d}",
+        name=f"run-{i}",
+        deployment=deployment.name,
+        deployment_id=deployment.id,
+        pool=deployment.pool,
+        queue=queue or deployment.queue,
+        scheduled_time=when,
+    )
+
+
+def pending(run: FlowRun) -> Admission:
+    return Admission(run, run.moved(StateType.PENDING, source="test")[0])
+
+
+# pools, queues, settings -------------------------------------------------------------------------------------
+def test_pool_round_trip_and_conflict(store: Store) -> None:
+    make_pool(store, "a", limit=2)
+    assert store.get_pool("a") is not None and store.get_pool("a").concurrency_limit == 2  # type: ignore[union-attr]
+    assert [q.name for q in store.list_queues("a")] == ["default"]
+    assert set(store.slots([pool_slot("a"), queue_slot("a", "default"), pool_slot("zz")])) == {
+        pool_slot("a"),
+        queue_slot("a", "default"),
+    }
+    assert store.slots([pool_slot("a")])[pool_slot("a")].limit == 2
+    with pytest.raises(Conflict):
+        store.create_pool(WorkPool(name="a"), WorkQueue(pool="a", name="default", priority=1))
+    assert store.get_pool("missing") is None
+
+
+def test_update_pool_moves_its_slot_limit(store: Store) -> None:
+    pool = make_pool(store, "a", limit=2)
+    store.update_pool(pool.model_copy(update={"concurrency_limit": 7, "description": "d"}))
+    assert store.get_pool("a").description == "d"  # type: ignore[union-attr]
+    assert store.slots([pool_slot("a")])[pool_slot("a")].limit == 7
+    with pytest.raises(NotFound):
+        store.update_pool(WorkPool(name="ghost"))
+
+
+def test_list_pools_sorted_and_delete_removes_queues_and_slots(store: Store) -> None:
+    make_pool(store, "b")
+    make_pool(store, "a", q=None)
+    assert [p.name for p in store.list_pools()] == ["a", "b"]
+    store.delete_pool("a")
+    assert [p.name for p in store.list_pools()] == ["b"]
+    assert store.list_queues("a") == []
+    assert store.slots([pool_slot("a"), queue_slot("a", "q")]) == {}
+    with pytest.raises(NotFound):
+        store.delete_pool("a")
+
+
+def test_queues_in_priority_order_and_saved_together(store: Store) -> None:
+    make_pool(store, "p", x=None, y=3)
+    assert [(q.name, q.priority) for q in store.list_queues("p")] == [("default", 1), ("x", 2), ("y", 3)]
+    x, y = store.get_queue("p", "x"), store.get_queue("p", "y")
+    assert x is not None and y is not None
+    store.save_queues("p", [x.model_copy(update={"priority": 3}), y.model_copy(update={"priority": 2})])
+    assert [q.name for q in store.list_queues("p")] == ["default", "y", "x"]
+    with pytest.raises(Conflict):
+        store.save_queues("p", [WorkQueue(pool="p", name="x", priority=9)], new="x")
+    with pytest.raises(NotFound):
+        store.save_queues("p", [WorkQueue(pool="p", name="nope", priority=9)])
+    assert store.slots([queue_slot("p", "y")])[queue_slot("p", "y")].limit == 3
+
+
+def test_a_failed_queue_batch_writes_nothing(store: Store) -> None:
+    make_pool(store, "p", x=None)
+    x = store.get_queue("p", "x")
+    assert x is not None
+    with pytest.raises(NotFound):
+        store.save_queues("p", [x.model_copy(update={"priority": 9}), WorkQueue(pool="p", name="ghost", priority=4)])
+    assert store.get_queue("p", "x").priority == 2  # type: ignore[union-attr]
+
+
+def test_touch_makes_pool_and_queue_ready(store: Store) -> None:
+    make_pool(store, "p")
+    assert store.get_pool("p").status == "NOT_READY"  # type: ignore[union-attr]
+    store.touch("p", ["default"], datetime.now(UTC))
+    assert store.get_pool("p").status == "READY"  # type: ignore[union-attr]
+    assert store.get_queue("p", "default").status == "READY"  # type: ignore[union-attr]
+
+
+def test_settings(store: Store) -> None:
+    assert store.get_setting("k") is None
+    store.put_setting("k", "v1")
+    store.put_setting("k", "v2")
+    assert store.get_setting("k") == "v2"
+
+
+# deployments -------------------------------------------------------------------------------------------------
+def test_deployments_by_pool_and_sparse_schedule_index(store: Store) -> None:
+    from dispatcher.schedules import IntervalSchedule
+
+    make_pool(store, "p")
+    make_pool(store, "q")
+    make_deployment(store, "a", pool="p", schedules=[IntervalSchedule(interval=60)])
+    make_deployment(store, "b", pool="p", schedules=[IntervalSchedule(interval=60)], schedule_paused=True)
+    make_deployment(store, "c", pool="q")
+    assert [d.name for d in store.list_deployments("p")] == ["a", "b"]
+    assert [d.name for d in store.list_deployments()] == ["a", "b", "c"]
+    assert [d.name for d in store.scheduled_deployments()] == ["a"]
+    with pytest.raises(Conflict):
+        make_deployment(store, "a", pool="q")
+    b = store.get_deployment("b")
+    assert b is not None
+    store.update_deployment(b.model_copy(update={"schedule_paused": False}))
+    assert [d.name for d in store.scheduled_deployments()] == ["a", "b"]
+    store.delete_deployment("a")
+    assert store.get_deployment("a") is None
+    with pytest.raises(NotFound):
+        store.delete_deployment("a")
+
+
+# runs --------------------------------------------------------------------------------------------------------
+def test_create_runs_is_idempotent(store: Store) -> None:
+    make_pool(store)
+    dep = make_deployment(store)
+    runs = [make_run(dep, i) for i in range(3)]
+    assert store.create_runs(runs) == [r.id for r in runs]
+    changed = runs[0].model_copy(update={"name": "other"})
+    assert store.create_runs([changed, make_run(dep, 3)]) == ["run-00003"]
+    assert store.get_run("run-00000").name == "run-0"  # type: ignore[union-attr]
+    assert store.get_run("nope") is None
+
+
+def test_due_runs_in_time_then_id_order_with_limit(store: Store) -> None:
+    make_pool(store, "pool", other=None)
+    dep = make_deployment(store)
+    runs = [
+        make_run(dep, 5, T0 + timedelta(seconds=2)),
+        make_run(dep, 3, T0),
+        make_run(dep, 1, T0),
+        make_run(dep, 2, T0 + timedelta(hours=1)),
+        make_run(dep, 4, T0, queue="other"),
+    ]
+    store.create_runs(runs)
+    due = store.due_runs("pool", "default", T0 + timedelta(seconds=10), 10)
+    assert [r.id for r in due] == ["run-00001", "run-00003", "run-00005"]
+    first_two = store.due_runs("pool", "default", T0 + timedelta(seconds=10), 2)
+    assert [r.id for r in first_two] == ["run-00001", "run-00003"]
+    assert [r.id for r in store.due_runs("pool", "default", T0, 10)] == ["run-00001", "run-00003"]
+    store.admit([pending(due[0])])
+    assert [r.id for r in store.due_runs("pool", "default", T0, 10)] == ["run-00003"]
+
+
+def test_list_runs_filters_and_newest_first(store: Store) -> None:
+    make_pool(store, "pool", other=None)
+    dep = make_deployment(store)
+    store.create_runs([make_run(dep, i, T0 + timedelta(minutes=i), queue="other" if i % 2 else None) for i in range(4)])
+    assert [r.id for r in store.list_runs("pool")] == ["run-00003", "run-00002", "run-00001", "run-00000"]
+    assert [r.id for r in store.list_runs("pool", queue="other")] == ["run-00003", "run-00001"]
+    assert [r.id for r in store.list_runs("pool", limit=1)] == ["run-00003"]
+    store.admit([pending(store.get_run("run-00002"))])  # type: ignore[arg-type]
+    assert [r.id for r in store.list_runs("pool", state=StateType.PENDING)] == ["run-00002"]
+    assert [r.id for r in store.runs_of_deployment("dep", limit=2)] == ["run-00003", "run-00002"]
+
+
+def test_admit_takes_every_slot_and_release_gives_them_back(store: Store) -> None:
+    make_pool(store, "pool", limit=5)
+    dep = make_deployment(store, limit=4)
+    run = make_run(dep, 1)
+    store.create_runs([run])
+    [admitted] = store.admit([pending(run)])
+    assert admitted.state is StateType.PENDING and admitted.version == run.version + 1
+    keys = [pool_slot("pool"), queue_slot("pool", "default"), deployment_slot(dep.id)]
+    assert [s.active for s in store.slots(keys).values()] == [1, 1, 1]
+    assert [r.id for r in store.active_runs("pool")] == [run.id]
+    done = admitted.moved(StateType.COMPLETED, source="test")[0]
+    assert store.save_run(admitted, done)
+    assert [s.active for s in store.slots(keys).values()] == [0, 0, 0]
+    assert store.active_runs("pool") == []
+    assert store.get_run(run.id).state is StateType.COMPLETED  # type: ignore[union-attr]
+
+
+def test_admit_refuses_full_slots_and_stale_versions(store: Store) -> None:
+    make_pool(store, "pool", limit=1)
+    dep = make_deployment(store)
+    a, b = make_run(dep, 1), make_run(dep, 2)
+    store.create_runs([a, b])
+    assert [r.id for r in store.admit([pending(a), pending(b)])] == [a.id]
+    assert store.get_run(b.id).state is StateType.SCHEDULED  # type: ignore[union-attr]
+    assert store.admit([pending(a)]) == []  # a moved on: its version is stale
+    assert store.slots([pool_slot("pool")])[pool_slot("pool")].active == 1
+
+
+def test_admit_honours_queue_and_deployment_limits_and_zero(store: Store) -> None:
+    make_pool(store, "pool", q0=0, q1=1)
+    dep = make_deployment(store, queue="q1", limit=None)
+    capped = make_deployment(store, "capped", queue="default", limit=1)
+    runs = [make_run(dep, 1), make_run(dep, 2), make_run(dep, 3, queue="q0"), make_run(capped, 4), make_run(capped, 5)]
+    store.create_runs(runs)
+    admitted = store.admit([pending(r) for r in runs])
+    assert sorted(r.id for r in admitted) == ["run-00001", "run-00004"]
+
+
+def test_save_run_is_conditional_and_guards_active_entry(store: Store) -> None:
+    make_pool(store)
+    dep = make_deployment(store)
+    run = make_run(dep, 1)
+    store.create_runs([run])
+    late = run.moved(StateType.SCHEDULED, name="Late", source="test")[0]
+    assert store.save_run(run, late)
+    assert not store.save_run(run, late)  # stale: the stored version moved on
+    with pytest.raises(ValueError):
+        store.save_run(late, late.moved(StateType.PENDING, source="test")[0])
+    assert store.get_run(run.id).state_name == "Late"  # type: ignore[union-attr]
+
+
+def test_release_never_goes_below_zero_and_backward_retry_frees_slot(store: Store) -> None:
+    make_pool(store, "pool", limit=1)
+    dep = make_deployment(store)
+    run = make_run(dep, 1)
+    store.create_runs([run])
+    [admitted] = store.admit([pending(run)])
+    retry = admitted.moved(StateType.SCHEDULED, name="AwaitingRetry", source="test")[0]
+    assert store.save_run(admitted, retry)
+    assert store.slots([pool_slot("pool")])[pool_slot("pool")].active == 0
+    assert [r.id for r in store.due_runs("pool", "default", T0, 5)] == [run.id]
+
+
+# concurrency -------------------------------------------------------------------------------------------------
+POOL_LIMIT, QUEUE_LIMIT, RUNS_PER_QUEUE = 3, 2, 30
+
+
+def _concurrent_setup(store: Store) -> Deployment:
+    make_pool(store, "pool", limit=POOL_LIMIT, fast=QUEUE_LIMIT, slow=QUEUE_LIMIT)
+    dep = make_deployment(store, queue="fast")
+    runs = [make_run(dep, i, queue="fast" if i % 2 else "slow") for i in range(2 * RUNS_PER_QUEUE)]
+    store.create_runs(runs)
+    return dep
+
+
+def _over_limit(store: Store) -> str | None:
+    active = store.active_runs("pool", limit=1000)
+    per_queue = {q: sum(r.queue == q for r in active) for q in ("fast", "slow")}
+    if len(active) > POOL_LIMIT or max(per_queue.values()) > QUEUE_LIMIT:
+        return f"{len(active)} active, per queue {per_queue}"
+    return None
+
+
+def _drain(store: Store, worker: int, admitted: list[str], stop: threading.Event) -> None:
+    rng = random.Random(worker)
+    deadline = time.monotonic() + 60
+    while not stop.is_set() and time.monotonic() < deadline:
+        now = T0 + timedelta(seconds=1)
+        result = admit_pool(store, "pool", now, queue=rng.choice([None, "fast", "slow"]))
+        for run in result.admitted:
+            admitted.append(run.id)
+            time.sleep(rng.random() * 0.003)
+            store.save_run(run, run.moved(StateType.COMPLETED, source=f"worker-{worker}")[0])
+        if not result.admitted and not any(store.due_runs("pool", q, now, 1) for q in ("fast", "slow")):
+            return
+
+
+def test_threads_admitting_at_once_never_exceed_a_limit(store: Store) -> None:
+    _concurrent_setup(store)
+    admitted: list[list[str]] = [[] for _ in range(6)]
+    stop = threading.Event()
+    violations: list[str] = []
+
+    def monitor() -> None:
+        while not stop.is_set():
+            if (v := _over_limit(store)) is not None:
+                violations.append(v)
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=monitor)
+    watcher.start()
+    workers = [threading.Thread(target=_drain, args=(store, i, admitted[i], stop)) for i in range(6)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    stop.set()
+    watcher.join()
+    every = [rid for ids in admitted for rid in ids]
+    assert violations == []
+    assert len(every) == len(set(every)) == 2 * RUNS_PER_QUEUE  # all admitted, none twice
+    assert store.slots([pool_slot("pool")])[pool_slot("pool")].active == 0
+
+
+WORKER = """
+import json, random, sys, time
+from datetime import timedelta
+sys.path.insert(0, sys.argv[3])
+from test_store_conformance import T0, admit_pool
+from dispatcher.store import open_store
+from dispatcher.states import StateType
+store, rng, ids = open_store(sys.argv[1]), random.Random(int(sys.argv[2])), []
+peak = 0
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    now = T0 + timedelta(seconds=1)
+    result = admit_pool(store, "pool", now, queue=rng.choice([None, "fast", "slow"]))
+    peak = max(peak, len(store.active_runs("pool", limit=1000)))
+    for run in result.admitted:
+        ids.append(run.id)
+        time.sleep(rng.random() * 0.003)
+        store.save_run(run, run.moved(StateType.COMPLETED, source="proc")[0])
+    if not result.admitted and not any(store.due_runs("pool", q, now, 1) for q in ("fast", "slow")):
+        break
+print(json.dumps({"ids": ids, "peak": peak}))
+"""
+
+
+def test_processes_admitting_at_once_never_exceed_a_limit(store: Store) -> None:
+    from pathlib import Path
+
+    _concurrent_setup(store)
+    here = str(Path(__file__).parent)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WORKER, store.url, str(i), here], stdout=subprocess.PIPE, text=True)
+        for i in range(4)
+    ]
+    violations: list[str] = []
+    while any(p.poll() is None for p in procs):
+        if (v := _over_limit(store)) is not None:
+            violations.append(v)
+        time.sleep(0.002)
+    reports = [json.loads(p.communicate()[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    every = [rid for r in reports for rid in r["ids"]]
+    assert violations == []
+    assert max(r["peak"] for r in reports) <= POOL_LIMIT
+    assert len(every) == len(set(every)) == 2 * RUNS_PER_QUEUE
+    assert store.slots([pool_slot("pool")])[pool_slot("pool")].active == 0
