@@ -35,7 +35,12 @@ def make_pool(store: Store, name: str = "pool", limit: int | None = None, **queu
 
 
 def make_deployment(
-    store: Store, name: str = "dep", pool: str = "pool", queue: str = "default", limit: int | None = None, **fields: object
+    store: Store,
+    name: str = "dep",
+    pool: str = "pool",
+    queue: str = "default",
+    limit: int | None = None,
+    **fields: object,
 ) -> Deployment:
     deployment = Deployment(name=name, pool=pool, queue=queue, concurrency_limit=limit, **fields)  # type: ignore[arg-type]
     store.create_deployment(deployment)
