@@ -10,7 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .admission import Decision, DeploymentView, DueRun, PoolView, QueueView, decide
+from .admission import (
+    DEPLOYMENT_LIMIT_REACHED,
+    Decision,
+    DeploymentView,
+    DueRun,
+    PoolView,
+    QueueView,
+    decide,
+)
 from .config import Settings
 from .models import FlowRun, WorkPool, WorkQueue
 from .states import StateType
@@ -30,6 +38,12 @@ class PoolAdmission:
     due: list[FlowRun] = field(default_factory=list)
 
 
+DEPLOYMENT_MISSING = "deployment '{deployment}' no longer exists"
+"""Why a run waits whose deployment (and so its slot) is gone: the store would refuse to admit it."""
+
+_DEPLOYMENT_LIMIT_PREFIX = DEPLOYMENT_LIMIT_REACHED.split("{", 1)[0]
+
+
 def _read_window(slot: Slot | None, pool_free: int | None, settings: Settings) -> int:
     """How many due runs of a queue to read: no more than could be admitted, at least one to explain."""
     bounds = [settings.max_admissions_per_pass]
@@ -39,26 +53,13 @@ def _read_window(slot: Slot | None, pool_free: int | None, settings: Settings) -
     return max(1, min(bounds))
 
 
-def plan(
-    store: Store,
-    pool: WorkPool,
-    queues: list[WorkQueue],
-    now: datetime,
-    settings: Settings,
-    *,
-    window: int | None = None,
-) -> tuple[Decision, list[FlowRun]]:
-    """Read the pool's due runs and decide; `window` overrides how many runs per queue are read (preview)."""
-    slots = store.slots([pool_slot(pool.name), *(queue_slot(pool.name, q.name) for q in queues)])
+def _decide(
+    store: Store, pool: WorkPool, queues: list[WorkQueue], slots: dict[str, Slot], due: list[FlowRun]
+) -> tuple[Decision, set[str]]:
+    """The waterfall over `due`, and the ids of runs skipped for their deployment (its limit, or it is gone)."""
     pool_state = slots.get(pool_slot(pool.name), Slot(pool.concurrency_limit, 0))
-    due: list[FlowRun] = []
-    if not pool.paused:
-        for queue in queues:
-            if queue.paused:
-                continue
-            size = window or _read_window(slots.get(queue_slot(pool.name, queue.name)), pool_state.free, settings)
-            due.extend(store.due_runs(pool.name, queue.name, now, size))
     deployment_slots = store.slots(sorted({deployment_slot(r.deployment_id) for r in due}))
+    orphans = {r.id: r.deployment for r in due if deployment_slot(r.deployment_id) not in deployment_slots}
     deployments = {
         r.deployment: DeploymentView(r.deployment, s.limit, s.active)
         for r in due
@@ -76,10 +77,54 @@ def plan(
             )
             for q in queues
         ],
-        [DueRun(r.id, r.queue, r.deployment, r.scheduled_time) for r in due],
+        [DueRun(r.id, r.queue, r.deployment, r.scheduled_time) for r in due if r.id not in orphans],
         deployments,
     )
-    return decision, due
+    if orphans:
+        waiting = {**decision.waiting, **{i: DEPLOYMENT_MISSING.format(deployment=d) for i, d in orphans.items()}}
+        decision = Decision(admit=decision.admit, waiting=waiting)
+    # Runs that could be passed over for later ones of the same queue (nothing else holds them back).
+    paused = {q.name for q in queues if q.paused or pool.paused}
+    skipped = {i for i, why in decision.waiting.items() if why.startswith(_DEPLOYMENT_LIMIT_PREFIX)}
+    skipped |= {r.id for r in due if r.id in orphans and r.queue not in paused}
+    return decision, skipped
+
+
+def plan(
+    store: Store,
+    pool: WorkPool,
+    queues: list[WorkQueue],
+    now: datetime,
+    settings: Settings,
+    *,
+    window: int | None = None,
+) -> tuple[Decision, list[FlowRun]]:
+    """Read the pool's due runs and decide; `window` overrides how many runs per queue are read (preview).
+
+    Runs of a paused pool or queue are read too (a window's worth), so that they are explained and the
+    dispatcher can name them Late. A queue whose read was full and whose runs were skipped for their
+    deployment is read further, so one deployment at its limit never hides the runs queued behind it.
+    """
+    slots = store.slots([pool_slot(pool.name), *(queue_slot(pool.name, q.name) for q in queues)])
+    pool_state = slots.get(pool_slot(pool.name), Slot(pool.concurrency_limit, 0))
+    sizes = {
+        q.name: window or _read_window(slots.get(queue_slot(pool.name, q.name)), pool_state.free, settings)
+        for q in queues
+    }
+    read = {name: store.due_runs(pool.name, name, now, size) for name, size in sizes.items()}
+    while True:
+        due = [r for q in queues for r in read[q.name]]
+        decision, skipped = _decide(store, pool, queues, slots, due)
+        grow = []
+        for name, runs in read.items():
+            misses = sum(1 for r in runs if r.id in skipped)
+            if window is None and misses and len(runs) == sizes[name] < settings.max_admissions_per_pass:
+                sizes[name] = min(settings.max_admissions_per_pass, max(2 * sizes[name], sizes[name] + misses))
+                grow.append(name)
+        if not grow:
+            return decision, due
+        for name in grow:
+            read[name] = store.due_runs(pool.name, name, now, sizes[name])
 
 
 def admit_pool(

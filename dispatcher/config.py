@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import timedelta
 
@@ -23,6 +25,18 @@ class Settings:
     """Due runs read per queue in one pass when no limit bounds them."""
     submission_attempts: int = 3
     """Submissions tried before a run is CRASHED (SPEC §5)."""
+    retry_backoff_seconds: float = 10.0
+    """Wait before the first retry of a transiently failed submission; doubles with each attempt."""
+    submit_concurrency: int = 8
+    """Provider calls a dispatcher makes at once."""
+    provider_timeout_seconds: float = 30.0
+    """A provider call taking longer is abandoned for this pass (the reconciler picks its run up)."""
+    resubmit_grace_seconds: float = 60.0
+    """A PENDING run this long without an infrastructure id is re-submitted with the same idempotency key."""
+    reconcile_after_seconds: float = 300.0
+    """An active run silent this long is looked up at the provider."""
+    max_active_scan: int = 1000
+    """Active runs read per pool by the reconciler in one pass; slot counters are repaired only below it."""
 
     @property
     def late_after(self) -> timedelta:
@@ -33,7 +47,7 @@ class Settings:
         return timedelta(seconds=self.schedule_horizon_seconds)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         values: dict[str, float | int] = {}
         for f in fields(cls):
@@ -44,8 +58,9 @@ class Settings:
             try:
                 value = kind(env[key])
             except ValueError:
-                raise ConfigError(f"{key} must be a {kind.__name__}, got {env[key]!r}") from None
-            if value <= 0:
+                what = "whole number" if kind is int else "number"
+                raise ConfigError(f"{key} must be a {what}, got {env[key]!r}") from None
+            if not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{key} must be greater than 0, got {env[key]!r}")
             values[f.name] = value
         return cls(**values)  # type: ignore[arg-type]

@@ -12,7 +12,10 @@ from .models import Deployment, FlowRun, StateRecord, build, utcnow
 from .pools import UNSET, default_pool_name, get_pool, get_queue, limit_arg
 from .schedules import Schedule
 from .states import StateType
-from .store.base import Store
+from .store.base import Store, deployment_slot
+
+EVERY_RUN = 1_000_000_000
+"""A page size that reads all of a deployment's runs, where every one of them must be seen."""
 
 
 def get_deployment(store: Store, name: str) -> Deployment:
@@ -115,30 +118,55 @@ def update_deployment(
     return updated
 
 
+def _every_run(store: Store, name: str) -> list[FlowRun]:
+    # The store's default page (newest first) would miss the oldest runs of a busy deployment: the active
+    # ones and the SCHEDULED backlog of a paused pool, which are exactly the ones that matter here.
+    return store.runs_of_deployment(name, limit=EVERY_RUN)
+
+
 def _cancel_future_scheduled(store: Store, deployment: Deployment, why: str) -> None:
     """Cancel the SCHEDULED runs a schedule created ahead of time (ad-hoc runs stay)."""
-    from .scheduler import reset_cursor
+    from .scheduler import new_generation
 
-    reset_cursor(store, deployment)
     now = utcnow()
-    for run in store.runs_of_deployment(deployment.name):
+    for run in _every_run(store, deployment.name):
         if run.state is StateType.SCHEDULED and run.auto_scheduled and run.scheduled_time > now:
             after, _ = run.moved(StateType.CANCELLED, source="deployment", message=why, now=now)
             store.save_run(run, after)
+    # The cancelled runs keep their ids: the next ones are created under a new generation of ids.
+    new_generation(store, deployment)
+
+
+def _has_active_runs(store: Store, deployment: Deployment) -> bool:
+    slot = store.slots([deployment_slot(deployment.id)]).get(deployment_slot(deployment.id))
+    return (slot is not None and slot.active > 0) or any(r.is_active for r in _every_run(store, deployment.name))
+
+
+def _cancel_scheduled(store: Store, name: str, why: str) -> None:
+    """Cancel every SCHEDULED run of a deployment; Conflict if one was admitted meanwhile."""
+    now = utcnow()
+    for run in _every_run(store, name):
+        while run.state is StateType.SCHEDULED:
+            after, _ = run.moved(StateType.CANCELLED, source="deployment", message=why, now=now)
+            if store.save_run(run, after):
+                break
+            current = store.get_run(run.id)  # another writer got there first: look again
+            if current is None:
+                break
+            run = current
+        if run.is_active:
+            raise Conflict(f"deployment {name!r} has active runs; cancel them or wait until they end")
 
 
 def delete_deployment(store: Store, name: str) -> None:
     """Delete a deployment; its SCHEDULED runs are cancelled; refused while any of its runs is active."""
     deployment = get_deployment(store, name)
-    runs = store.runs_of_deployment(name)
-    if any(r.is_active for r in runs):
+    if _has_active_runs(store, deployment):
         raise Conflict(f"deployment {name!r} has active runs; cancel them or wait until they end")
-    now = utcnow()
-    for run in runs:
-        if run.state is StateType.SCHEDULED:
-            after, _ = run.moved(StateType.CANCELLED, source="deployment", message="deployment deleted", now=now)
-            store.save_run(run, after)
+    _cancel_scheduled(store, name, "deployment deleted")
     store.delete_deployment(deployment.name)
+    # A scheduler step that read the deployment before it was deleted may have created runs since.
+    _cancel_scheduled(store, name, "deployment deleted")
 
 
 def new_run(
@@ -152,6 +180,10 @@ def new_run(
     auto_scheduled: bool = False,
 ) -> FlowRun:
     """A SCHEDULED run of a deployment, its merged job variables validated (required enforced)."""
+    if scheduled_time.tzinfo is None or scheduled_time.utcoffset() is None:
+        raise InvalidInput(
+            f"scheduled time {scheduled_time.isoformat()} needs a timezone, e.g. {scheduled_time.isoformat()}Z."
+        )
     pool = get_pool(store, deployment.pool)
     overrides = _check_object("job_variables", job_variables or {})
     templating.resolve_job_variables(pool.base_job_template, pool.job_variables, deployment.job_variables, overrides)

@@ -47,6 +47,13 @@ def check_limit(field: str, value: int | None) -> int | None:
     return value
 
 
+def reject_bool(field: str, value: Any) -> Any:
+    """Run before pydantic's coercion, which would otherwise turn True into 1 for an int field."""
+    if isinstance(value, bool):
+        raise ValueError(f"{field} must be a whole number, not a boolean ({value!r})")
+    return value
+
+
 def derived_status(paused: bool, last_polled: datetime | None, now: datetime | None = None) -> Status:
     if paused:
         return "PAUSED"
@@ -64,14 +71,23 @@ def build(model: type[M], **fields: Any) -> M:
         raise InvalidInput(validation_sentence(exc, model.__name__)) from None
 
 
+_STRUCTURAL_ERRORS = frozenset({"missing", "extra_forbidden", "model_type", "model_attributes_type", "dict_type"})
+
+
 def validation_sentence(exc: ValidationError, what: str) -> str:
-    """Pydantic's first complaint as one sentence; our validators already name their field."""
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or what
+    """Pydantic's most telling complaint as one sentence; our validators already name their field.
+
+    For a union (a deployment's schedules) pydantic reports every member it tried, the first being
+    "CronSchedule.cron: field required" whatever was given; the complaint about a value is preferred to
+    those about the shape of a member the input was never meant to be, and member names are left out.
+    """
+    errors = exc.errors()
+    err = next((e for e in errors if e["type"] not in _STRUCTURAL_ERRORS), errors[0])
+    field = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p[:1].isupper())) or what
     msg = str(err["msg"]).removeprefix("Value error, ").rstrip(".")
     if err["type"] == "value_error":
         return msg + "."
-    return f"{field}: {msg.lower()}."
+    return f"{field}: {msg[:1].lower()}{msg[1:]}."
 
 
 class _Model(BaseModel):
@@ -96,6 +112,11 @@ class WorkPool(_Model):
     @classmethod
     def _name(cls, v: str) -> str:
         return check_name("work pool", v, reserved_prefix=True)
+
+    @field_validator("concurrency_limit", mode="before")
+    @classmethod
+    def _limit_not_bool(cls, v: Any) -> Any:
+        return reject_bool("concurrency_limit", v)
 
     @field_validator("concurrency_limit")
     @classmethod
@@ -124,12 +145,22 @@ class WorkQueue(_Model):
     def _name(cls, v: str) -> str:
         return check_name("work queue", v)
 
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority_not_bool(cls, v: Any) -> Any:
+        return reject_bool("priority", v)
+
     @field_validator("priority")
     @classmethod
     def _priority(cls, v: int) -> int:
         if isinstance(v, bool) or v < 1:
             raise ValueError(f"priority must be a whole number of 1 or more (1 is the highest), got {v!r}")
         return v
+
+    @field_validator("concurrency_limit", mode="before")
+    @classmethod
+    def _limit_not_bool(cls, v: Any) -> Any:
+        return reject_bool("concurrency_limit", v)
 
     @field_validator("concurrency_limit")
     @classmethod
@@ -161,6 +192,11 @@ class Deployment(_Model):
     @classmethod
     def _name(cls, v: str) -> str:
         return check_name("deployment", v)
+
+    @field_validator("concurrency_limit", mode="before")
+    @classmethod
+    def _limit_not_bool(cls, v: Any) -> Any:
+        return reject_bool("concurrency_limit", v)
 
     @field_validator("concurrency_limit")
     @classmethod

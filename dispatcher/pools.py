@@ -245,7 +245,10 @@ def delete_queue(store: Store, pool: str, name: str) -> None:
             f"work queue {name!r} is used by deployment(s) {', '.join(users[:5])}; move or delete them first"
         )
     far_future = utcnow().replace(year=9999)
-    if store.due_runs(pool, name, far_future, 1) or any(r.queue == name for r in store.active_runs(pool)):
+    # The queue's slot counts its active runs; the pool's list of active runs is read only one page deep.
+    slot = store.slots([queue_slot(pool, name)]).get(queue_slot(pool, name))
+    active = (slot is not None and slot.active > 0) or any(r.queue == name for r in store.active_runs(pool))
+    if active or store.due_runs(pool, name, far_future, 1):
         raise Conflict(f"work queue {name!r} still has scheduled or active runs; cancel them or let them finish first")
     store.delete_queue(pool, name)
 

@@ -9,7 +9,7 @@ from .admit_pass import plan
 from .config import Settings
 from .models import FlowRun, WorkPool, WorkQueue, utcnow
 from .pools import get_pool, get_queue
-from .scheduler import planned_times
+from .scheduler import planned_times, run_key
 from .schedules import scheduled_run_id
 from .store.base import Store, pool_slot, queue_slot
 
@@ -65,12 +65,15 @@ def preview_pool(
     settings = settings or Settings()
     now = now or utcnow()
     pool = get_pool(store, name)
-    queues = [get_queue(store, name, queue)] if queue else store.list_queues(name)
+    every_queue = store.list_queues(name)
+    queues = [get_queue(store, name, queue)] if queue else every_queue
     until = now + timedelta(hours=hours)
-    decision, _ = plan(store, pool, queues, now, settings, window=PREVIEW_WINDOW)
+    # Decide over every queue even when one is shown: higher queues take the pool's slots first.
+    decision, _ = plan(store, pool, every_queue, now, settings, window=PREVIEW_WINDOW)
     admissible = {r.id for r in decision.admit}
     slots = store.slots([pool_slot(name), *(queue_slot(name, q.name) for q in queues)])
     result = PoolPreview(pool, getattr(slots.get(pool_slot(name)), "active", 0), hours)
+    deployments = [d for d in store.list_deployments(name) if d.schedules and not d.schedule_paused]
     for q in queues:
         runs = store.due_runs(name, q.name, until, PREVIEW_WINDOW)
         seen = {r.id for r in runs}
@@ -87,11 +90,12 @@ def preview_pool(
             )
             for r in runs
         ]
-        for deployment in store.list_deployments(name):
-            if deployment.queue != q.name or deployment.schedule_paused:
+        for deployment in deployments:
+            if deployment.queue != q.name:
                 continue
+            key = run_key(store, deployment)
             for t in planned_times(deployment, now, until, PREVIEW_WINDOW):
-                run_id = scheduled_run_id(deployment.id, t)
+                run_id = scheduled_run_id(key, t)
                 if run_id not in seen:
                     items.append(
                         PreviewRun(run_id, f"{deployment.name}-{run_id[:8]}", deployment.name, q.name, t, "Planned",

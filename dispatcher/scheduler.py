@@ -26,6 +26,28 @@ def reset_cursor(store: Store, deployment: Deployment) -> None:
     store.put_setting(_cursor_key(deployment), "")
 
 
+def _generation_key(deployment: Deployment) -> str:
+    return f"schedule_generation:{deployment.id}"
+
+
+def run_key(store: Store, deployment: Deployment) -> str:
+    """What the deployment's scheduled run ids derive from: its id, plus the schedule generation once bumped.
+
+    Runs a schedule created ahead of time are cancelled when the schedule changes or is paused; their ids
+    stay taken. A new generation gives the next runs fresh ids, so resuming a schedule (or changing it to
+    one with the same fire times) creates its runs again instead of colliding with the cancelled ones.
+    """
+    generation = store.get_setting(_generation_key(deployment))
+    return f"{deployment.id}/{generation}" if generation else deployment.id
+
+
+def new_generation(store: Store, deployment: Deployment) -> None:
+    """Start a new schedule generation (after its future runs were cancelled) and reset the cursor."""
+    current = store.get_setting(_generation_key(deployment))
+    store.put_setting(_generation_key(deployment), str(int(current or 0) + 1))
+    reset_cursor(store, deployment)
+
+
 @dataclass
 class ScheduleResult:
     created: list[FlowRun] = field(default_factory=list)
@@ -49,10 +71,9 @@ def schedule_deployment(store: Store, deployment: Deployment, now: datetime, set
     cursor = store.get_setting(_cursor_key(deployment))
     after = max(now, datetime.fromisoformat(cursor)) if cursor else now
     times = planned_times(deployment, after, until, settings.schedule_max_runs)
+    key = run_key(store, deployment)
     runs = [
-        new_run(
-            store, deployment, scheduled_time=t, run_id=scheduled_run_id(deployment.id, t), auto_scheduled=True
-        )
+        new_run(store, deployment, scheduled_time=t, run_id=scheduled_run_id(key, t), auto_scheduled=True)
         for t in times
     ]
     created = set(store.create_runs(runs))

@@ -58,7 +58,12 @@ _TERMINAL_RANK = 40
 
 
 def rank(state: StateType, name: str) -> int:
-    """Where a (type, name) stands in a run's life; terminal states share the top rank."""
+    """Where a (type, name) stands in a run's life; terminal states share the top rank.
+
+    Raises ValueError for a name that `state` does not use (never a bare KeyError).
+    """
+    state = StateType(state)
+    check_state_name(state, name)
     if state in TERMINAL:
         return _TERMINAL_RANK
     return _RANK[(state, name)]
@@ -66,6 +71,7 @@ def rank(state: StateType, name: str) -> int:
 
 def check_state_name(state: StateType, name: str) -> None:
     """Raise ValueError unless `name` is one of the names used for `state`."""
+    state = StateType(state)
     if name not in NAMES_BY_TYPE[state]:
         allowed = ", ".join(NAMES_BY_TYPE[state])
         raise ValueError(f"state name {name!r} is not used for {state.value}; use one of: {allowed}")
@@ -75,10 +81,21 @@ def is_allowed(current: StateType, current_name: str, new: StateType, new_name: 
     """True when moving from the current state to the new one is progress.
 
     The one sanctioned step back is a failed submission: PENDING -> SCHEDULED/AwaitingRetry, which frees
-    the slot so the run can be admitted again after its backoff (SPEC §5).
+    the slot so the run can be admitted again after its backoff (SPEC §5). A SCHEDULED run becomes active
+    only through admission, to PENDING: the store refuses any other way in, since it would take no slot.
     """
+    # Compare by value, not identity: StateType is a StrEnum and callers may pass its plain text.
+    current, new = StateType(current), StateType(new)
     if current in TERMINAL:
+        check_state_name(new, new_name)
         return False
-    if current is StateType.PENDING and new is StateType.SCHEDULED and new_name == "AwaitingRetry":
+    if current == StateType.PENDING and new == StateType.SCHEDULED and new_name == "AwaitingRetry":
+        check_state_name(current, current_name)
         return True
+    if current == StateType.SCHEDULED and new in ACTIVE and new != StateType.PENDING:
+        # Only admission (-> PENDING, together with the slots) makes a run active; a RUNNING or CANCELLING
+        # report for a run that was never admitted, or was returned to AwaitingRetry, is stale.
+        check_state_name(current, current_name)
+        check_state_name(new, new_name)
+        return False
     return rank(new, new_name) > rank(current, current_name)

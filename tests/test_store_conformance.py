@@ -135,6 +135,9 @@ def test_settings(store: Store) -> None:
     store.put_setting("k", "v1")
     store.put_setting("k", "v2")
     assert store.get_setting("k") == "v2"
+    assert store.setting_default("k", "v3") == "v2"
+    assert store.setting_default("fresh", "v4") == "v4"
+    assert store.get_setting("fresh") == "v4"
 
 
 # deployments -------------------------------------------------------------------------------------------------
@@ -266,6 +269,15 @@ def test_release_never_goes_below_zero_and_backward_retry_frees_slot(store: Stor
     assert store.save_run(admitted, retry)
     assert store.slots([pool_slot("pool")])[pool_slot("pool")].active == 0
     assert [r.id for r in store.due_runs("pool", "default", T0, 5)] == [run.id]
+
+
+def test_repair_slot_is_conditional(store: Store) -> None:
+    make_pool(store, "pool", limit=2)
+    key = pool_slot("pool")
+    assert not store.repair_slot(key, 5, 0)
+    assert store.repair_slot(key, 0, 3)
+    assert store.slots([key])[key].active == 3 and store.slots([key])[key].limit == 2
+    assert not store.repair_slot("pool:ghost", 0, 1)
 
 
 # concurrency -------------------------------------------------------------------------------------------------

@@ -77,6 +77,9 @@ class Store(Protocol):
 
     def put_setting(self, key: str, value: str) -> None: ...
 
+    def setting_default(self, key: str, value: str) -> str:
+        """Store `value` under `key` unless the key exists (a conditional put); return what is stored."""
+
     # pools -----------------------------------------------------------------------------------------------
     def create_pool(self, pool: WorkPool, default_queue: WorkQueue) -> None:
         """Write a new pool, its default queue and their slots at once; Conflict if the name is taken."""
@@ -162,5 +165,8 @@ class Store(Protocol):
 
     def slots(self, keys: Sequence[str]) -> dict[str, Slot]:
         """Current slot records by key; a missing key is absent from the answer."""
+
+    def repair_slot(self, key: str, expected: int, active: int) -> bool:
+        """Set a slot's active count to `active` if it still reads `expected` (the reconciler's recount)."""
 
     def close(self) -> None: ...

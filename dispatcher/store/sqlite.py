@@ -113,6 +113,11 @@ class SQLiteStore:
         with self._write() as db:
             db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
 
+    def setting_default(self, key: str, value: str) -> str:
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)", (key, value))
+            return str(db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()[0])
+
     # pools ----------------------------------------------------------------------------------------------
     @staticmethod
     def _pool(row: tuple[object, ...]) -> WorkPool:
@@ -378,6 +383,11 @@ class SQLiteStore:
             "INSERT INTO slots (key, lim, active) VALUES (?, ?, 0) ON CONFLICT(key) DO UPDATE SET lim = excluded.lim",
             (key, limit),
         )
+
+    def repair_slot(self, key: str, expected: int, active: int) -> bool:
+        with self._write() as db:
+            cur = db.execute("UPDATE slots SET active = ? WHERE key = ? AND active = ?", (active, key, expected))
+            return cur.rowcount == 1
 
     def slots(self, keys: Sequence[str]) -> dict[str, Slot]:
         if not keys:

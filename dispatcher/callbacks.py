@@ -1,0 +1,158 @@
+"""Run callbacks (SPEC §6): per-run tokens, and a signed report from a job moving its run.
+
+A job learns its callback URL and token from `PUSHPOOL_CALLBACK_URL` / `PUSHPOOL_CALLBACK_TOKEN` and posts
+`{"state": ..., "exit_code": ..., "message": ...}` signed with `signing.sign`. The token is derived, never
+stored: a master secret -> a deployment secret -> the run's token, so a leaked token speaks for one run only.
+
+Also here: `parse_json_body`, the one place an HTTP body becomes a request model (callbacks and `api.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from datetime import datetime
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import signing
+from .cancelling import get_run
+from .errors import Conflict, InvalidInput
+from .models import FlowRun, StateRecord, utcnow, validation_sentence
+from .states import ACTIVE, DEFAULT_NAMES, StateType
+from .store.base import Store
+
+SECRET_ENV = "PUSHPOOL_SECRET"
+SECRET_SETTING = "callback_secret"
+SAVE_ATTEMPTS = 5
+"""Writes tried when the dispatcher or the reconciler moves the run between our read and our write."""
+MAX_MESSAGE = 2000
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class MalformedJson(InvalidInput):
+    """A body that is not JSON at all: a client bug (400), unlike a well-formed body that breaks a rule (422)."""
+
+    http_status = 400
+
+
+# request bodies -------------------------------------------------------------------------------------------
+def parse_json_body(model: type[M], body: bytes, what: str = "request body") -> M:
+    """Validate a JSON body against a request model; the error is one sentence naming the field.
+
+    Request models are strict with extra="forbid": a typo'd field or a "5" for a number is refused rather
+    than guessed at, and nothing is written.
+    """
+    try:
+        return model.model_validate_json(body or b"{}")
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        kind = err["type"]
+        if kind == "json_invalid":
+            reason = err.get("ctx", {}).get("error", err["msg"])
+            raise MalformedJson(f"the {what} is not valid JSON ({reason}).") from None
+        if not field:
+            raise InvalidInput(f"the {what} must be a JSON object, got {type(err['input']).__name__}.") from None
+        if kind == "extra_forbidden":
+            allowed = ", ".join(model.model_fields)
+            raise InvalidInput(f"unknown field {field!r} in the {what}; allowed fields are: {allowed}.") from None
+        if kind == "missing":
+            raise InvalidInput(f"{field} is required in the {what}.") from None
+        if kind == "literal_error":
+            expected = err.get("ctx", {}).get("expected", "")
+            raise InvalidInput(f"{field} must be {expected}, got {err['input']!r}.") from None
+        raise InvalidInput(validation_sentence(exc, what)) from None
+
+
+class CallbackBody(BaseModel):
+    """What a job reports about its own run."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    state: Literal["RUNNING", "COMPLETED", "FAILED"]
+    exit_code: int | None = None
+    message: str | None = Field(default=None, max_length=MAX_MESSAGE)
+
+
+# tokens ---------------------------------------------------------------------------------------------------
+def master_secret(store: Store) -> bytes:
+    """The secret every run token derives from: `PUSHPOOL_SECRET`, else one generated once and kept in the store.
+
+    `setting_default` is a conditional put, so two dispatchers starting together agree on one secret.
+    """
+    env = os.environ.get(SECRET_ENV)
+    if env:
+        return env.encode()
+    return store.setting_default(SECRET_SETTING, secrets.token_hex(32)).encode()
+
+
+def deployment_secret(secret: bytes, deployment_id: str) -> bytes:
+    """Per deployment, so a secret handed to one deployment's platform signs nothing for another."""
+    return hmac.new(secret, f"deployment:{deployment_id}".encode(), hashlib.sha256).digest()
+
+
+def run_token(secret: bytes, deployment_id: str, run_id: str) -> str:
+    """The token a run's job signs its callbacks with (`PUSHPOOL_CALLBACK_TOKEN`)."""
+    return hmac.new(deployment_secret(secret, deployment_id), run_id.encode(), hashlib.sha256).hexdigest()
+
+
+def callback_url(base_url: str, run_id: str) -> str:
+    """Where a run's job posts its callbacks (`PUSHPOOL_CALLBACK_URL`)."""
+    return f"{base_url.rstrip('/')}/callbacks/runs/{run_id}"
+
+
+# applying a callback --------------------------------------------------------------------------------------
+def _source(digest: str) -> str:
+    # The history records which signed message moved the run, which is also how a replay is recognised.
+    return f"callback:{digest[:16]}"
+
+
+def _recorded_noop(run: FlowRun, state: StateType, source: str, message: str | None, now: datetime) -> FlowRun:
+    """The run unchanged but for a history entry saying what arrived and that it was not applied."""
+    record = StateRecord(
+        state=state, name=DEFAULT_NAMES[state], time=now, source=source, message=message, applied=False
+    )
+    return run.model_copy(update={"state_history": [*run.state_history, record], "updated": now})
+
+
+def _proposed(run: FlowRun, body: CallbackBody, source: str, now: datetime) -> FlowRun:
+    state = StateType(body.state)
+    message = body.message or (f"exit code {body.exit_code}" if body.exit_code is not None else None)
+    if state in ACTIVE and run.state not in ACTIVE:
+        # Only admission may make a run active (it takes the slot); a RUNNING report for a run that is not
+        # admitted (returned to AwaitingRetry, say) or already finished is kept as a no-op.
+        return _recorded_noop(run, state, source, message, now)
+    after, _ = run.moved(state, source=source, message=message, now=now)
+    return after
+
+
+def apply_callback(
+    store: Store, run_id: str, body: bytes, signature: str | None, *, now: datetime | None = None
+) -> FlowRun:
+    """Verify a run's callback and record it; returns the run as stored.
+
+    Refused with nothing changed: an unknown run (NotFound), a missing, wrong or stale signature and a replay
+    of a message already recorded (SignatureError, 401), a body that breaks the contract (InvalidInput). The
+    signature is checked before the body is even parsed, so an unauthenticated caller learns nothing of it.
+    Duplicate, stale and out-of-order reports are accepted and recorded as no-ops (SPEC §2).
+    """
+    now = now or utcnow()
+    run = get_run(store, run_id)
+    digest = signing.verify(
+        run_token(master_secret(store), run.deployment_id, run.id), body, signature, now.timestamp()
+    )
+    source = _source(digest)
+    report = parse_json_body(CallbackBody, body, "callback body")
+    for _ in range(SAVE_ATTEMPTS):
+        if any(record.source == source for record in run.state_history):
+            raise signing.SignatureError("callback already received (replay)")
+        after = _proposed(run, report, source, now)
+        if store.save_run(run, after):
+            return after.model_copy(update={"version": run.version + 1})
+        run = get_run(store, run_id)
+    raise Conflict(f"flow run {run_id} kept changing while the callback was applied; send it again")

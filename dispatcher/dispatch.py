@@ -1,0 +1,372 @@
+"""One dispatch pass: schedule, mark late, admit, render, submit, record, cancel, reconcile, repair.
+
+This is the only module that orchestrates the store and the providers. A cloud function runs one pass per
+tick; `pushpool serve` and `pushpool dispatch --interval` run passes in a loop. Passes may overlap: every
+write is conditional, admission is atomic in the store, and submission is idempotent per attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from . import templating
+from .admit_pass import admit_pool
+from .callbacks import callback_url, master_secret, run_token
+from .config import Settings
+from .errors import NotFound, ProviderError, PushpoolError
+from .models import Deployment, FlowRun, WorkPool, utcnow
+from .providers.base import JobState, JobStatus, Provider, Providers
+from .scheduler import schedule_all
+from .states import ACTIVE, StateType
+from .store.base import Store, deployment_slot, pool_slot, queue_slot
+
+log = logging.getLogger("pushpool.dispatch")
+
+SOURCE = "dispatcher"
+
+
+@dataclass
+class PassSummary:
+    """What one pass did; the CLI prints it and the cloud handlers log it as structured data."""
+
+    started: datetime
+    duration_seconds: float = 0.0
+    pools: list[str] = field(default_factory=list)
+    scheduled: int = 0
+    late: int = 0
+    admitted: list[str] = field(default_factory=list)
+    waiting: dict[str, str] = field(default_factory=dict)
+    submitted: list[str] = field(default_factory=list)
+    retrying: dict[str, str] = field(default_factory=dict)
+    crashed: dict[str, str] = field(default_factory=dict)
+    cancelled: list[str] = field(default_factory=list)
+    reconciled: dict[str, str] = field(default_factory=dict)
+    """run id -> the state the reconciler moved it to."""
+    repairs: dict[str, str] = field(default_factory=dict)
+    """slot key -> "was N, counted M"."""
+    problems: dict[str, str] = field(default_factory=dict)
+    """deployment or pool -> why a step skipped it."""
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["started"] = self.started.isoformat()
+        return data
+
+    def headline(self) -> str:
+        return (
+            f"{len(self.admitted)} admitted, {len(self.waiting)} waiting, {len(self.submitted)} submitted, "
+            f"{len(self.retrying)} to retry, {len(self.crashed)} crashed, {len(self.cancelled)} cancelled, "
+            f"{len(self.reconciled)} reconciled, {len(self.repairs)} slot repairs, {self.scheduled} scheduled"
+        )
+
+
+class Dispatcher:
+    """Runs passes against one store with one set of providers; owns its worker threads."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        providers: Providers | None = None,
+        settings: Settings | None = None,
+        callback_base_url: str | None = None,
+        environ: Mapping[str, str] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.providers = providers or Providers()
+        self.settings = settings or Settings.from_env()
+        self.callback_base_url = callback_base_url or os.environ.get("PUSHPOOL_CALLBACK_BASE_URL") or ""
+        self.environ = dict(os.environ if environ is None else environ)
+        self.clock = clock
+        self._pool = ThreadPoolExecutor(max_workers=self.settings.submit_concurrency, thread_name_prefix="submit")
+        self._secret: bytes | None = None
+
+    def close(self) -> None:
+        # Calls that outlived their timeout are abandoned, not awaited: the reconciler owns their runs.
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # the pass ----------------------------------------------------------------------------------------------
+    def run_pass(self, *, pool: str | None = None, queue: str | None = None) -> PassSummary:
+        """One pass over every pool, or one pool, or one queue of one pool; every limit above still holds."""
+        now = self.clock()
+        started = time.perf_counter()
+        summary = PassSummary(started=now)
+        if queue is not None and pool is None:
+            raise PushpoolError("--queue needs --pool: queue names are only unique inside a pool.")
+        pools = [self._pool_or_raise(pool)] if pool else self.store.list_pools()
+        scheduled = schedule_all(self.store, now, self.settings)
+        summary.scheduled = len(scheduled.created)
+        summary.problems.update(scheduled.problems)
+        for work_pool in pools:
+            summary.pools.append(work_pool.name)
+            try:
+                self._pass_pool(work_pool, queue, now, summary)
+            except PushpoolError as exc:
+                summary.problems[f"pool {work_pool.name}"] = str(exc)
+                log.warning("pool %s skipped: %s", work_pool.name, exc)
+        summary.duration_seconds = round(time.perf_counter() - started, 4)
+        log.info("pass: %s", summary.headline())
+        return summary
+
+    def _pool_or_raise(self, name: str) -> WorkPool:
+        pool = self.store.get_pool(name)
+        if pool is None:
+            raise NotFound(f"work pool {name!r} does not exist; see `pushpool work-pool ls`")
+        return pool
+
+    def _pass_pool(self, pool: WorkPool, queue: str | None, now: datetime, summary: PassSummary) -> None:
+        if queue is not None and self.store.get_queue(pool.name, queue) is None:
+            raise NotFound(f"work queue {queue!r} does not exist in pool {pool.name!r}")
+        # Reconcile first: runs that ended since the last pass free their slots for this pass's admissions.
+        self._reconcile(pool, now, summary)
+        result = admit_pool(self.store, pool.name, now, queue=queue, settings=self.settings)
+        summary.admitted.extend(r.id for r in result.admitted)
+        summary.waiting.update(result.waiting)
+        taken = {r.id for r in result.admitted}
+        summary.late += self._mark_late([r for r in result.due if r.id not in taken], now)
+        served = [q.name for q in self.store.list_queues(pool.name) if queue is None or q.name == queue]
+        self.store.touch(pool.name, served, now)
+        self._submit_all(pool, result.admitted, now, summary)
+
+    def _mark_late(self, waiting: Iterable[FlowRun], now: datetime) -> int:
+        marked = 0
+        for run in waiting:
+            if run.state_name != "Late" and now - run.scheduled_time > self.settings.late_after:
+                after, applied = run.moved(StateType.SCHEDULED, name="Late", source=SOURCE, now=now)
+                if applied and self.store.save_run(run, after):
+                    marked += 1
+        return marked
+
+    # submission --------------------------------------------------------------------------------------------
+    def _submit_all(self, pool: WorkPool, runs: list[FlowRun], now: datetime, summary: PassSummary) -> None:
+        if not runs:
+            return
+        provider = self.providers.get(pool.type)
+        deployments: dict[str, Deployment | None] = {}
+        futures: list[tuple[FlowRun, Future[str]]] = []
+        for run in runs:
+            if run.deployment not in deployments:
+                deployments[run.deployment] = self.store.get_deployment(run.deployment)
+            try:
+                job = self._render(pool, deployments[run.deployment], run)
+            except PushpoolError as exc:
+                self._crash(run, f"the job could not be rendered: {exc}", now, summary)
+                continue
+            key = idempotency_key(run)
+            futures.append((run, self._pool.submit(provider.submit, job, idempotency_key=key)))
+        deadline = time.monotonic() + self.settings.provider_timeout_seconds
+        for run, future in futures:
+            try:
+                infra_id = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                # Left PENDING without an infrastructure id: the reconciler re-submits with the same key,
+                # so a call that succeeds late is found again instead of launched twice.
+                summary.problems[run.id] = f"submission timed out after {self.settings.provider_timeout_seconds}s"
+                continue
+            except ProviderError as exc:
+                self._submission_failed(run, exc, now, summary)
+                continue
+            except PushpoolError as exc:
+                self._crash(run, str(exc), now, summary)
+                continue
+            except Exception as exc:  # a provider bug must not stall the other runs of the pass
+                log.exception("provider %s raised on submit of %s", pool.type, run.id)
+                unexpected = ProviderError(f"{type(exc).__name__}: {exc}", transient=True)
+                self._submission_failed(run, unexpected, now, summary)
+                continue
+            self._record_submission(provider, run, infra_id, now)
+            summary.submitted.append(run.id)
+
+    def _render(self, pool: WorkPool, deployment: Deployment | None, run: FlowRun) -> dict[str, Any]:
+        if deployment is None:
+            raise NotFound(f"deployment {run.deployment!r} no longer exists")
+        template = pool.base_job_template
+        values = templating.resolve_job_variables(
+            template, pool.job_variables, deployment.job_variables, run.job_variables
+        )
+        job = templating.render(template.get("job_configuration", {}), values, self.environ)
+        job = templating.inject_run_context(
+            job,
+            run_id=run.id,
+            deployment=run.deployment,
+            pool=run.pool,
+            queue=run.queue,
+            parameters=run.parameters,
+            callback_url=callback_url(self.callback_base_url, run.id) if self.callback_base_url else "",
+            callback_token=run_token(self._master_secret(), run.deployment_id, run.id),
+            run_name=run.name,
+        )
+        return self.providers.get(pool.type).validate(job)
+
+    def _master_secret(self) -> bytes:
+        if self._secret is None:
+            self._secret = master_secret(self.store)
+        return self._secret
+
+    def _record_submission(self, provider: Provider, run: FlowRun, infra_id: str, now: datetime) -> None:
+        for _ in range(5):
+            current = self.store.get_run(run.id)
+            if current is None:
+                return
+            if current.state not in ACTIVE or current.state is StateType.CANCELLING:
+                # Cancelled while we submitted: stop what we just started, then keep its id for the record.
+                self._call(provider.cancel, infra_id)
+            if current.state not in ACTIVE:
+                return
+            if current.state is StateType.PENDING:
+                after, _ = current.moved(
+                    StateType.PENDING,
+                    name="InfrastructurePending",
+                    source=SOURCE,
+                    message=f"submitted as {infra_id}",
+                    now=now,
+                    infrastructure_id=infra_id,
+                )
+            else:
+                after = current.model_copy(update={"infrastructure_id": infra_id, "updated": now})
+            if self.store.save_run(current, after):
+                return
+
+    def _submission_failed(self, run: FlowRun, exc: ProviderError, now: datetime, summary: PassSummary) -> None:
+        if not exc.transient or run.submission_attempts >= self.settings.submission_attempts:
+            why = str(exc) if not exc.transient else f"{exc} (gave up after {run.submission_attempts} attempts)"
+            self._crash(run, why, now, summary)
+            return
+        backoff = self.settings.retry_backoff_seconds * 2 ** (run.submission_attempts - 1)
+        after, applied = run.moved(
+            StateType.SCHEDULED,
+            name="AwaitingRetry",
+            source=SOURCE,
+            message=f"attempt {run.submission_attempts} failed: {exc}; retrying in {backoff:g}s",
+            now=now,
+            scheduled_time=now + timedelta(seconds=backoff),
+        )
+        if applied and self.store.save_run(run, after):
+            summary.retrying[run.id] = str(exc)
+
+    def _crash(self, run: FlowRun, why: str, now: datetime, summary: PassSummary) -> None:
+        after, applied = run.moved(StateType.CRASHED, source=SOURCE, message=why, now=now)
+        if applied and self.store.save_run(run, after):
+            summary.crashed[run.id] = why
+
+    # cancellation and reconciliation ------------------------------------------------------------------------
+    def _reconcile(self, pool: WorkPool, now: datetime, summary: PassSummary) -> None:
+        slot_keys = [pool_slot(pool.name), *(queue_slot(pool.name, q.name) for q in self.store.list_queues(pool.name))]
+        slot_keys += [deployment_slot(d.id) for d in self.store.list_deployments(pool.name)]
+        slots_before = self.store.slots(slot_keys)
+        active = self.store.active_runs(pool.name, limit=self.settings.max_active_scan)
+        provider: Provider | None = None
+        for run in active:
+            if provider is None:
+                provider = self.providers.get(pool.type)
+            try:
+                self._reconcile_run(provider, run, now, summary)
+            except ProviderError as exc:
+                summary.problems[run.id] = f"status check failed: {exc}"
+        if len(active) < self.settings.max_active_scan:
+            self._repair_slots(pool, slots_before, active, summary)
+
+    def _reconcile_run(self, provider: Provider, run: FlowRun, now: datetime, summary: PassSummary) -> None:
+        silent = now - run.updated
+        if run.infrastructure_id is None:
+            if silent < timedelta(seconds=self.settings.resubmit_grace_seconds):
+                return
+            if run.state is StateType.CANCELLING:
+                self._finish(run, StateType.CANCELLED, "cancelled before it was submitted", now, summary)
+            elif run.state is StateType.PENDING:
+                # Crashed between "admitted" and "recorded": the same key finds the first launch, if any.
+                pool = self._pool_or_raise(run.pool)
+                self._submit_all(pool, [run], now, summary)
+            return
+        if run.state is StateType.CANCELLING:
+            if not any(r.message == "stop requested" for r in run.state_history):
+                self._call(provider.cancel, run.infrastructure_id)
+                after = run.model_copy(update={"state_history": [*run.state_history, _note("stop requested", now)]})
+                self.store.save_run(run, after)
+                return
+        elif silent < timedelta(seconds=self.settings.reconcile_after_seconds) and not _cheap_status(provider):
+            return
+        status: JobStatus = self._call(provider.status, run.infrastructure_id)
+        target = _status_to_state(run, status)
+        if target is None:
+            return
+        state, message = target
+        self._finish(run, state, message, now, summary)
+
+    def _finish(self, run: FlowRun, state: StateType, message: str | None, now: datetime, summary: PassSummary) -> None:
+        after, applied = run.moved(state, source="reconciler", message=message, now=now)
+        if applied and self.store.save_run(run, after):
+            summary.reconciled[run.id] = state.value
+            if state is StateType.CANCELLED:
+                summary.cancelled.append(run.id)
+
+    def _repair_slots(
+        self, pool: WorkPool, before: Mapping[str, Any], active: list[FlowRun], summary: PassSummary
+    ) -> None:
+        counted = {key: 0 for key in before}
+        for run in active:
+            for key in (pool_slot(run.pool), queue_slot(run.pool, run.queue), deployment_slot(run.deployment_id)):
+                if key in counted:
+                    counted[key] += 1
+        for key, slot in before.items():
+            if slot.active != counted[key] and self.store.repair_slot(key, slot.active, counted[key]):
+                summary.repairs[key] = f"was {slot.active}, counted {counted[key]}"
+                log.warning("slot %s repaired: was %s, counted %s active runs", key, slot.active, counted[key])
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A provider call with the pass's timeout; a hung call becomes a transient ProviderError."""
+        future = self._pool.submit(fn, *args)
+        try:
+            return future.result(timeout=self.settings.provider_timeout_seconds)
+        except FutureTimeout:
+            raise ProviderError(
+                f"{getattr(fn, '__name__', 'call')} timed out after {self.settings.provider_timeout_seconds}s",
+                transient=True,
+            ) from None
+
+
+def _cheap_status(provider: Provider) -> bool:
+    """Providers whose status is a local lookup (the process provider's files) are asked every pass."""
+    return bool(getattr(provider, "status_is_cheap", False))
+
+
+def idempotency_key(run: FlowRun) -> str:
+    """One key per submission attempt: a retry of the same attempt finds the first launch."""
+    return f"{run.id}-{run.submission_attempts}"
+
+
+def _note(message: str, now: datetime) -> Any:
+    from .models import StateRecord
+
+    return StateRecord(state=StateType.CANCELLING, name="Cancelling", time=now, source=SOURCE, message=message,
+                       applied=False)
+
+
+def _status_to_state(run: FlowRun, status: JobStatus) -> tuple[StateType, str | None] | None:
+    """The state a provider's answer moves a run to, or None when there is nothing new."""
+    if run.state is StateType.CANCELLING and status.state not in (JobState.PENDING, JobState.RUNNING):
+        return StateType.CANCELLED, status.message or "stopped at the provider"
+    mapping = {
+        JobState.RUNNING: StateType.RUNNING,
+        JobState.COMPLETED: StateType.COMPLETED,
+        JobState.FAILED: StateType.FAILED,
+        JobState.CRASHED: StateType.CRASHED,
+        JobState.CANCELLED: StateType.CANCELLED,
+        JobState.MISSING: StateType.CRASHED,
+    }
+    state = mapping.get(status.state)
+    if state is None or state is run.state:
+        return None
+    message = status.message
+    if status.state is JobState.MISSING:
+        message = f"the infrastructure no longer knows {run.infrastructure_id}: {status.message or 'vanished'}"
+    return state, message

@@ -1,0 +1,1 @@
+"""Providers submit rendered jobs to infrastructure. See `base.py`; each backend lives in its own module."""

@@ -1,0 +1,117 @@
+"""The Provider protocol and the lazy registry that maps a pool type to its provider class.
+
+A provider knows one infrastructure API and nothing of pools, queues or the store: the dispatcher hands it
+a rendered, validated job and an idempotency key, and asks it later what became of the job.
+Loading a pool type imports only that type's module, so a pass over ECS pools never imports Google's SDK.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from ..errors import ConfigError, PushpoolError
+
+
+class JobState(StrEnum):
+    """What the infrastructure says of a job."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CRASHED = "CRASHED"
+    CANCELLED = "CANCELLED"
+    MISSING = "MISSING"
+    """The provider has no trace of the job (it vanished or was never started)."""
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    state: JobState
+    exit_code: int | None = None
+    message: str | None = None
+
+
+class Provider(Protocol):
+    """One infrastructure API. Every call may raise `ProviderError(transient=...)` with the provider's words."""
+
+    def validate(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Check a rendered job against this provider's configuration model; return it normalised.
+
+        Raises `InvalidInput` naming the field: a job that fails here is never submitted.
+        """
+        ...
+
+    def submit(self, job: dict[str, Any], *, idempotency_key: str) -> str:
+        """Start the job and return its infrastructure id.
+
+        Calling again with the same key must not start a second copy: it returns the first one's id.
+        """
+        ...
+
+    def status(self, infrastructure_id: str) -> JobStatus: ...
+
+    def cancel(self, infrastructure_id: str) -> None:
+        """Ask the infrastructure to stop the job; the end is confirmed later through `status`."""
+        ...
+
+
+REGISTRY: dict[str, tuple[str, str]] = {
+    # pool type: (dotted path of the provider class, extra that installs its SDK)
+    "process": ("dispatcher.providers.process:ProcessProvider", ""),
+    "ecs:push": ("dispatcher.providers.ecs:ECSProvider", "aws"),
+    "cloud-run-v2:push": ("dispatcher.providers.cloud_run:CloudRunProvider", "gcp"),
+    "azure-container-instance:push": ("dispatcher.providers.aci:ACIProvider", "azure"),
+    "modal:push": ("dispatcher.providers.modal:ModalProvider", "modal"),
+}
+
+
+def load_provider_class(pool_type: str) -> Callable[[], Provider]:
+    """Import the provider of a pool type on demand; a missing extra fails with the install command."""
+    try:
+        path, extra = REGISTRY[pool_type]
+    except KeyError:
+        raise ConfigError(f"pool type {pool_type!r} has no provider; known types: {', '.join(REGISTRY)}") from None
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("dispatcher.providers."):
+            raise ConfigError(f"pool type {pool_type!r} is not available in this release of pushpool") from None
+        hint = f"pip install 'pushpool[{extra}]'" if extra else "reinstall pushpool"
+        raise ConfigError(f"pool type {pool_type!r} needs {exc.name!r}, which is not installed; run {hint}") from None
+    cls: Callable[[], Provider] = getattr(module, attr)
+    return cls
+
+
+class Providers:
+    """The providers a dispatcher uses, built on first use and kept for the life of the object.
+
+    Tests and embedders pass ready instances (`Providers({"process": FakeProvider()})`); anything not given
+    is loaded from the registry.
+    """
+
+    def __init__(self, given: Mapping[str, Provider] | None = None) -> None:
+        self._instances: dict[str, Provider] = dict(given or {})
+
+    def get(self, pool_type: str) -> Provider:
+        if pool_type not in self._instances:
+            self._instances[pool_type] = load_provider_class(pool_type)()
+        return self._instances[pool_type]
+
+
+def provider_logs(pool_type: str, infrastructure_id: str, providers: Providers | None = None) -> str | None:
+    """A job's output where its provider keeps it (`logs(id)`), else None."""
+    provider = (providers or Providers()).get(pool_type)
+    logs = getattr(provider, "logs", None)
+    if logs is None:
+        return None
+    try:
+        text: str = logs(infrastructure_id)
+    except PushpoolError:
+        return None
+    return text

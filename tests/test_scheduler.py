@@ -1,0 +1,159 @@
+"""Tests for dispatcher.scheduler on a real SQLite store: runs ahead of time, deterministic, never twice."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatcher.config import Settings
+from dispatcher.deployments import create_deployment, update_deployment
+from dispatcher.models import Deployment
+from dispatcher.pools import create_pool, update_pool
+from dispatcher.scheduler import planned_times, reset_cursor, schedule_all
+from dispatcher.schedules import CronSchedule, IntervalSchedule, scheduled_run_id
+from dispatcher.states import StateType
+from dispatcher.store.sqlite import SQLiteStore
+
+T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
+EVERY_10_MIN = IntervalSchedule(interval=600, anchor_date=T0)
+HOUR = Settings(schedule_horizon_seconds=3600)
+
+REQUIRED_TEMPLATE: dict[str, Any] = {
+    "job_configuration": {"image": "{{ image }}"},
+    "variables": {"type": "object", "properties": {"image": {"type": "string"}}, "required": ["image"]},
+}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    s = SQLiteStore(str(tmp_path / "s.db"))
+    create_pool(s, "p")
+    yield s
+    s.close()
+
+
+def all_runs(store: SQLiteStore, pool: str = "p") -> list[Any]:
+    return store.list_runs(pool, limit=10_000)
+
+
+def times(runs: list[Any]) -> list[datetime]:
+    return sorted(r.scheduled_time for r in runs)
+
+
+def expected(n: int, start: int = 1) -> list[datetime]:
+    return [T0 + timedelta(minutes=10 * k) for k in range(start, start + n)]
+
+
+def test_interval_runs_within_the_horizon_with_deterministic_ids(store: SQLiteStore) -> None:
+    deployment = create_deployment(store, "etl", pool="p", schedules=[EVERY_10_MIN], parameters={"x": 1})
+    result = schedule_all(store, T0, HOUR)
+    assert result.problems == {}
+    assert times(result.created) == expected(6)  # (T0, T0 + 1h]
+    for run in result.created:
+        assert run.id == scheduled_run_id(deployment.id, run.scheduled_time)
+        assert (run.deployment, run.pool, run.queue, run.parameters) == ("etl", "p", "default", {"x": 1})
+        assert run.auto_scheduled and run.state is StateType.SCHEDULED
+        assert run.state_history[0].source == "scheduler"
+        assert store.get_run(run.id) == run
+    assert len(all_runs(store)) == 6
+
+
+def test_a_second_step_at_the_same_time_creates_nothing(store: SQLiteStore) -> None:
+    create_deployment(store, "etl", pool="p", schedules=[EVERY_10_MIN])
+    assert len(schedule_all(store, T0, HOUR).created) == 6
+    assert schedule_all(store, T0, HOUR).created == []
+    assert schedule_all(store, T0 + timedelta(seconds=30), HOUR).created == []
+    assert len(all_runs(store)) == 6
+
+
+def test_the_horizon_moves_on_with_time(store: SQLiteStore) -> None:
+    create_deployment(store, "etl", pool="p", schedules=[EVERY_10_MIN])
+    schedule_all(store, T0, HOUR)
+    later = schedule_all(store, T0 + timedelta(minutes=25), HOUR).created
+    assert times(later) == expected(2, start=7)  # 13:10 and 13:20
+    assert times(all_runs(store)) == expected(8)
+
+
+def test_overlapping_steps_with_a_fresh_cursor_never_duplicate(store: SQLiteStore) -> None:
+    deployment = create_deployment(store, "etl", pool="p", schedules=[EVERY_10_MIN])
+    first = schedule_all(store, T0, HOUR).created
+    reset_cursor(store, deployment)
+    # A step that lost its cursor (or overlapped with the first) covers the same window again.
+    assert schedule_all(store, T0, HOUR).created == []
+    reset_cursor(store, deployment)
+    overlap = schedule_all(store, T0 + timedelta(minutes=15), HOUR).created
+    assert times(overlap) == expected(1, start=7)
+    runs = all_runs(store)
+    assert len(runs) == len({r.id for r in runs}) == len({r.scheduled_time for r in runs}) == 7
+    assert {r.id for r in first} <= {r.id for r in runs}
+
+
+def test_max_runs_caps_a_step_and_the_next_step_continues(store: SQLiteStore) -> None:
+    create_deployment(store, "etl", pool="p", schedules=[EVERY_10_MIN])
+    capped = Settings(schedule_horizon_seconds=3600, schedule_max_runs=4)
+    assert times(schedule_all(store, T0, capped).created) == expected(4)
+    assert times(schedule_all(store, T0, capped).created) == expected(2, start=5)
+    assert schedule_all(store, T0, capped).created == []
+    assert times(all_runs(store)) == expected(6)
+
+
+def test_max_runs_is_per_deployment(store: SQLiteStore) -> None:
+    create_deployment(store, "a", pool="p", schedules=[EVERY_10_MIN])
+    create_deployment(store, "b", pool="p", schedules=[EVERY_10_MIN])
+    created = schedule_all(store, T0, Settings(schedule_horizon_seconds=3600, schedule_max_runs=2)).created
+    assert sorted(r.deployment for r in created) == ["a", "a", "b", "b"]
+
+
+def test_paused_pool_still_gets_scheduled_runs(store: SQLiteStore) -> None:
+    update_pool(store, "p", paused=True)
+    create_deployment(store, "etl", pool="p", schedules=[EVERY_10_MIN])
+    assert len(schedule_all(store, T0, HOUR).created) == 6
+
+
+def test_schedule_paused_creates_none(store: SQLiteStore) -> None:
+    create_deployment(store, "etl", pool="p", schedules=[EVERY_10_MIN])
+    update_deployment(store, "etl", schedule_paused=True)
+    assert schedule_all(store, T0, HOUR).created == []
+    assert all_runs(store) == []
+
+
+def test_deployment_without_schedules_creates_none(store: SQLiteStore) -> None:
+    create_deployment(store, "etl", pool="p")
+    assert schedule_all(store, T0, HOUR).created == []
+
+
+def test_missing_required_variable_is_a_problem_not_an_error(store: SQLiteStore) -> None:
+    create_pool(store, "strict", base_job_template=REQUIRED_TEMPLATE)
+    create_deployment(store, "broken", pool="strict", schedules=[EVERY_10_MIN])
+    create_deployment(store, "fine", pool="strict", schedules=[EVERY_10_MIN], job_variables={"image": "img"})
+    result = schedule_all(store, T0, HOUR)
+    assert set(result.problems) == {"broken"}
+    assert "image" in result.problems["broken"]
+    assert {r.deployment for r in result.created} == {"fine"}
+    assert len(all_runs(store, "strict")) == 6
+    # Fixed, the next step creates its runs.
+    update_deployment(store, "broken", job_variables={"image": "img"})
+    again = schedule_all(store, T0, HOUR)
+    assert again.problems == {}
+    assert {r.deployment for r in again.created} == {"broken"} and len(again.created) == 6
+
+
+def test_several_schedules_merge_without_duplicates(store: SQLiteStore) -> None:
+    every_20 = IntervalSchedule(interval=1200, anchor_date=T0)
+    hourly = CronSchedule(cron="0 * * * *")
+    create_deployment(store, "etl", pool="p", schedules=[EVERY_10_MIN, every_20, hourly])
+    assert times(schedule_all(store, T0, HOUR).created) == expected(6)
+
+
+def test_planned_times_merges_and_limits() -> None:
+    deployment = Deployment(
+        name="d", pool="p", schedules=[EVERY_10_MIN, IntervalSchedule(interval=900, anchor_date=T0)]
+    )
+    got = planned_times(deployment, T0, T0 + timedelta(hours=1), 100)
+    minutes = [int((t - T0).total_seconds() // 60) for t in got]
+    assert minutes == [10, 15, 20, 30, 40, 45, 50, 60]
+    assert planned_times(deployment, T0, T0 + timedelta(hours=1), 3) == got[:3]
