@@ -147,12 +147,21 @@ def admit_pool(
     decision, due = plan(store, pool, served, now, settings)
     result.due = due
     by_id = {r.id: r for r in due}
-    admissions = [
-        Admission(before, before.moved(StateType.PENDING, source=source, message="admitted", now=now)[0])
-        for before in (by_id[d.id] for d in decision.admit)
-    ]
+    admissions = [Admission(before, _admitted(before, now, source)) for before in (by_id[d.id] for d in decision.admit)]
     result.admitted = store.admit(admissions)
     taken = {r.id for r in result.admitted}
     result.lost = [a.before.id for a in admissions if a.before.id not in taken]
     result.waiting = dict(decision.waiting)
     return result
+
+
+def _admitted(before: FlowRun, now: datetime, source: str) -> FlowRun:
+    after, _ = before.moved(
+        StateType.PENDING,
+        source=source,
+        message="admitted",
+        now=now,
+        # Each admission is a new submission attempt, with its own idempotency key.
+        submission_attempts=before.submission_attempts + 1,
+    )
+    return after

@@ -22,7 +22,7 @@ from . import signing
 from .cancelling import get_run
 from .errors import Conflict, InvalidInput
 from .models import FlowRun, StateRecord, utcnow, validation_sentence
-from .states import ACTIVE, DEFAULT_NAMES, StateType
+from .states import ACTIVE, DEFAULT_NAMES, TERMINAL, StateType
 from .store.base import Store
 
 SECRET_ENV = "PUSHPOOL_SECRET"
@@ -127,6 +127,11 @@ def _proposed(run: FlowRun, body: CallbackBody, source: str, now: datetime) -> F
         # Only admission may make a run active (it takes the slot); a RUNNING report for a run that is not
         # admitted (returned to AwaitingRetry, say) or already finished is kept as a no-op.
         return _recorded_noop(run, state, source, message, now)
+    if run.state is StateType.CANCELLING and state in TERMINAL:
+        # The job ended while we were stopping it: a cancel the user asked for ends CANCELLED, whatever
+        # exit the stop caused (the job's own words are kept in the message).
+        message = f"ended while cancelling: {state.value}" + (f", {message}" if message else "")
+        state = StateType.CANCELLED
     after, _ = run.moved(state, source=source, message=message, now=now)
     return after
 

@@ -279,13 +279,14 @@ def test_running_for_a_run_not_admitted_is_recorded_not_applied(base_url: str, s
     assert slots_active(store) == (0, 0)
 
 
-def test_a_cancelling_run_ends_with_its_job(base_url: str, store: SQLiteStore) -> None:
+def test_a_cancelling_run_ends_cancelled_with_its_job(base_url: str, store: SQLiteStore) -> None:
     run = new_run(store)
     cancel_run(store, run.id)
     _, body = report(base_url, store, run, {"state": "RUNNING"}, at=int(time.time()) - 1)
     assert (body["state"], body["applied"]) == ("CANCELLING", False)
     _, body = report(base_url, store, run, {"state": "FAILED", "exit_code": 143})
-    assert (body["state"], body["applied"]) == ("FAILED", True)
+    assert (body["state"], body["applied"]) == ("CANCELLED", True)
+    assert stored(store, run).state_history[-1].message == "ended while cancelling: FAILED, exit code 143"
     assert slots_active(store) == (0, 0)
 
 
