@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from . import signing
 from .cancelling import get_run
 from .errors import Conflict, InvalidInput
-from .models import FlowRun, StateRecord, utcnow, validation_sentence
-from .states import ACTIVE, DEFAULT_NAMES, TERMINAL, StateType
+from .models import FlowRun, utcnow, validation_sentence
+from .states import TERMINAL, StateType
 from .store.base import Store
 
 SECRET_ENV = "PUSHPOOL_SECRET"
@@ -112,21 +112,9 @@ def _source(digest: str) -> str:
     return f"callback:{digest[:16]}"
 
 
-def _recorded_noop(run: FlowRun, state: StateType, source: str, message: str | None, now: datetime) -> FlowRun:
-    """The run unchanged but for a history entry saying what arrived and that it was not applied."""
-    record = StateRecord(
-        state=state, name=DEFAULT_NAMES[state], time=now, source=source, message=message, applied=False
-    )
-    return run.model_copy(update={"state_history": [*run.state_history, record], "updated": now})
-
-
 def _proposed(run: FlowRun, body: CallbackBody, source: str, now: datetime) -> FlowRun:
     state = StateType(body.state)
     message = body.message or (f"exit code {body.exit_code}" if body.exit_code is not None else None)
-    if state in ACTIVE and run.state not in ACTIVE:
-        # Only admission may make a run active (it takes the slot); a RUNNING report for a run that is not
-        # admitted (returned to AwaitingRetry, say) or already finished is kept as a no-op.
-        return _recorded_noop(run, state, source, message, now)
     if run.state is StateType.CANCELLING and state in TERMINAL:
         # The job ended while we were stopping it: a cancel the user asked for ends CANCELLED, whatever
         # exit the stop caused (the job's own words are kept in the message).
