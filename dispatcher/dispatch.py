@@ -23,6 +23,7 @@ from .callbacks import callback_url, master_secret, run_token
 from .config import Settings
 from .errors import NotFound, ProviderError, PushpoolError
 from .models import Deployment, FlowRun, WorkPool, utcnow
+from .provider_events import state_for
 from .providers.base import JobState, JobStatus, Provider, Providers
 from .scheduler import schedule_all
 from .states import ACTIVE, StateType
@@ -54,6 +55,8 @@ class PassSummary:
     """slot key -> "was N, counted M"."""
     problems: dict[str, str] = field(default_factory=dict)
     """deployment or pool -> why a step skipped it."""
+    lag_seconds: float = 0.0
+    """The longest wait, from scheduled time to admission, among the runs this pass admitted."""
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -103,6 +106,9 @@ class Dispatcher:
         if queue is not None and pool is None:
             raise PushpoolError("--queue needs --pool: queue names are only unique inside a pool.")
         pools = [self._pool_or_raise(pool)] if pool else self.store.list_pools()
+        if queue is not None and pool is not None and self.store.get_queue(pool, queue) is None:
+            # Checked before the loop: inside it a NotFound would be recorded as a problem and exit 0.
+            raise NotFound(f"work queue {queue!r} does not exist in pool {pool!r}; see `pushpool work-queue ls`")
         scheduled = schedule_all(self.store, now, self.settings)
         summary.scheduled = len(scheduled.created)
         summary.problems.update(scheduled.problems)
@@ -128,8 +134,13 @@ class Dispatcher:
             raise NotFound(f"work queue {queue!r} does not exist in pool {pool.name!r}")
         # Reconcile first: runs that ended since the last pass free their slots for this pass's admissions.
         self._reconcile(pool, now, summary)
+        # A fresh time: reconciling may have taken a while (a status call per active run), and the admission
+        # records must not predate the slot releases they saw, or timelines show limits exceeded.
+        now = self.clock()
         result = admit_pool(self.store, pool.name, now, queue=queue, settings=self.settings)
         summary.admitted.extend(r.id for r in result.admitted)
+        for run in result.admitted:
+            summary.lag_seconds = max(summary.lag_seconds, (run.updated - run.scheduled_time).total_seconds())
         summary.waiting.update(result.waiting)
         taken = {r.id for r in result.admitted}
         summary.late += self._mark_late([r for r in result.due if r.id not in taken], now)
@@ -183,7 +194,7 @@ class Dispatcher:
                 unexpected = ProviderError(f"{type(exc).__name__}: {exc}", transient=True)
                 self._submission_failed(run, unexpected, now, summary)
                 continue
-            self._record_submission(provider, run, infra_id, now)
+            self._record_submission(provider, run, infra_id, now, summary)
             summary.submitted.append(run.id)
 
     def _render(self, pool: WorkPool, deployment: Deployment | None, run: FlowRun) -> dict[str, Any]:
@@ -212,15 +223,27 @@ class Dispatcher:
             self._secret = master_secret(self.store)
         return self._secret
 
-    def _record_submission(self, provider: Provider, run: FlowRun, infra_id: str, now: datetime) -> None:
+    def _record_submission(
+        self, provider: Provider, run: FlowRun, infra_id: str, now: datetime, summary: PassSummary
+    ) -> None:
         for _ in range(5):
             current = self.store.get_run(run.id)
             if current is None:
                 return
-            if current.state not in ACTIVE or current.state is StateType.CANCELLING:
-                # Cancelled while we submitted: stop what we just started, then keep its id for the record.
-                self._call(provider.cancel, infra_id)
+            ended_by_itself = current.state in (StateType.COMPLETED, StateType.FAILED)  # its job reported
+            if (current.state not in ACTIVE and not ended_by_itself) or current.state is StateType.CANCELLING:
+                # Cancelled while we submitted: stop what we just started. A failed stop must not abort the
+                # pass (the other runs' submissions still need recording); a CANCELLING run is asked again.
+                try:
+                    self._call(provider.cancel, infra_id)
+                except ProviderError as exc:
+                    summary.problems[run.id] = f"could not stop {infra_id}: {exc}"
             if current.state not in ACTIVE:
+                # A fast job that reported its end before we got here: keep its id for the record (logs).
+                keep = current.is_terminal and current.infrastructure_id is None
+                noted = current.model_copy(update={"infrastructure_id": infra_id})
+                if keep and not self.store.save_run(current, noted):
+                    continue
                 return
             if current.state is StateType.PENDING:
                 after, _ = current.moved(
@@ -232,7 +255,9 @@ class Dispatcher:
                     infrastructure_id=infra_id,
                 )
             else:
-                after = current.model_copy(update={"infrastructure_id": infra_id, "updated": now})
+                # RUNNING (its callback overtook us) or CANCELLING: only the id is news.
+                updated = max(now, current.updated)
+                after = current.model_copy(update={"infrastructure_id": infra_id, "updated": updated})
             if self.store.save_run(current, after):
                 return
 
@@ -287,20 +312,23 @@ class Dispatcher:
                 pool = self._pool_or_raise(run.pool)
                 self._submit_all(pool, [run], now, summary)
             return
-        if run.state is StateType.CANCELLING:
-            if not any(r.message == "stop requested" for r in run.state_history):
-                self._call(provider.cancel, run.infrastructure_id)
-                after = run.model_copy(update={"state_history": [*run.state_history, _note("stop requested", now)]})
-                self.store.save_run(run, after)
-                return
-        elif silent < timedelta(seconds=self.settings.reconcile_after_seconds) and not _cheap_status(provider):
+        if run.state is not StateType.CANCELLING and (
+            silent < timedelta(seconds=self.settings.reconcile_after_seconds) and not _cheap_status(provider)
+        ):
             return
         status: JobStatus = self._call(provider.status, run.infrastructure_id)
-        target = _status_to_state(run, status)
+        if run.state is StateType.CANCELLING and status.state in (JobState.PENDING, JobState.RUNNING):
+            # Still going: ask it to stop, and again on every pass until it has. Providers make a repeat
+            # harmless, and the process provider escalates a repeat after its grace to SIGKILL, so a job that
+            # ignores SIGTERM still stops.
+            self._call(provider.cancel, run.infrastructure_id)
+            return
+        target = state_for(run, status)
         if target is None:
             return
         state, message = target
-        self._finish(run, state, message, now, summary)
+        # Stamped after the provider answered, not at the pass start: the slot is released now.
+        self._finish(run, state, message, self.clock(), summary)
 
     def _finish(self, run: FlowRun, state: StateType, message: str | None, now: datetime, summary: PassSummary) -> None:
         after, applied = run.moved(state, source="reconciler", message=message, now=now)
@@ -342,31 +370,3 @@ def _cheap_status(provider: Provider) -> bool:
 def idempotency_key(run: FlowRun) -> str:
     """One key per submission attempt: a retry of the same attempt finds the first launch."""
     return f"{run.id}-{run.submission_attempts}"
-
-
-def _note(message: str, now: datetime) -> Any:
-    from .models import StateRecord
-
-    return StateRecord(state=StateType.CANCELLING, name="Cancelling", time=now, source=SOURCE, message=message,
-                       applied=False)
-
-
-def _status_to_state(run: FlowRun, status: JobStatus) -> tuple[StateType, str | None] | None:
-    """The state a provider's answer moves a run to, or None when there is nothing new."""
-    if run.state is StateType.CANCELLING and status.state not in (JobState.PENDING, JobState.RUNNING):
-        return StateType.CANCELLED, status.message or "stopped at the provider"
-    mapping = {
-        JobState.RUNNING: StateType.RUNNING,
-        JobState.COMPLETED: StateType.COMPLETED,
-        JobState.FAILED: StateType.FAILED,
-        JobState.CRASHED: StateType.CRASHED,
-        JobState.CANCELLED: StateType.CANCELLED,
-        JobState.MISSING: StateType.CRASHED,
-    }
-    state = mapping.get(status.state)
-    if state is None or state is run.state:
-        return None
-    message = status.message
-    if status.state is JobState.MISSING:
-        message = f"the infrastructure no longer knows {run.infrastructure_id}: {status.message or 'vanished'}"
-    return state, message

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 from .api import Api
 from .dispatch import Dispatcher, PassSummary
@@ -49,15 +50,31 @@ class Server:
         self.on_pass = on_pass
         self.stopping = threading.Event()
         self._http_thread = threading.Thread(target=self.http.serve_forever, name="http", daemon=True)
+        self._previous_handlers: dict[int, Any] = {}
+        self._finished = threading.Event()
+        # Installed now, not only in run(): `pushpool serve` announces itself between the two, and a SIGTERM
+        # sent as soon as that line appears must stop the server cleanly rather than kill it.
+        self._install_signal_handlers()
 
     def stop(self, *_: object) -> None:
         self.stopping.set()
 
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread() or self._previous_handlers:
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _restore_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous_handlers.clear()
+
     def run(self, duration: float | None = None) -> None:
         """Serve until stop() (SIGINT/SIGTERM when called from the main thread) or `duration` seconds."""
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, self._on_signal)
+        self._install_signal_handlers()
         self._http_thread.start()
         deadline = None if duration is None else time.monotonic() + duration
         try:
@@ -68,6 +85,10 @@ class Server:
                         self.on_pass(summary)
                 except PushpoolError as exc:
                     log.error("pass failed: %s", exc)
+                except Exception:
+                    # A store hiccup (database locked) or a bug in one pass must not take the API down with it:
+                    # the next pass starts from the store again.
+                    log.exception("pass failed unexpectedly; trying again in %gs", self.interval)
                 wait = self.interval
                 if deadline is not None:
                     wait = min(wait, deadline - time.monotonic())
@@ -78,7 +99,15 @@ class Server:
             self.http.shutdown()
             self.http.server_close()
             self.dispatcher.close()
+            self._finished.set()
+            self._restore_signal_handlers()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._finished.is_set():
+            # run() ended in another thread and could not put the old handlers back: do it now (handlers run
+            # in the main thread) and deliver the signal to them.
+            self._restore_signal_handlers()
+            signal.raise_signal(signum)
+            return
         log.info("received %s, stopping after the current pass", signal.Signals(signum).name)
         self.stop()

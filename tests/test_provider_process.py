@@ -410,3 +410,16 @@ def test_job_reports_through_its_callback(provider: ProcessProvider) -> None:
     ]
     # The token is a secret: it is kept out of the run directory's job record.
     assert "tok" not in (provider.run_dir(infra_id) / "job.json").read_text()
+
+
+def test_finished_children_are_reaped_on_the_next_call(tmp_path: Path) -> None:
+    provider = ProcessProvider(state_dir=tmp_path / "procs")
+    ids = [provider.submit(provider.validate({"command": ["true"]}), idempotency_key=f"reap-{i}") for i in range(3)]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any((tmp_path / "procs" / i / "exit").exists() is False for i in ids):
+        time.sleep(0.05)
+    time.sleep(0.2)
+    provider.status(ids[0])
+    assert provider._children == {}
+    for pid in [int((tmp_path / "procs" / i / "pid").read_text()) for i in ids]:
+        assert not Path(f"/proc/{pid}").exists()  # reaped: not even a zombie remains

@@ -143,6 +143,7 @@ class ProcessProvider:
 
     def submit(self, job: dict[str, Any], *, idempotency_key: str) -> str:
         """Start the job under the supervisor, once per key; return the run directory's name."""
+        self._reap()
         try:
             spec = self._parse(job)
         except InvalidInput as exc:
@@ -182,6 +183,7 @@ class ProcessProvider:
 
     def status(self, infrastructure_id: str) -> JobStatus:
         """What became of the run: from its exit file, else from whether its supervisor still lives."""
+        self._reap()
         run_dir = self._existing_run_dir(infrastructure_id)
         if run_dir is None:
             return JobStatus(JobState.MISSING, message=f"no process run {infrastructure_id!r} in {self.state_dir}")
@@ -378,6 +380,12 @@ class ProcessProvider:
         if code < 0:
             return JobStatus(JobState.CRASHED, exit_code=128 - code, message=f"killed by {signal_name(-code)}")
         return JobStatus(JobState.FAILED, exit_code=code, message=message or f"exit code {code}")
+
+    def _reap(self) -> None:
+        """Collect every finished child, so a long-lived `pushpool serve` leaves no zombies behind."""
+        for pid, child in list(self._children.items()):
+            if child.poll() is not None:
+                self._children.pop(pid, None)
 
     def _alive(self, pid: int, run_dir: Path) -> bool:
         """Whether `pid` is still this run's supervisor, neither exited, nor a zombie, nor a reused pid."""
