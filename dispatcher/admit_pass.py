@@ -137,12 +137,25 @@ def admit_pool(
     source: str = "dispatcher",
 ) -> PoolAdmission:
     """One admission step for a pool (or one of its queues): every pool and queue limit still holds."""
-    settings = settings or Settings()
-    result = PoolAdmission(pool_name)
     pool = store.get_pool(pool_name)
     if pool is None:
-        return result
-    queues = store.list_queues(pool_name)
+        return PoolAdmission(pool_name)
+    return admit(store, pool, store.list_queues(pool_name), now, queue=queue, settings=settings, source=source)
+
+
+def admit(
+    store: Store,
+    pool: WorkPool,
+    queues: list[WorkQueue],
+    now: datetime,
+    *,
+    queue: str | None = None,
+    settings: Settings | None = None,
+    source: str = "dispatcher",
+) -> PoolAdmission:
+    """`admit_pool` for a caller that has read the pool and its queues already (a dispatch pass)."""
+    settings = settings or Settings()
+    result = PoolAdmission(pool.name)
     served = [q for q in queues if queue is None or q.name == queue]
     decision, due = plan(store, pool, served, now, settings)
     result.due = due

@@ -18,11 +18,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from . import templating
-from .admit_pass import admit_pool
+from .admit_pass import admit
 from .callbacks import callback_url, master_secret, run_token
 from .config import Settings
 from .errors import NotFound, ProviderError, PushpoolError
-from .models import Deployment, FlowRun, WorkPool, utcnow
+from .models import Deployment, FlowRun, WorkPool, WorkQueue, utcnow
 from .provider_events import state_for
 from .providers.base import JobState, JobStatus, Provider, Providers
 from .scheduler import schedule_all
@@ -130,22 +130,22 @@ class Dispatcher:
         return pool
 
     def _pass_pool(self, pool: WorkPool, queue: str | None, now: datetime, summary: PassSummary) -> None:
-        if queue is not None and self.store.get_queue(pool.name, queue) is None:
+        queues = self.store.list_queues(pool.name)
+        if queue is not None and queue not in {q.name for q in queues}:
             raise NotFound(f"work queue {queue!r} does not exist in pool {pool.name!r}")
         # Reconcile first: runs that ended since the last pass free their slots for this pass's admissions.
-        self._reconcile(pool, now, summary)
+        self._reconcile(pool, queues, now, summary)
         # A fresh time: reconciling may have taken a while (a status call per active run), and the admission
         # records must not predate the slot releases they saw, or timelines show limits exceeded.
         now = self.clock()
-        result = admit_pool(self.store, pool.name, now, queue=queue, settings=self.settings)
+        result = admit(self.store, pool, queues, now, queue=queue, settings=self.settings)
         summary.admitted.extend(r.id for r in result.admitted)
         for run in result.admitted:
             summary.lag_seconds = max(summary.lag_seconds, (run.updated - run.scheduled_time).total_seconds())
         summary.waiting.update(result.waiting)
         taken = {r.id for r in result.admitted}
         summary.late += self._mark_late([r for r in result.due if r.id not in taken], now)
-        served = [q.name for q in self.store.list_queues(pool.name) if queue is None or q.name == queue]
-        self.store.touch(pool.name, served, now)
+        self.store.touch(pool.name, [q.name for q in queues if queue is None or q.name == queue], now)
         self._submit_all(pool, result.admitted, now, summary)
 
     def _mark_late(self, waiting: Iterable[FlowRun], now: datetime) -> int:
@@ -284,8 +284,8 @@ class Dispatcher:
             summary.crashed[run.id] = why
 
     # cancellation and reconciliation ------------------------------------------------------------------------
-    def _reconcile(self, pool: WorkPool, now: datetime, summary: PassSummary) -> None:
-        slot_keys = [pool_slot(pool.name), *(queue_slot(pool.name, q.name) for q in self.store.list_queues(pool.name))]
+    def _reconcile(self, pool: WorkPool, queues: list[WorkQueue], now: datetime, summary: PassSummary) -> None:
+        slot_keys = [pool_slot(pool.name), *(queue_slot(pool.name, q.name) for q in queues)]
         slot_keys += [deployment_slot(d.id) for d in self.store.list_deployments(pool.name)]
         slots_before = self.store.slots(slot_keys)
         active = self.store.active_runs(pool.name, limit=self.settings.max_active_scan)

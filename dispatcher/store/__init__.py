@@ -28,6 +28,10 @@ def open_store(url: str | None = None) -> Store:
         from .sqlite import SQLiteStore
 
         return SQLiteStore.from_url(url)
+    if scheme == "dynamodb":
+        from .dynamodb import DynamoDBStore
+
+        return DynamoDBStore.from_url(url)
     raise ConfigError(
         f"store URL {url!r} is not supported; use sqlite:///PATH or dynamodb://TABLE?region=REGION"
     )
