@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit demo clean
+.PHONY: install test lint typecheck unit demo clean deploy-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ unit: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# Offline checks of infra/template.yaml and serverless.yml (cfn-lint, sam validate, serverless@3 package,
+# checkov); the tools get venvs of their own under .tools/, made on the first run. See infra/check.sh.
+deploy-check: $(STAMP)
+	bash infra/check.sh
 
 demo: $(STAMP)
 	$(BIN)/python -m dispatcher.demo

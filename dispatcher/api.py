@@ -265,11 +265,17 @@ def route(
 
 
 class Api:
-    """The routes over one store. `api_token` None disables the management routes (callbacks still work)."""
+    """The routes over one store. `api_token` None disables the management routes (callbacks still work).
 
-    def __init__(self, store: Store, *, api_token: str | None) -> None:
+    `gateway_authorized` is for a deployment where the gateway in front already authorised every management
+    call (API Gateway with IAM auth on those routes: SigV4 takes the Authorization header, so no bearer can
+    travel with it). Never set it where the function is reachable without that gateway.
+    """
+
+    def __init__(self, store: Store, *, api_token: str | None, gateway_authorized: bool = False) -> None:
         self.store = store
         self.api_token = api_token
+        self.gateway_authorized = gateway_authorized
 
     def handle(self, request: Request) -> Response:
         """Answer one request; never raises (an unexpected error is a logged 500)."""
@@ -299,6 +305,8 @@ class Api:
             return error(500, "internal error; see the server log")
 
     def _authorize(self, request: Request) -> Response | None:
+        if self.gateway_authorized:
+            return None
         if self.api_token is None:
             return error(403, f"management API disabled: set {API_TOKEN_ENV}")
         given = request.headers.get("authorization", "")

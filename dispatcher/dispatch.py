@@ -158,7 +158,9 @@ class Dispatcher:
         return marked
 
     # submission --------------------------------------------------------------------------------------------
-    def _submit_all(self, pool: WorkPool, runs: list[FlowRun], now: datetime, summary: PassSummary) -> None:
+    def _submit_all(
+        self, pool: WorkPool, runs: list[FlowRun], now: datetime, summary: PassSummary, *, resubmission: bool = False
+    ) -> None:
         if not runs:
             return
         provider = self.providers.get(pool.type)
@@ -173,7 +175,8 @@ class Dispatcher:
                 self._crash(run, f"the job could not be rendered: {exc}", now, summary)
                 continue
             key = idempotency_key(run)
-            futures.append((run, self._pool.submit(provider.submit, job, idempotency_key=key)))
+            submit = self._pool.submit(provider.submit, job, idempotency_key=key, resubmission=resubmission)
+            futures.append((run, submit))
         deadline = time.monotonic() + self.settings.provider_timeout_seconds
         for run, future in futures:
             try:
@@ -310,7 +313,7 @@ class Dispatcher:
             elif run.state is StateType.PENDING:
                 # Crashed between "admitted" and "recorded": the same key finds the first launch, if any.
                 pool = self._pool_or_raise(run.pool)
-                self._submit_all(pool, [run], now, summary)
+                self._submit_all(pool, [run], now, summary, resubmission=True)
             return
         if run.state is not StateType.CANCELLING and (
             silent < timedelta(seconds=self.settings.reconcile_after_seconds) and not _cheap_status(provider)

@@ -111,6 +111,14 @@ def test_management_disabled_without_a_token(store: SQLiteStore) -> None:
         _error(call("POST", "/flow_runs/x/cancel"), 403)
 
 
+def test_a_gateway_that_authorised_management_needs_no_bearer(store: SQLiteStore) -> None:
+    for address in _serve(Api(store, api_token=None, gateway_authorized=True)):
+        call = _client(address)
+        status, body, _ = call("POST", "/work_pools", {"name": "p"}, token=None)
+        assert status == 201 and body["name"] == "p"
+        assert [p["name"] for p in call("GET", "/work_pools", token=None)[1]] == ["p"]
+
+
 # pools and queues -------------------------------------------------------------------------------------------
 def test_pool_lifecycle(call: Call) -> None:
     status, pool, _ = call("POST", "/work_pools", {"name": "p", "concurrency_limit": 2, "description": "team"})

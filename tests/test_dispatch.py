@@ -43,13 +43,13 @@ class SlowFake(FakeProvider):
         """Called inside each status call: what happens elsewhere while the infrastructure API is slow."""
         self.during_submit: Callable[[str], None] | None = None
 
-    def submit(self, job: dict[str, Any], *, idempotency_key: str) -> str:
+    def submit(self, job: dict[str, Any], *, idempotency_key: str, resubmission: bool = False) -> str:
         if self.during_submit is not None:
             self.during_submit(idempotency_key)
         delay = self.slow.pop(idempotency_key, 0.0)
         if delay:
             time.sleep(delay)
-        return super().submit(job, idempotency_key=idempotency_key)
+        return super().submit(job, idempotency_key=idempotency_key, resubmission=resubmission)
 
     def status(self, infrastructure_id: str) -> JobStatus:
         if self.during_status is not None:

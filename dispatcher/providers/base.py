@@ -46,10 +46,13 @@ class Provider(Protocol):
         """
         ...
 
-    def submit(self, job: dict[str, Any], *, idempotency_key: str) -> str:
+    def submit(self, job: dict[str, Any], *, idempotency_key: str, resubmission: bool = False) -> str:
         """Start the job and return its infrastructure id.
 
         Calling again with the same key must not start a second copy: it returns the first one's id.
+        `resubmission` is True when the dispatcher repeats an attempt whose outcome it never recorded (a crash
+        or a timeout between "admitted" and "recorded"): a provider whose idempotency needs a lookup at the
+        infrastructure (ECS's ListTasks by startedBy) does it then, and spares it on a first submission.
         """
         ...
 

@@ -84,7 +84,7 @@ class FakeProvider:
             raise InvalidInput("command: is required and must not be empty.")
         return copy.deepcopy(job)
 
-    def submit(self, job: dict[str, Any], *, idempotency_key: str) -> str:
+    def submit(self, job: dict[str, Any], *, idempotency_key: str, resubmission: bool = False) -> str:
         """Launch once per key; a repeated key returns the first launch's id and launches nothing."""
         if self.hang_seconds > 0:
             # Outside the lock, so one slow submit does not hold up the other threads' calls.

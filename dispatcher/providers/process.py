@@ -141,7 +141,7 @@ class ProcessProvider:
         """Check a rendered job against `ProcessJob`; return it with `command` as a list of arguments."""
         return self._parse(job).model_dump()
 
-    def submit(self, job: dict[str, Any], *, idempotency_key: str) -> str:
+    def submit(self, job: dict[str, Any], *, idempotency_key: str, resubmission: bool = False) -> str:
         """Start the job under the supervisor, once per key; return the run directory's name."""
         self._reap()
         try:

@@ -1,0 +1,182 @@
+"""Cold start of the AWS Lambda handlers: what `import handlers.aws_lambda` costs in a fresh interpreter.
+
+Figures (median of --repeat fresh subprocesses, each timing its own import with perf_counter, so the
+interpreter's own start is left out and printed apart):
+
+- lazy: `import handlers.aws_lambda` as it ships (outside Lambda: no function named, so nothing
+  function-specific is loaded);
+- each function's init: the same import with Lambda's `_HANDLER` naming `dispatch`, `ecs_events` or `http`,
+  which also loads that function's modules, boto3 and the DynamoDB store (what Lambda's init really does);
+- floor: boto3, pydantic and powertools' Logger, Metrics and Tracer (whose import builds the X-Ray
+  recorder), without any pushpool code: the cost of the allowed dependencies alone;
+- eager: `import handlers.aws_lambda` plus every provider SDK that is installed (boto3,
+  google.cloud.run_v2, azure.mgmt.containerinstance, azure.identity, modal), as a dispatcher that imported
+  every provider up front would. SDKs that are not installed are named and left out; nothing is installed.
+
+Then `-X importtime`'s top entries (cumulative) of the lazy and the eager import, side by side.
+Targets (issue 5): the lazy import <= 400 ms and <= 1/4 of the eager one. Prints PASS or FAIL for each.
+
+    .venv/bin/python benchmarks/cold_start.py [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_MS = 400.0
+TARGET_RATIO = 0.25
+SDKS = ("boto3", "google.cloud.run_v2", "azure.mgmt.containerinstance", "azure.identity", "modal")
+FUNCTIONS = ("dispatch", "ecs_events", "http")
+FLOOR = "import boto3, pydantic\nfrom aws_lambda_powertools import Logger, Metrics, Tracer\nTracer()\n"
+"""What the brief allows a cold start besides the core, with no pushpool code: a floor no handler beats."""
+ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "PUSHPOOL_STORE": "dynamodb://pushpool?region=us-east-1",
+}
+
+
+def installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a missing parent package (no `google`, no `azure`)
+        return False
+
+
+def child_env(handler: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("_HANDLER", "LAMBDA_TASK_ROOT")}
+    env.update(ENV)
+    if handler:
+        env["_HANDLER"] = handler
+    return env
+
+
+def imports(modules: list[str]) -> str:
+    return "".join(f"import {m}\n" for m in modules)
+
+
+def timed_import(body: str, handler: str | None) -> tuple[float, float]:
+    """(ms of running `body`, ms of the whole process) in a fresh interpreter."""
+    code = "import time\nt = time.perf_counter()\n" + body + "print((time.perf_counter() - t) * 1000)\n"
+    start = time_ms()
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=child_env(handler), capture_output=True, text=True, check=True
+    )
+    return float(out.stdout.strip().splitlines()[-1]), time_ms() - start
+
+
+def time_ms() -> float:
+    import time
+
+    return time.perf_counter() * 1000
+
+
+def median_import(body: str, handler: str | None, repeat: int) -> tuple[float, float]:
+    samples = [timed_import(body, handler) for _ in range(repeat)]
+    return statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples)
+
+
+def importtime(modules: list[str], handler: str | None) -> list[tuple[float, float, str]]:
+    """(cumulative ms, self ms, module) of every import, from `python -X importtime`."""
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", imports(modules)],
+        cwd=ROOT,
+        env=child_env(handler),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = []
+    for line in out.stderr.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        self_us, cumulative_us, name = (part.strip() for part in line[len("import time:") :].split("|"))
+        rows.append((int(cumulative_us) / 1000, int(self_us) / 1000, name.strip()))
+    return rows
+
+
+def top(rows: list[tuple[float, float, str]], n: int) -> list[str]:
+    # Nested imports count inside their parents' cumulative time; show the biggest entries, indented by depth.
+    best = sorted(rows, reverse=True)[:n]
+    return [f"{cum:7.1f} {own:6.1f}  {name}" for cum, own, name in best]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=5, help="fresh subprocesses per figure (median)")
+    parser.add_argument("--top", type=int, default=15, help="-X importtime entries to show")
+    args = parser.parse_args()
+
+    present = [m for m in SDKS if installed(m)]
+    missing = [m for m in SDKS if m not in present]
+    lazy_modules = ["handlers.aws_lambda"]
+    eager_modules = lazy_modules + present
+
+    python = sys.version.split()[0]
+    print(f"cold start of handlers.aws_lambda — Python {python}, median of {args.repeat} fresh processes")
+    print(f"provider SDKs installed: {', '.join(present) or 'none'}")
+    if missing:
+        print(f"not installed (left out of the eager figure, nothing installed): {', '.join(missing)}")
+    print()
+
+    empty, empty_wall = median_import("", None, args.repeat)
+    floor, floor_wall = median_import(FLOOR, None, args.repeat)
+    lazy, lazy_wall = median_import(imports(lazy_modules), None, args.repeat)
+    eager, eager_wall = median_import(imports(eager_modules), None, args.repeat)
+    functions = {f: median_import(imports(lazy_modules), f"handlers/aws_lambda.{f}", args.repeat) for f in FUNCTIONS}
+
+    print(f"{'what':58} {'import ms':>10} {'process ms':>11}")
+    print(f"{'interpreter alone (nothing imported)':58} {empty:10.0f} {empty_wall:11.0f}")
+    print(f"{'floor: boto3 + pydantic + powertools Logger/Metrics/Tracer':58} {floor:10.0f} {floor_wall:11.0f}")
+    print(f"{'lazy: import handlers.aws_lambda':58} {lazy:10.0f} {lazy_wall:11.0f}")
+    for function, (ms, wall) in functions.items():
+        print(f"{'  init of the ' + function + ' function (_HANDLER set)':58} {ms:10.0f} {wall:11.0f}")
+    print(f"{'eager: handlers.aws_lambda + ' + (' + '.join(present) or 'no SDK'):58} {eager:10.0f} {eager_wall:11.0f}")
+    print()
+
+    lazy_rows, eager_rows = importtime(lazy_modules, None), importtime(eager_modules, None)
+    left, right = top(lazy_rows, args.top), top(eager_rows, args.top)
+    width = max(len(line) for line in left) + 4
+    print(f"-X importtime, top {args.top} by cumulative ms (cumulative, self, module)")
+    print(f"{'lazy':{width}}eager")
+    for a, b in zip(left, right, strict=False):
+        print(f"{a:{width}}{b}")
+    print()
+
+    ratio = lazy / eager if eager else float("nan")
+    worst_function = max(functions, key=lambda f: functions[f][0])
+    verdicts = [
+        (f"lazy import {lazy:.0f} ms <= {TARGET_MS:.0f} ms", lazy <= TARGET_MS),
+        (f"lazy / eager = {lazy:.0f} / {eager:.0f} = {ratio:.2f} <= {TARGET_RATIO}", ratio <= TARGET_RATIO),
+        (
+            f"slowest function init ({worst_function}) {functions[worst_function][0]:.0f} ms <= {TARGET_MS:.0f} ms",
+            functions[worst_function][0] <= TARGET_MS,
+        ),
+    ]
+    for text, ok in verdicts:
+        print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    if missing and ratio > TARGET_RATIO:
+        print(
+            "      the eager baseline lacks the SDKs that make it heavy (not installed here: "
+            f"{', '.join(missing)}), so the ratio is not a fair test of laziness on this machine"
+        )
+    xray = next((cum for cum, _, name in lazy_rows if name == "aws_xray_sdk.core"), None)
+    if xray is not None and lazy > TARGET_MS:
+        print(
+            f"      of the lazy import, aws_xray_sdk.core takes {xray:.0f} ms (cumulative, -X importtime): powertools' "
+            "Tracer builds the X-Ray recorder, whose sampler creates botocore clients at import"
+        )
+    return 0 if all(ok for _, ok in verdicts) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

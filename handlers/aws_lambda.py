@@ -1,0 +1,396 @@
+"""AWS Lambda entry points, thin: parse the event, call the core, shape the reply (SPEC §7).
+
+- `dispatch`: an EventBridge schedule -> one dispatch pass; logs its summary, emits EMF metrics.
+- `ecs_events`: an SQS batch of EventBridge "ECS Task State Change" events -> run states (SPEC §6), with
+  partial batch failure, so a record that fails is retried (and at last dead-lettered) alone, never lost.
+- `http`: API Gateway HTTP API (payload 2.0) or a function URL -> the callback route and the management API.
+
+Each is one Lambda function, and each imports what only it needs on first use (the parser models for
+`ecs_events`, the event handler and the API for `http`, the dispatcher for `dispatch`), so none pays for
+the others. Under Lambda, `_HANDLER` names the function: its imports then happen at init, where Lambda
+expects them (and where SnapStart would keep them). The store, the dispatcher and the API are built on
+first use and kept in `runtime` for warm invocations; `reset_runtime()` starts again from the environment.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import os
+import re
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import BaseModel, ConfigDict, Field
+
+from dispatcher.providers.base import JobStatus, Provider, Providers
+from dispatcher.store import open_store, store_url
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+    from aws_lambda_powertools.utilities.batch import BatchProcessor
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from dispatcher.api import Api
+    from dispatcher.dispatch import Dispatcher, PassSummary
+    from dispatcher.store.base import Store
+
+SERVICE = "pushpool"
+ECS_SOURCE = "aws.ecs"
+ECS_DETAIL_TYPE = "ECS Task State Change"
+RUN_ID_ENV = "PUSHPOOL_RUN_ID"
+RUN_ID_TAG = "pushpool.io/run-id"
+
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or SERVICE, service=SERVICE)
+tracer = Tracer(service=SERVICE)
+
+PRELOAD: dict[str, tuple[str, ...]] = {
+    "dispatch": ("dispatcher.dispatch", "dispatcher.providers.ecs"),
+    "ecs_events": (
+        "aws_lambda_powertools.utilities.batch",
+        "aws_lambda_powertools.utilities.parser.models",
+        "dispatcher.provider_events",
+        "dispatcher.providers.ecs",
+    ),
+    "http": ("aws_lambda_powertools.event_handler", "dispatcher.api"),
+}
+"""What each function imports on first use; `preload` imports it at init instead."""
+
+
+def preload(function: str) -> None:
+    """Import what `function` needs, and the store's backend, now rather than on its first invocation."""
+    for module in PRELOAD[function]:
+        importlib.import_module(module)
+    if urlparse(store_url()).scheme == "dynamodb":
+        importlib.import_module("dispatcher.store.dynamodb")
+
+
+# runtime ----------------------------------------------------------------------------------------------------
+class Runtime:
+    """What a warm Lambda instance keeps between invocations, each part built from the environment on first use."""
+
+    @cached_property
+    def store(self) -> Store:
+        load_secret()
+        return open_store()
+
+    @cached_property
+    def dispatcher(self) -> Dispatcher:
+        from dispatcher.dispatch import Dispatcher
+
+        return Dispatcher(self.store, providers=TracedProviders())
+
+    @cached_property
+    def api(self) -> Api:
+        from dispatcher.api import API_TOKEN_ENV, Api
+
+        # PUSHPOOL_API_AUTH=iam: API Gateway's IAM authorizer guards the management routes (the deploy files).
+        iam = os.environ.get("PUSHPOOL_API_AUTH", "").lower() == "iam"
+        return Api(self.store, api_token=os.environ.get(API_TOKEN_ENV) or None, gateway_authorized=iam)
+
+    @cached_property
+    def http_app(self) -> APIGatewayHttpResolver:
+        return http_resolver(self.api)
+
+    @cached_property
+    def batch_processor(self) -> BatchProcessor:
+        from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+
+        return BatchProcessor(event_type=EventType.SQS)
+
+    def close(self) -> None:
+        """Release what was built (the dispatcher's threads, the store's connections)."""
+        if "dispatcher" in self.__dict__:
+            self.dispatcher.close()
+        if "store" in self.__dict__:
+            self.store.close()
+
+
+def load_secret() -> None:
+    """Read the callback signing secret from Secrets Manager or SSM once, when the store is first opened.
+
+    `PUSHPOOL_SECRET` wins; else `PUSHPOOL_SECRET_ARN` (Secrets Manager) or `PUSHPOOL_SECRET_PARAMETER` (an SSM
+    SecureString); else the core keeps a generated secret in the store.
+    """
+    if os.environ.get("PUSHPOOL_SECRET"):
+        return
+    arn, name = os.environ.get("PUSHPOOL_SECRET_ARN"), os.environ.get("PUSHPOOL_SECRET_PARAMETER")
+    if not arn and not name:
+        return
+    from aws_lambda_powertools.utilities import parameters
+
+    value = parameters.get_secret(arn) if arn else parameters.get_parameter(str(name), decrypt=True)
+    os.environ["PUSHPOOL_SECRET"] = value.decode() if isinstance(value, bytes) else str(value)
+
+
+runtime = Runtime()
+
+
+def reset_runtime() -> Runtime:
+    """Close what the instance kept and start again from the environment (tests, or after a config change)."""
+    global runtime
+    old, runtime = runtime, Runtime()
+    old.close()
+    return runtime
+
+
+# tracing provider calls -------------------------------------------------------------------------------------
+class TracedProvider:
+    """A provider whose calls to the infrastructure are X-Ray subsegments; the SDK calls nest inside them."""
+
+    def __init__(self, pool_type: str, inner: Provider) -> None:
+        self.pool_type = pool_type
+        self.inner = inner
+
+    @property
+    def status_is_cheap(self) -> bool:
+        return bool(getattr(self.inner, "status_is_cheap", False))
+
+    def validate(self, job: dict[str, Any]) -> dict[str, Any]:
+        return self.inner.validate(job)  # pure: nothing to trace
+
+    def submit(self, job: dict[str, Any], *, idempotency_key: str, resubmission: bool = False) -> str:
+        with tracer.provider.in_subsegment(f"## {self.pool_type} submit") as segment:
+            segment.put_annotation("idempotency_key", idempotency_key)
+            return self.inner.submit(job, idempotency_key=idempotency_key, resubmission=resubmission)
+
+    def status(self, infrastructure_id: str) -> JobStatus:
+        with tracer.provider.in_subsegment(f"## {self.pool_type} status") as segment:
+            segment.put_annotation("infrastructure_id", infrastructure_id)
+            return self.inner.status(infrastructure_id)
+
+    def cancel(self, infrastructure_id: str) -> None:
+        with tracer.provider.in_subsegment(f"## {self.pool_type} cancel") as segment:
+            segment.put_annotation("infrastructure_id", infrastructure_id)
+            self.inner.cancel(infrastructure_id)
+
+
+class TracedProviders(Providers):
+    """The registry's providers, each wrapped once in a `TracedProvider`."""
+
+    def get(self, pool_type: str) -> Provider:
+        provider = super().get(pool_type)
+        if not isinstance(provider, TracedProvider):
+            provider = self._instances[pool_type] = TracedProvider(pool_type, provider)
+        return provider
+
+
+# dispatch ---------------------------------------------------------------------------------------------------
+@metrics.log_metrics(capture_cold_start_metric=True)
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+def dispatch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """One pass per scheduled tick. Overlapping ticks are safe (the store's conditions), so retries are too."""
+    summary = runtime.dispatcher.run_pass()
+    log_summary(summary)
+    metrics.add_metric(name="Admitted", unit=MetricUnit.Count, value=len(summary.admitted))
+    metrics.add_metric(name="Waiting", unit=MetricUnit.Count, value=len(summary.waiting))
+    metrics.add_metric(name="Submitted", unit=MetricUnit.Count, value=len(summary.submitted))
+    metrics.add_metric(name="SubmitFailures", unit=MetricUnit.Count, value=len(summary.retrying) + len(summary.crashed))
+    metrics.add_metric(name="DispatchLag", unit=MetricUnit.Seconds, value=summary.lag_seconds)
+    metrics.add_metric(name="CounterRepairs", unit=MetricUnit.Count, value=len(summary.repairs))
+    metrics.add_metric(name="PassDuration", unit=MetricUnit.Seconds, value=summary.duration_seconds)
+    return {
+        "admitted": len(summary.admitted),
+        "waiting": len(summary.waiting),
+        "submitted": len(summary.submitted),
+        "submit_failures": len(summary.retrying) + len(summary.crashed),
+        "lag_seconds": summary.lag_seconds,
+        "repairs": len(summary.repairs),
+    }
+
+
+def log_summary(summary: PassSummary) -> None:
+    """The pass as one structured line, then one line per run it moved, each carrying its run id."""
+    logger.info(f"dispatch pass: {summary.headline()}", extra={"summary": summary.as_dict()})
+    for run_id in summary.submitted:
+        logger.info("run submitted", extra={"run_id": run_id})
+    for run_id, why in summary.retrying.items():
+        logger.warning("submission failed, retrying", extra={"run_id": run_id, "reason": why})
+    for run_id, why in summary.crashed.items():
+        logger.error("run crashed before it ran", extra={"run_id": run_id, "reason": why})
+    for run_id, state in summary.reconciled.items():
+        logger.info("run reconciled", extra={"run_id": run_id, "state": state})
+    for key, repair in summary.repairs.items():
+        logger.warning("slot counter repaired", extra={"slot": key, "repair": repair})
+    for what, why in summary.problems.items():
+        logger.warning("dispatch problem", extra={"subject": what, "reason": why})
+
+
+# ECS task state changes -------------------------------------------------------------------------------------
+class _NameValue(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str | None = None
+    value: str | None = None
+
+
+class _ContainerOverride(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str | None = None
+    environment: list[_NameValue] = []
+
+
+class _Overrides(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    containerOverrides: list[_ContainerOverride] = []
+
+
+class _Tag(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    key: str | None = None
+    value: str | None = None
+
+
+class ECSTaskDetail(BaseModel):
+    """The part of an "ECS Task State Change" detail pushpool reads; every other field is tolerated."""
+
+    model_config = ConfigDict(extra="allow")
+
+    taskArn: str = Field(pattern=r"^arn:[^:]+:ecs:[^:]*:[^:]*:task/")
+    lastStatus: str
+    version: int
+    startedBy: str | None = None
+    overrides: _Overrides | None = None
+    tags: list[_Tag] | None = None
+
+    @property
+    def task_id(self) -> str:
+        return self.taskArn.rsplit("/", 1)[-1]
+
+    def run_id(self) -> str | None:
+        """The run the task belongs to: its container's PUSHPOOL_RUN_ID, else its run tag, else `startedBy`.
+
+        `startedBy` is last: for a run id longer than ECS's 36 characters it holds a digest, not the id.
+        """
+        for override in self.overrides.containerOverrides if self.overrides else []:
+            for item in override.environment:
+                if item.name == RUN_ID_ENV and item.value:
+                    return item.value
+        for tag in self.tags or []:
+            if tag.key == RUN_ID_TAG and tag.value:
+                return tag.value
+        return self.startedBy or None
+
+
+def parse_ecs_event(body: str) -> tuple[dict[str, Any], ECSTaskDetail] | None:
+    """An SQS body as an ECS task state change: (raw detail, parsed detail); None for another kind of event.
+
+    Raises pydantic's ValidationError for a body that is not an EventBridge event or whose detail lacks what
+    pushpool reads (taskArn, lastStatus, version).
+    """
+    from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
+
+    event = EventBridgeModel.model_validate_json(body)
+    if event.source != ECS_SOURCE or event.detail_type != ECS_DETAIL_TYPE:
+        return None
+    detail = ECSTaskDetail.model_validate(event.detail)
+    raw = event.detail if isinstance(event.detail, dict) else detail.model_dump()
+    return raw, detail
+
+
+@tracer.capture_method(capture_response=False)
+def ecs_record(record: SQSRecord) -> None:
+    """One SQS record holding one EventBridge event; raising marks just this record as failed."""
+    from dispatcher.provider_events import apply_status
+    from dispatcher.providers.ecs import event_to_status
+
+    try:
+        parsed = parse_ecs_event(record.body)
+    except ValueError:  # pydantic's ValidationError, malformed JSON included
+        logger.exception(
+            "malformed event: it fails alone, then goes to the dead-letter queue",
+            extra={"message_id": record.message_id},
+        )
+        raise
+    if parsed is None:
+        logger.info("not an ECS task state change; ignored", extra={"message_id": record.message_id})
+        return
+    raw, detail = parsed
+    run_id = detail.run_id()
+    with logger.append_context_keys(run_id=run_id, task_id=detail.task_id, task_version=detail.version):
+        if run_id is None:
+            logger.info("task not started by pushpool; ignored")
+            return
+        status = event_to_status(raw)
+        try:
+            # The task and its event version name the report: a redelivery or a duplicate event is a no-op.
+            run = apply_status(runtime.store, run_id, status, source=f"ecs:{detail.task_id}:{detail.version}")
+        except Exception:
+            logger.exception("event not applied; SQS delivers it again", extra={"message_id": record.message_id})
+            raise
+        if run is None:
+            logger.info("task of an unknown run; ignored", extra={"last_status": detail.lastStatus})
+            return
+        logger.info(
+            "ecs task state change",
+            extra={"last_status": detail.lastStatus, "reported": status.state.value, "run_state": run.state.value},
+        )
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+def ecs_events(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    """An SQS batch; the answer lists the records that failed (`batchItemFailures`), so only they come back."""
+    from aws_lambda_powertools.utilities.batch import process_partial_response
+
+    return process_partial_response(
+        event=event, record_handler=ecs_record, processor=runtime.batch_processor, context=context
+    )
+
+
+# HTTP -------------------------------------------------------------------------------------------------------
+_RUN_PATH = re.compile(r"^/(?:callbacks/runs|flow_runs)/([^/]+)")
+
+
+def http_resolver(api: Api) -> APIGatewayHttpResolver:
+    """Powertools' HTTP API resolver with one catch-all route: `Api.handle` does the routing and the rules."""
+    from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+    from aws_lambda_powertools.event_handler import Response as HttpResponse
+
+    from dispatcher.api import Request
+
+    app = APIGatewayHttpResolver()
+
+    @app.route(".+", method=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+    def _any() -> HttpResponse:
+        event = app.current_event
+        raw = event.body or ""
+        # The callback's signature covers the exact bytes sent, so they are kept as they came.
+        body = base64.b64decode(raw) if event.is_base64_encoded else raw.encode()
+        path = event.path  # rawPath, without the stage name of a non-default stage
+        match = _RUN_PATH.match(path)
+        with logger.append_context_keys(run_id=match.group(1) if match else None):
+            response = api.handle(
+                Request(
+                    method=event.http_method,
+                    path=path,
+                    headers=dict(event.headers or {}),
+                    query=dict(event.query_string_parameters or {}),
+                    body=body,
+                )
+            )
+            logger.info("http request", extra={"method": event.http_method, "path": path, "status": response.status})
+        return HttpResponse(
+            status_code=response.status, body=response.encoded().decode() or None, headers=response.all_headers()
+        )
+
+    return app
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+def http(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """The callback route and the management API, for an HTTP API (payload 2.0) or a function URL."""
+    return runtime.http_app.resolve(event, context)
+
+
+_function = os.environ.get("_HANDLER", "").replace("/", ".")
+if _function.rpartition(".")[0] == __name__ and _function.rpartition(".")[2] in PRELOAD:
+    preload(_function.rpartition(".")[2])

@@ -1,0 +1,539 @@
+"""The deploy files, infra/template.yaml (SAM) and serverless.yml, against the code and each other (SPEC §7).
+
+Plain data checks, no AWS and no deploy tool (`make deploy-check` runs cfn-lint, sam validate, serverless
+package and checkov): the table is dispatcher/store/dynamodb_schema.TABLE; the dispatcher runs on
+`rate(1 minute)` with reserved concurrency 1, a timeout below the rate and a DLQ; ECS events reach their
+function through SQS with a DLQ and partial batch failure; the alarms exist; every handler named imports and
+is callable; and each function's role is least privilege.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dispatcher.store import dynamodb_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+SAM_PATH = ROOT / "infra" / "template.yaml"
+SLS_PATH = ROOT / "serverless.yml"
+GUIDE_PATH = ROOT / "docs" / "deploy.md"
+
+FUNCTIONS = ("dispatch", "ecs_events", "http")
+SAM_FUNCTIONS = {"dispatch": "DispatchFunction", "ecs_events": "EcsEventsFunction", "http": "HttpFunction"}
+SLS_FUNCTIONS = {"dispatch": "dispatch", "ecs_events": "ecsEvents", "http": "http"}
+SLS_LOGICAL = {
+    "dispatch": "DispatchLambdaFunction",
+    "ecs_events": "EcsEventsLambdaFunction",
+    "http": "HttpLambdaFunction",
+}
+ROLES = {"dispatch": "DispatchRole", "ecs_events": "EcsEventsRole", "http": "HttpRole"}
+
+DYNAMODB_ITEM_ACTIONS = {
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:Query",
+    "dynamodb:BatchGetItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:ConditionCheckItem",
+}
+ECS_CLUSTER_ACTIONS = {"ecs:RunTask", "ecs:StopTask", "ecs:DescribeTasks", "ecs:ListTasks"}
+SQS_CONSUME = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"}
+MANAGEMENT_PREFIXES = ("/work_pools", "/deployments", "/flow_runs")
+CALLBACK_PATH = "/callbacks/runs/{run_id}"
+
+
+# loading ----------------------------------------------------------------------------------------------------
+class CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short tags, each read as its long form (`!Ref X` -> {"Ref": "X"})."""
+
+
+def _cfn_tag(loader: CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        resource, _, attribute = value.partition(".")
+        return {"Fn::GetAtt": [resource, attribute]}
+    if suffix == "Condition":
+        return {"Condition": value}
+    return {f"Fn::{suffix}": value}
+
+
+CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def load(path: Path) -> dict[str, Any]:
+    return yaml.load(path.read_text(), Loader=CfnLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+@pytest.fixture(scope="module")
+def sam() -> dict[str, Any]:
+    return load(SAM_PATH)
+
+
+@pytest.fixture(scope="module")
+def sls() -> dict[str, Any]:
+    return load(SLS_PATH)
+
+
+def sam_resources(sam: dict[str, Any]) -> dict[str, Any]:
+    return sam["Resources"]
+
+
+def sls_resources(sls: dict[str, Any]) -> dict[str, Any]:
+    return sls["resources"]["Resources"]
+
+
+def both(sam: dict[str, Any], sls: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The CloudFormation resources each file writes itself, by file."""
+    return [("infra/template.yaml", sam_resources(sam)), ("serverless.yml", sls_resources(sls))]
+
+
+def sam_function(sam: dict[str, Any], function: str) -> dict[str, Any]:
+    """A SAM function's properties with the Globals it inherits."""
+    globals_ = dict(sam.get("Globals", {}).get("Function", {}))
+    props = dict(sam_resources(sam)[SAM_FUNCTIONS[function]]["Properties"])
+    env = {**globals_.get("Environment", {}).get("Variables", {}), **props.get("Environment", {}).get("Variables", {})}
+    return {**globals_, **props, "Environment": {"Variables": env}}
+
+
+def sls_function(sls: dict[str, Any], function: str) -> dict[str, Any]:
+    """A Serverless function's settings with the provider's defaults it inherits."""
+    provider = sls["provider"]
+    fn = dict(sls["functions"][SLS_FUNCTIONS[function]])
+    fn["environment"] = {**provider.get("environment", {}), **fn.get("environment", {})}
+    fn.setdefault("runtime", provider.get("runtime"))
+    return fn
+
+
+def sls_param(sls: dict[str, Any], value: Any) -> Any:
+    """`${param:x}` -> the default of x (the value `serverless deploy` uses unless told otherwise)."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\$\{param:(\w+)\}", value)
+        if match:
+            return sls["params"]["default"][match.group(1)]
+    return value
+
+
+def refs(value: Any) -> set[str]:
+    """Logical ids and parameters a value refers to (Ref, GetAtt, ${X} and ${X.Attr} in Sub, ${param:x})."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "Ref":
+                found.add(inner)
+            elif key == "Fn::GetAtt":
+                found.add(inner[0] if isinstance(inner, list) else str(inner).partition(".")[0])
+            else:
+                found |= refs(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            found |= refs(inner)
+    elif isinstance(value, str):
+        found |= {m.split(".")[0] for m in re.findall(r"\$\{([A-Za-z0-9_.]+)\}", value)}
+        found |= {f"param:{m}" for m in re.findall(r"\$\{param:(\w+)\}", value)}
+    return found
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def role_statements(resources: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    return [
+        statement
+        for policy in resources[role]["Properties"]["Policies"]
+        for statement in as_list(policy["PolicyDocument"]["Statement"])
+    ]
+
+
+def actions(statement: dict[str, Any]) -> set[str]:
+    return set(as_list(statement["Action"]))
+
+
+# the table --------------------------------------------------------------------------------------------------
+def _attributes(definitions: list[dict[str, str]]) -> list[tuple[str, str]]:
+    return sorted((d["AttributeName"], d["AttributeType"]) for d in definitions)
+
+
+def _indexes(gsis: list[dict[str, Any]]) -> dict[str, Any]:
+    out = {}
+    for gsi in gsis:
+        projection = dict(gsi["Projection"])
+        if "NonKeyAttributes" in projection:
+            projection["NonKeyAttributes"] = sorted(projection["NonKeyAttributes"])
+        out[gsi["IndexName"]] = {"KeySchema": gsi["KeySchema"], "Projection": projection}
+    return out
+
+
+def tables(sam: dict[str, Any], sls: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for name, resources in both(sam, sls):
+        dynamo = [r for r in resources.values() if r["Type"] == "AWS::DynamoDB::Table"]
+        assert len(dynamo) == 1, f"{name}: expected one DynamoDB table, found {len(dynamo)}"
+        found.append((name, dynamo[0]["Properties"]))
+    return found
+
+
+def test_table_is_the_stores_table(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    want = dynamodb_schema.TABLE
+    for name, table in tables(sam, sls):
+        assert _attributes(table["AttributeDefinitions"]) == _attributes(want["AttributeDefinitions"]), name
+        assert table["KeySchema"] == want["KeySchema"], name
+        assert _indexes(table["GlobalSecondaryIndexes"]) == _indexes(want["GlobalSecondaryIndexes"]), name
+        assert table["BillingMode"] == want["BillingMode"] == "PAY_PER_REQUEST", name
+        assert "ProvisionedThroughput" not in table, name
+        assert not table.get("LocalSecondaryIndexes"), name
+        assert not set(table) - {
+            "AttributeDefinitions",
+            "KeySchema",
+            "GlobalSecondaryIndexes",
+            "BillingMode",
+            "TimeToLiveSpecification",
+            "PointInTimeRecoverySpecification",
+            "SSESpecification",
+            "DeletionProtectionEnabled",
+            "Tags",
+        }, f"{name}: the table has properties the store does not know of"
+
+
+def test_table_ttl_pitr_and_encryption(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    for name, table in tables(sam, sls):
+        assert table["TimeToLiveSpecification"] == {"AttributeName": dynamodb_schema.TTL_ATTRIBUTE, "Enabled": True}
+        if hasattr(dynamodb_schema, "TIME_TO_LIVE"):
+            assert table["TimeToLiveSpecification"] == dynamodb_schema.TIME_TO_LIVE, name
+        assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True, name
+        assert table["SSESpecification"]["SSEEnabled"] is True, name
+
+
+def test_table_survives_stack_deletion(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    for name, resources in both(sam, sls):
+        table = next(r for r in resources.values() if r["Type"] == "AWS::DynamoDB::Table")
+        assert table.get("DeletionPolicy") == table.get("UpdateReplacePolicy") == "Retain", name
+
+
+# functions --------------------------------------------------------------------------------------------------
+def handler_paths(sam: dict[str, Any], sls: dict[str, Any]) -> list[str]:
+    found = [
+        r["Properties"]["Handler"]
+        for r in sam_resources(sam).values()
+        if r["Type"] in ("AWS::Serverless::Function", "AWS::Lambda::Function")
+    ]
+    found += [fn["handler"] for fn in sls["functions"].values()]
+    return found
+
+
+def test_every_handler_imports_and_is_callable(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    paths = handler_paths(sam, sls)
+    assert len(paths) == 6
+    for path in paths:
+        module_name, _, attribute = path.replace("/", ".").rpartition(".")
+        module = importlib.import_module(module_name)
+        assert callable(getattr(module, attribute, None)), f"{path} is not a callable in {module_name}"
+
+
+def test_each_function_runs_its_handler(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    for function in FUNCTIONS:
+        want = f"handlers.aws_lambda.{function}"
+        assert sam_function(sam, function)["Handler"] == want
+        assert sls_function(sls, function)["handler"].replace("/", ".") == want
+
+
+def test_runtime_is_a_current_lambda_python(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    for function in FUNCTIONS:
+        assert sam_function(sam, function)["Runtime"] in ("python3.12", "python3.13")
+        assert sls_function(sls, function)["runtime"] == sam_function(sam, function)["Runtime"]
+
+
+def _rate_seconds(rate: str) -> int:
+    match = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", rate)
+    assert match, f"not a rate expression: {rate}"
+    unit = {"minute": 60, "hour": 3600, "day": 86400}[match.group(2).rstrip("s")]
+    return int(match.group(1)) * unit
+
+
+def test_dispatcher_schedule_concurrency_and_timeout(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    # SAM: the rate is a parameter, one minute by default, and no allowed value is shorter than the timeout.
+    parameter = sam["Parameters"]["ScheduleRate"]
+    assert parameter["Default"] == "rate(1 minute)"
+    pattern = re.compile(parameter["AllowedPattern"])
+    assert pattern.fullmatch("rate(5 minutes)") and not pattern.fullmatch("cron(* * * * ? *)")
+    dispatch = sam_function(sam, "dispatch")
+    [event] = dispatch["Events"].values()
+    assert event["Type"] == "Schedule" and event["Properties"]["Schedule"] == {"Ref": "ScheduleRate"}
+    assert dispatch["ReservedConcurrentExecutions"] == 1
+    assert dispatch["Timeout"] < _rate_seconds(parameter["Default"])
+    assert dispatch["Timeout"] < 60, "the shortest rate is one minute"
+
+    # Serverless: the same, through params.
+    fn = sls_function(sls, "dispatch")
+    [event] = fn["events"]
+    rates = [sls_param(sls, r) for r in as_list(event["schedule"]["rate"])]
+    assert rates == ["rate(1 minute)"] and event["schedule"]["rate"] != ["rate(1 minute)"], "a parameter"
+    assert fn["reservedConcurrency"] == 1
+    assert fn["timeout"] == dispatch["Timeout"]
+
+
+def test_dispatcher_dead_letter_queue(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    sam_dlq = sam_function(sam, "dispatch")["DeadLetterQueue"]
+    assert sam_dlq["Type"] == "SQS"
+    sls_dlq = sls["resources"]["extensions"][SLS_LOGICAL["dispatch"]]["Properties"]["DeadLetterConfig"]
+    for name, resources, target in (
+        ("infra/template.yaml", sam_resources(sam), sam_dlq["TargetArn"]),
+        ("serverless.yml", sls_resources(sls), sls_dlq["TargetArn"]),
+    ):
+        [queue] = refs(target)
+        assert resources[queue]["Type"] == "AWS::SQS::Queue", name
+        sends = [s for s in role_statements(resources, ROLES["dispatch"]) if "sqs:SendMessage" in actions(s)]
+        assert sends and all(refs(s["Resource"]) == {queue} for s in sends), f"{name}: the role may send to its DLQ"
+
+
+def test_ecs_events_pipeline(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    sam_event = next(e for e in sam_function(sam, "ecs_events")["Events"].values() if e["Type"] == "SQS")
+    sls_event = next(e["sqs"] for e in sls_function(sls, "ecs_events")["events"] if "sqs" in e)
+    assert sam_event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert sls_event["functionResponseType"] == "ReportBatchItemFailures"
+    for name, resources, source in (
+        ("infra/template.yaml", sam_resources(sam), sam_event["Properties"]["Queue"]),
+        ("serverless.yml", sls_resources(sls), sls_event["arn"]),
+    ):
+        [queue] = refs(source)
+        props = resources[queue]["Properties"]
+        [dlq] = refs(props["RedrivePolicy"]["deadLetterTargetArn"])
+        assert resources[dlq]["Type"] == "AWS::SQS::Queue" and dlq != queue, name
+        assert 1 <= props["RedrivePolicy"]["maxReceiveCount"] <= 10, name
+        # The rule: ECS task state changes of the configured clusters, into that queue, which lets it in.
+        [rule] = [r for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
+        pattern = rule["Properties"]["EventPattern"]
+        assert pattern["source"] == ["aws.ecs"] and pattern["detail-type"] == ["ECS Task State Change"], name
+        assert refs(pattern["detail"]["clusterArn"]) & {"ClusterArns", "param:clusterArns"}, name
+        assert [refs(t["Arn"]) for t in rule["Properties"]["Targets"]] == [{queue}], name
+        [policy] = [r for r in resources.values() if r["Type"] == "AWS::SQS::QueuePolicy"]
+        assert refs(policy["Properties"]["Queues"]) == {queue}, name
+        # Visibility timeout at least the function's timeout (Lambda refuses less).
+        timeout = (sam_function(sam, "ecs_events")["Timeout"], sls_function(sls, "ecs_events")["timeout"])
+        assert props["VisibilityTimeout"] >= max(timeout), name
+
+
+def test_http_api_routes_and_auth(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    api = sam_resources(sam)["HttpApi"]["Properties"]
+    assert api["Auth"]["DefaultAuthorizer"] == "AWS_IAM" and api["Auth"]["EnableIamAuthorizer"] is True
+    sam_routes = {
+        (e["Properties"]["Method"].upper(), e["Properties"]["Path"]): e["Properties"].get("Auth", {}).get("Authorizer")
+        for e in sam_function(sam, "http")["Events"].values()
+        if e["Type"] == "HttpApi"
+    }
+    sls_routes = {
+        (e["httpApi"]["method"].upper().replace("*", "ANY"), e["httpApi"]["path"]): (
+            "AWS_IAM" if e["httpApi"].get("authorizer", {}).get("type") == "aws_iam" else "NONE"
+        )
+        for e in sls_function(sls, "http")["events"]
+        if "httpApi" in e
+    }
+    assert sam_routes == sls_routes
+    assert sam_routes.pop(("POST", CALLBACK_PATH)) == "NONE", "callbacks are HMAC-signed, not IAM"
+    assert set(sam_routes.values()) == {"AWS_IAM"}
+    for prefix in MANAGEMENT_PREFIXES:
+        assert ("ANY", prefix) in sam_routes and ("ANY", prefix + "/{proxy+}") in sam_routes
+
+
+def test_alarms(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    for name, resources in both(sam, sls):
+        alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+        watched = {(a["Namespace"], a["MetricName"]) for a in alarms}
+        assert ("AWS/Lambda", "Errors") in watched, f"{name}: dispatcher errors"
+        assert ("pushpool", "DispatchLag") in watched, f"{name}: dispatch lag"
+        dlq_alarms = {
+            frozenset(refs(a["Dimensions"]))
+            for a in alarms
+            if (a["Namespace"], a["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+        }
+        assert dlq_alarms == {frozenset({"DispatchDLQ"}), frozenset({"EcsEventsDLQ"})}, f"{name}: DLQ depth"
+        errors = next(a for a in alarms if a["MetricName"] == "Errors")
+        assert refs(errors["Dimensions"]) in ({"DispatchFunction"}, {"DispatchLambdaFunction"}), name
+
+
+def test_lag_alarm_watches_what_the_handler_emits(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    for function in FUNCTIONS:
+        assert sam_function(sam, function)["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"] == "pushpool"
+        assert sls_function(sls, function)["environment"]["POWERTOOLS_METRICS_NAMESPACE"] == "pushpool"
+    aws_lambda = importlib.import_module("handlers.aws_lambda")
+    assert aws_lambda.SERVICE == "pushpool"  # Powertools' default dimension: service=pushpool
+
+
+# environment and the secret ---------------------------------------------------------------------------------
+def test_environment(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    for function in FUNCTIONS:
+        sam_env = sam_function(sam, function)["Environment"]["Variables"]
+        sls_env = sls_function(sls, function)["environment"]
+        assert set(sam_env) == set(sls_env), function
+        assert sam_env["PUSHPOOL_STORE"] == {"Fn::Sub": "dynamodb://${Table}?region=${AWS::Region}"}
+        assert refs(sls_env["PUSHPOOL_STORE"]) == {"Table", "AWS::Region"}
+        assert refs(sam_env["PUSHPOOL_RUN_RETENTION_DAYS"]) == {"RunRetentionDays"}
+        assert refs(sam_env["LOG_LEVEL"]) == {"LogLevel"}
+        assert sls_param(sls, sls_env["PUSHPOOL_RUN_RETENTION_DAYS"]) == str(
+            sam["Parameters"]["RunRetentionDays"]["Default"]
+        )
+        # The secret: only where it is used, as a Secrets Manager ARN read at cold start.
+        has_secret = function in ("dispatch", "http")
+        assert ("PUSHPOOL_SECRET_ARN" in sam_env) is has_secret, function
+        if has_secret:
+            assert refs(sam_env["PUSHPOOL_SECRET_ARN"]) == refs(sls_env["PUSHPOOL_SECRET_ARN"]) == {"CallbackSecret"}
+    for name, resources in both(sam, sls):
+        assert resources["CallbackSecret"]["Type"] == "AWS::SecretsManager::Secret", name
+    assert "PUSHPOOL_CALLBACK_BASE_URL" in sam_function(sam, "dispatch")["Environment"]["Variables"]
+    assert "HttpApi" in refs(sam_function(sam, "dispatch")["Environment"]["Variables"]["PUSHPOOL_CALLBACK_BASE_URL"])
+
+
+def test_parameters(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    sam_params = set(sam["Parameters"])
+    assert {
+        "ScheduleRate",
+        "RunRetentionDays",
+        "LogLevel",
+        "ClusterArns",
+        "TaskRoleArns",
+        "ExecutionRoleArns",
+    } <= sam_params
+    used = {m for m in re.findall(r"\$\{param:(\w+)", SLS_PATH.read_text())}
+    assert {"scheduleRate", "runRetentionDays", "logLevel", "clusterArns", "taskRoleArns", "executionRoleArns"} <= used
+    assert {p[0].lower() + p[1:] for p in sam_params} == used, "the same parameters, camelCased in serverless.yml"
+    # The lists have no default: a deploy must name its clusters and roles.
+    for name in ("ClusterArns", "TaskRoleArns", "ExecutionRoleArns"):
+        assert "Default" not in sam["Parameters"][name]
+        assert name[0].lower() + name[1:] not in sls["params"]["default"]
+
+
+# least privilege --------------------------------------------------------------------------------------------
+def all_statements(resources: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for logical_id, resource in resources.items():
+        props = resource.get("Properties", {})
+        if resource["Type"] == "AWS::IAM::Role":
+            found += [(logical_id, s) for s in role_statements(resources, logical_id)]
+        for policy in as_list(props.get("Policies", [])) if resource["Type"] == "AWS::Serverless::Function" else []:
+            if isinstance(policy, dict) and "Statement" in policy:
+                found += [(logical_id, s) for s in as_list(policy["Statement"])]
+    return found
+
+
+def test_no_wildcard_actions_and_dynamodb_is_item_level_on_the_table(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    for name, resources in both(sam, sls):
+        statements = all_statements(resources)
+        assert statements, name
+        for owner, statement in statements:
+            where = f"{name} {owner} {statement.get('Sid')}"
+            assert statement["Effect"] == "Allow", where
+            for action in actions(statement):
+                assert "*" not in action, f"{where}: wildcard action {action}"
+            dynamo = {a for a in actions(statement) if a.startswith("dynamodb:")}
+            if dynamo:
+                assert dynamo <= DYNAMODB_ITEM_ACTIONS, f"{where}: {dynamo - DYNAMODB_ITEM_ACTIONS}"
+                resource_list = as_list(statement["Resource"])
+                assert "*" not in resource_list, where
+                assert all(refs(r) == {"Table"} for r in resource_list), f"{where}: the table and its indexes only"
+                assert len(resource_list) == 2, f"{where}: the table and table/index/*"
+                assert any("/index/*" in str(r) for r in resource_list), where
+
+
+def test_each_role_has_what_its_function_needs_and_no_more(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    for name, resources in both(sam, sls):
+        granted = {
+            function: set().union(*(actions(s) for s in role_statements(resources, role)))
+            for function, role in ROLES.items()
+        }
+        for function in FUNCTIONS:
+            assert granted[function] >= DYNAMODB_ITEM_ACTIONS, f"{name} {function}"
+        assert ECS_CLUSTER_ACTIONS | {"iam:PassRole", "secretsmanager:GetSecretValue"} <= granted["dispatch"], name
+        assert granted["ecs_events"] >= SQS_CONSUME, name
+        assert "secretsmanager:GetSecretValue" in granted["http"], name
+        for function in ("ecs_events", "http"):
+            assert not {a for a in granted[function] if a.startswith(("ecs:", "iam:", "ec2:"))}, f"{name} {function}"
+        assert not granted["ecs_events"] & {"secretsmanager:GetSecretValue"}, name
+        assert not {a for a in granted["http"] if a.startswith("sqs:")}, name
+        assert not {a for a in granted["dispatch"] if a.startswith("sqs:")} - {"sqs:SendMessage"}, name
+
+
+def test_pass_role_and_ecs_are_scoped(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    for name, resources in both(sam, sls):
+        statements = role_statements(resources, ROLES["dispatch"])
+        passes = [s for s in statements if "iam:PassRole" in actions(s)]
+        assert {frozenset(refs(s["Resource"])) for s in passes} in (
+            {frozenset({"TaskRoleArns"}), frozenset({"ExecutionRoleArns"})},
+            {frozenset({"param:taskRoleArns"}), frozenset({"param:executionRoleArns"})},
+        ), name
+        for statement in passes:
+            assert actions(statement) == {"iam:PassRole"}, name
+            assert statement["Condition"]["StringEquals"]["iam:PassedToService"] == "ecs-tasks.amazonaws.com", name
+        for statement in statements:
+            if actions(statement) & ECS_CLUSTER_ACTIONS:
+                condition = statement["Condition"]["ArnEquals"]["ecs:cluster"]
+                assert refs(condition) & {"ClusterArns", "param:clusterArns"}, name
+            if "ecs:TagResource" in actions(statement):
+                assert set(statement["Condition"]["StringEquals"]["ecs:CreateAction"]) == {
+                    "RegisterTaskDefinition",
+                    "RunTask",
+                }
+            if statement["Resource"] == "*":
+                assert actions(statement) <= {
+                    *ECS_CLUSTER_ACTIONS,
+                    "ecs:RegisterTaskDefinition",
+                    "ecs:DescribeTaskDefinition",
+                    "ecs:TagResource",
+                    "ec2:DescribeSubnets",
+                    "xray:PutTraceSegments",
+                    "xray:PutTelemetryRecords",
+                }, f"{name}: {statement.get('Sid')} needs a resource"
+
+
+def test_roles_match_between_files(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    for role in ROLES.values():
+        sam_view = {s["Sid"]: actions(s) for s in role_statements(sam_resources(sam), role)}
+        sls_view = {s["Sid"]: actions(s) for s in role_statements(sls_resources(sls), role)}
+        assert sam_view == sls_view, role
+
+
+def test_both_files_define_the_same_resources(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    # Serverless makes the functions, their log groups, the HTTP API and the schedule from `functions:`.
+    made_by_sam_or_serverless = {
+        *SAM_FUNCTIONS.values(),
+        "DispatchLogGroup",
+        "EcsEventsLogGroup",
+        "HttpLogGroup",
+        "HttpApi",
+        "ApiAccessLogGroup",
+    }
+    assert set(sam_resources(sam)) - made_by_sam_or_serverless == set(sls_resources(sls))
+
+
+# the guide --------------------------------------------------------------------------------------------------
+def test_guide_names_only_real_parameters_and_outputs(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    guide = GUIDE_PATH.read_text()
+    joined = guide.replace("\\\n", " ")  # shell line continuations
+    overrides = " ".join(re.findall(r"--parameter-overrides[^\n]*", joined))
+    sam_overrides = re.findall(r"\b([A-Z][A-Za-z]+)=", overrides)
+    assert sam_overrides, "the guide shows sam deploy's parameter overrides"
+    assert set(sam_overrides) <= set(sam["Parameters"]), set(sam_overrides) - set(sam["Parameters"])
+    sls_params = set(re.findall(r"--param=\"?(\w+)=", guide))
+    assert sls_params, "the guide shows serverless deploy's --param"
+    used = set(re.findall(r"\$\{param:(\w+)", SLS_PATH.read_text()))
+    assert sls_params <= used, sls_params - used
+    outputs = set(re.findall(r"OutputKey=='?(\w+)'?|Outputs\[\?OutputKey==`(\w+)`\]", guide))
+    named = {o for pair in outputs for o in pair if o}
+    assert named, "the guide reads the stack's outputs"
+    assert named <= set(sam["Outputs"]) and named <= set(sls["resources"]["Outputs"]), named
+    assert "infra/template.yaml" in guide and "serverless" in guide

@@ -1,0 +1,688 @@
+"""The AWS Lambda handlers, called as Lambda calls them, against moto's server (ECS, EC2, CloudWatch Logs,
+Secrets Manager) and a DynamoDB store on moto.
+
+Events have the shapes AWS delivers: an EventBridge scheduled event for `dispatch`, an SQS batch of
+EventBridge "ECS Task State Change" events for `ecs_events`, an API Gateway HTTP API (payload 2.0) event for
+`http`. moto ignores RunTask's `clientToken`; a re-submission is kept single by the orphan lookup
+(ListTasks(startedBy=run id)), which is what these tests exercise. Tracing is off (POWERTOOLS_TRACE_DISABLED).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import boto3
+import pytest
+from botocore.config import Config
+from ecs_fakes import ACCOUNT, AWS_TEST_ENV, AWS_UNSET, REGION, MotoServer, task_state_change
+
+import handlers.aws_lambda as aws_lambda
+from dispatcher import signing
+from dispatcher.admit_pass import admit_pool
+from dispatcher.callbacks import master_secret, run_token
+from dispatcher.deployments import create_deployment, run_deployment, update_deployment
+from dispatcher.models import FlowRun
+from dispatcher.pools import create_pool
+from dispatcher.providers.ecs import CANCEL_REASON, ECSProvider
+from dispatcher.states import StateType
+from dispatcher.store import open_store
+from dispatcher.store.base import Store, pool_slot
+
+ROOT = Path(__file__).resolve().parent.parent
+API_TOKEN = "api-token-for-tests"
+CALLBACK_BASE = "https://abc123.execute-api.us-east-1.amazonaws.com"
+IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/flows:7"
+
+
+# -- Lambda's side: context and event shapes --------------------------------------------------------------------
+
+
+class LambdaContext:
+    """What the Lambda runtime hands a handler, as far as powertools reads it."""
+
+    def __init__(self, function_name: str = "pushpool-dispatch") -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.memory_limit_in_mb = 512
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function_name}"
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = "2026/03/01/[$LATEST]0123456789abcdef"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+def scheduled_event() -> dict[str, Any]:
+    """An EventBridge schedule's event (rate or cron rule)."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:{ACCOUNT}:rule/pushpool-dispatch"],
+        "detail": {},
+    }
+
+
+def sqs_record(body: str) -> dict[str, Any]:
+    now_ms = str(int(time.time() * 1000))
+    return {
+        "messageId": str(uuid.uuid4()),
+        "receiptHandle": "AQEB" + uuid.uuid4().hex,
+        "body": body,
+        "attributes": {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": now_ms,
+            "SenderId": "AIDAIENQZJOLO23YVJ4VO",
+            "ApproximateFirstReceiveTimestamp": now_ms,
+        },
+        "messageAttributes": {},
+        "md5OfBody": "e4e68fb7bd0e697a0ae8f1bb342846b3",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": f"arn:aws:sqs:{REGION}:{ACCOUNT}:pushpool-ecs-events",
+        "awsRegion": REGION,
+    }
+
+
+def sqs_batch(*bodies: str) -> dict[str, Any]:
+    """What the SQS event source mapping delivers: EventBridge put each event's JSON in a message body."""
+    return {"Records": [sqs_record(body) for body in bodies]}
+
+
+def http_event(
+    method: str,
+    path: str,
+    *,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    query: dict[str, str] | None = None,
+    stage: str = "$default",
+    base64_body: bool = False,
+) -> dict[str, Any]:
+    """An API Gateway HTTP API event, payload format 2.0 (a function URL sends the same shape)."""
+    raw_path = path if stage == "$default" else f"/{stage}{path}"
+    now = datetime.now(UTC)
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": raw_path,
+        "rawQueryString": urlencode(query or {}),
+        "headers": {
+            "accept": "application/json",
+            "content-length": str(len(body or b"")),
+            "content-type": "application/json",
+            "host": "abc123.execute-api.us-east-1.amazonaws.com",
+            "user-agent": "pushpool-run/0.1",
+            "x-amzn-trace-id": "Root=1-65f1c2a0-0123456789abcdef01234567",
+            "x-forwarded-for": "203.0.113.7",
+            "x-forwarded-port": "443",
+            "x-forwarded-proto": "https",
+            **{k.lower(): v for k, v in (headers or {}).items()},
+        },
+        "requestContext": {
+            "accountId": ACCOUNT,
+            "apiId": "abc123",
+            "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+            "domainPrefix": "abc123",
+            "http": {
+                "method": method,
+                "path": raw_path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "203.0.113.7",
+                "userAgent": "pushpool-run/0.1",
+            },
+            "requestId": "Kq3gNiK3oAMEYgQ=",
+            "routeKey": "$default",
+            "stage": stage,
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now.timestamp() * 1000),
+        },
+        "isBase64Encoded": base64_body,
+    }
+    if query:
+        event["queryStringParameters"] = query
+    if body is not None:
+        event["body"] = base64.b64encode(body).decode() if base64_body else body.decode()
+    return event
+
+
+# -- fixtures -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in AWS_TEST_ENV.items():
+            mp.setenv(key, value)
+        for key in AWS_UNSET:
+            mp.delenv(key, raising=False)
+        server = MotoServer().start()
+        yield server
+        server.stop()
+
+
+def _client(moto: MotoServer, service: str) -> Any:
+    return boto3.client(service, region_name=REGION, endpoint_url=moto.url, config=Config(retries={"max_attempts": 1}))
+
+
+@pytest.fixture(scope="module")
+def vpc_id(moto: MotoServer) -> str:
+    ec2 = _client(moto, "ec2")
+    vpc: str = ec2.create_vpc(CidrBlock="10.50.0.0/16")["Vpc"]["VpcId"]
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})  # moto's ENIs need it
+    ec2.create_subnet(VpcId=vpc, CidrBlock="10.50.1.0/24")
+    return vpc
+
+
+@dataclass
+class World:
+    """One test's AWS account: a DynamoDB store, an ECS cluster, an ecs:push pool and a deployment on it."""
+
+    store: Store
+    store_url: str
+    moto: MotoServer
+    ecs: Any
+    cluster: str
+    pool: str
+    deployment: str
+
+    def run(self, deployment: str | None = None) -> FlowRun:
+        return run_deployment(self.store, deployment or self.deployment)
+
+    def get(self, run: FlowRun) -> FlowRun:
+        found = self.store.get_run(run.id)
+        assert found is not None
+        return found
+
+    def tasks_of(self, run: FlowRun) -> list[str]:
+        """Every task ECS knows that the run started, running or stopped."""
+        arns: list[str] = []
+        for desired in ("RUNNING", "STOPPED"):
+            arns += self.ecs.list_tasks(cluster=self.cluster, startedBy=run.id, desiredStatus=desired)["taskArns"]
+        return arns
+
+    def task(self, arn: str) -> dict[str, Any]:
+        task: dict[str, Any] = self.ecs.describe_tasks(cluster=self.cluster, tasks=[arn], include=["TAGS"])["tasks"][0]
+        return task
+
+    def active(self) -> int:
+        return self.store.slots([pool_slot(self.pool)])[pool_slot(self.pool)].active
+
+
+@pytest.fixture
+def world(moto: MotoServer, vpc_id: str, dynamodb_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    table = f"t-{uuid.uuid4().hex[:12]}"
+    url = f"dynamodb://{table}?" + urlencode({"region": REGION, "endpoint_url": dynamodb_endpoint})
+    store = open_store(url)
+    store.init()  # type: ignore[attr-defined]
+    for key, value in {
+        "PUSHPOOL_STORE": url,
+        "AWS_ENDPOINT_URL": moto.url,  # ECS, EC2, Logs and Secrets Manager clients built by pushpool reach moto
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "PUSHPOOL_API_TOKEN": API_TOKEN,
+        "PUSHPOOL_CALLBACK_BASE_URL": CALLBACK_BASE,
+    }.items():
+        monkeypatch.setenv(key, value)
+    for key in ("PUSHPOOL_SECRET", "PUSHPOOL_SECRET_ARN", "PUSHPOOL_SECRET_PARAMETER", "_HANDLER"):
+        monkeypatch.delenv(key, raising=False)
+    ecs = _client(moto, "ecs")
+    cluster = f"pushpool-{uuid.uuid4().hex[:8]}"
+    ecs.create_cluster(clusterName=cluster)
+    pool = create_pool(
+        store, "ecs-pool", type="ecs:push", job_variables={"image": IMAGE, "cluster": cluster, "vpc_id": vpc_id}
+    )
+    deployment = create_deployment(
+        store,
+        "nightly-load",
+        pool=pool.name,
+        job_variables={"command": "pushpool-run -- python -m flows.nightly", "env": {"MODE": "full"}},
+        parameters={"day": "2026-03-01"},
+    )
+    aws_lambda.reset_runtime()
+    yield World(store, url, moto, ecs, cluster, pool.name, deployment.name)
+    aws_lambda.reset_runtime()
+    store.drop()  # type: ignore[attr-defined]
+    store.close()
+
+
+@pytest.fixture
+def logs() -> Iterator[list[dict[str, Any]]]:
+    """The handlers' structured log lines (powertools writes JSON, one object per line)."""
+    handler = aws_lambda.logger.registered_handler
+    buffer = io.StringIO()
+    previous = handler.setStream(buffer)  # type: ignore[attr-defined]
+    lines: list[dict[str, Any]] = []
+    yield lines
+    handler.setStream(previous)  # type: ignore[attr-defined]
+
+
+def read_logs(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    stream = aws_lambda.logger.registered_handler.stream  # type: ignore[attr-defined]
+    lines[:] = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
+    return lines
+
+
+def emf_metrics(out: str) -> dict[str, float]:
+    """Metric values from the EMF documents powertools printed (the last value of each name wins)."""
+    values: dict[str, float] = {}
+    for line in out.splitlines():
+        if not line.startswith("{"):
+            continue
+        document = json.loads(line)
+        if "_aws" not in document:
+            continue
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            assert directive["Namespace"] == "pushpool"
+            for metric in directive["Metrics"]:
+                value = document[metric["Name"]]
+                values[metric["Name"]] = value[-1] if isinstance(value, list) else value
+    return values
+
+
+def dispatch() -> dict[str, Any]:
+    return aws_lambda.dispatch(scheduled_event(), LambdaContext("pushpool-dispatch"))
+
+
+def ecs_events(*events: dict[str, Any]) -> dict[str, Any]:
+    return aws_lambda.ecs_events(sqs_batch(*(json.dumps(e) for e in events)), LambdaContext("pushpool-ecs-events"))
+
+
+def http(event: dict[str, Any]) -> tuple[int, Any]:
+    response = aws_lambda.http(event, LambdaContext("pushpool-http"))
+    body = response.get("body") or ""
+    return response["statusCode"], json.loads(body) if body else None
+
+
+def signed_callback(store: Store, run: FlowRun, report: dict[str, Any], *, token: str | None = None) -> dict[str, Any]:
+    body = json.dumps(report).encode()
+    token = token or run_token(master_secret(store), run.deployment_id, run.id)
+    header = signing.sign(token, body, int(time.time()))
+    return http_event("POST", f"/callbacks/runs/{run.id}", body=body, headers={signing.SIGNATURE_HEADER: header})
+
+
+def stopped(run: FlowRun, arn: str, **kwargs: Any) -> dict[str, Any]:
+    return task_state_change(arn=arn, run_id=run.id, **kwargs)
+
+
+# -- cold start -----------------------------------------------------------------------------------------------
+
+
+FORBIDDEN = ("google", "azure", "modal", "typer", "rich", "click")
+FUNCTION_ONLY = {
+    "aws_lambda_powertools.utilities.parser.models": "ecs_events",
+    "aws_lambda_powertools.utilities.batch": "ecs_events",
+    "aws_lambda_powertools.event_handler": "http",
+    "dispatcher.api": "http",
+}
+"""Modules only one function needs: the others' cold starts must not pay for them."""
+
+
+@pytest.mark.parametrize("function", [None, "dispatch", "ecs_events", "http"])
+def test_cold_start_imports_boto3_powertools_and_the_core_only(function: str | None) -> None:
+    code = "import json, sys\nimport handlers.aws_lambda\nprint(json.dumps(sorted(sys.modules)))\n"
+    env = {k: v for k, v in os.environ.items() if k != "_HANDLER"}
+    env.update(AWS_TEST_ENV, PUSHPOOL_STORE="dynamodb://t?region=us-east-1")
+    if function is not None:
+        env["_HANDLER"] = f"handlers/aws_lambda.{function}"  # as Lambda sets it from the function's Handler
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True
+    )
+    loaded = set(json.loads(result.stdout))
+    tops = {name.split(".")[0] for name in loaded}
+    assert not tops & set(FORBIDDEN), sorted(tops & set(FORBIDDEN))
+    assert "dispatcher.cli" not in loaded and "dispatcher.providers.process" not in loaded
+    assert {"aws_lambda_powertools", "pydantic", "dispatcher"} <= tops
+    wrong = {module for module, owner in FUNCTION_ONLY.items() if module in loaded and owner != function}
+    assert not wrong, f"{function or 'the bare import'} loaded {sorted(wrong)}"
+    if function is not None:
+        # Under Lambda the function's own modules, boto3 and the store's backend load at init.
+        assert set(aws_lambda.PRELOAD[function]) <= loaded
+        assert "dispatcher.store.dynamodb" in loaded and "boto3" in tops
+
+
+# -- dispatch -------------------------------------------------------------------------------------------------
+
+
+def test_dispatch_starts_each_run_s_task_with_its_overrides_tags_and_started_by(
+    world: World, capsys: pytest.CaptureFixture[str], logs: list[dict[str, Any]]
+) -> None:
+    update_deployment(world.store, world.deployment, concurrency_limit=2)
+    runs = [world.run() for _ in range(3)]
+
+    answer = dispatch()
+
+    assert (answer["admitted"], answer["submitted"], answer["waiting"]) == (2, 2, 1)
+    submitted = [world.get(r) for r in runs if world.get(r).state is StateType.PENDING]
+    assert len(submitted) == 2 and all(r.state_name == "InfrastructurePending" for r in submitted)
+    assert sorted(world.ecs.list_tasks(cluster=world.cluster)["taskArns"]) == sorted(
+        str(r.infrastructure_id) for r in submitted
+    )
+    for run in submitted:
+        assert world.tasks_of(run) == [run.infrastructure_id]
+        task = world.task(str(run.infrastructure_id))
+        assert task["startedBy"] == run.id
+        override = task["overrides"]["containerOverrides"][0]
+        assert override["name"] == "pushpool"
+        assert override["command"] == ["pushpool-run", "--", "python", "-m", "flows.nightly"]
+        env = {item["name"]: item["value"] for item in override["environment"]}
+        assert env["PUSHPOOL_RUN_ID"] == run.id and env["MODE"] == "full"
+        assert env["PUSHPOOL_CALLBACK_URL"] == f"{CALLBACK_BASE}/callbacks/runs/{run.id}"
+        assert env["PUSHPOOL_CALLBACK_TOKEN"] == run_token(master_secret(world.store), run.deployment_id, run.id)
+        assert json.loads(env["PUSHPOOL_PARAMETERS"]) == {"day": "2026-03-01"}
+        tags = {tag["key"]: tag["value"] for tag in task["tags"]}
+        assert tags["pushpool.io/run-id"] == run.id
+        assert (tags["pushpool.io/pool"], tags["pushpool.io/deployment"]) == (world.pool, world.deployment)
+
+    metrics = emf_metrics(capsys.readouterr().out)
+    assert metrics["Admitted"] == 2 and metrics["Submitted"] == 2 and metrics["Waiting"] == 1
+    assert metrics["SubmitFailures"] == 0 and metrics["CounterRepairs"] == 0
+    assert 0 <= metrics["DispatchLag"] < 60 and answer["lag_seconds"] == metrics["DispatchLag"]
+    lines = read_logs(logs)
+    summary = next(line for line in lines if str(line["message"]).startswith("dispatch pass:"))
+    assert sorted(summary["summary"]["submitted"]) == sorted(r.id for r in submitted)
+    assert summary["function_name"] == "pushpool-dispatch"
+    assert sorted(line["run_id"] for line in lines if line["message"] == "run submitted") == sorted(
+        r.id for r in submitted
+    )
+
+
+def test_a_submission_ecs_refuses_is_counted_and_logged_with_its_run(
+    world: World, capsys: pytest.CaptureFixture[str], logs: list[dict[str, Any]]
+) -> None:
+    create_deployment(world.store, "elsewhere", pool=world.pool, job_variables={"cluster": "no-such-cluster"})
+    run = world.run("elsewhere")
+    dispatch()
+    crashed = world.get(run)
+    assert crashed.state is StateType.CRASHED and "Cluster not found" in str(crashed.state_history[-1].message)
+    assert emf_metrics(capsys.readouterr().out)["SubmitFailures"] == 1
+    assert any(line.get("run_id") == run.id and "crashed" in line["message"] for line in read_logs(logs))
+    assert world.active() == 0
+
+
+# -- ECS task state changes -----------------------------------------------------------------------------------
+
+
+def _dispatched(world: World, n: int) -> list[tuple[FlowRun, str]]:
+    runs = [world.run() for _ in range(n)]
+    assert dispatch()["submitted"] == n
+    return [(world.get(r), str(world.get(r).infrastructure_id)) for r in runs]
+
+
+def test_task_state_changes_move_runs_as_spec_6_says_and_release_their_slots(world: World) -> None:
+    started = _dispatched(world, 6)
+    assert world.active() == 6
+    (ok, ok_arn), (bad, bad_arn), (unpulled, unpulled_arn), (spot, spot_arn), (ours, our_arn), (up, up_arn) = started
+    answer = ecs_events(
+        stopped(ok, ok_arn, exit_code=0),
+        stopped(bad, bad_arn, exit_code=3),
+        stopped(
+            unpulled,
+            unpulled_arn,
+            exit_code=None,
+            stop_code="TaskFailedToStart",
+            stopped_reason="CannotPullContainerError: pull image manifest has been retried 5 time(s)",
+            started=False,
+        ),
+        stopped(
+            spot,
+            spot_arn,
+            exit_code=143,
+            stop_code="SpotInterruption",
+            stopped_reason="Your Spot Task was interrupted.",
+        ),
+        stopped(ours, our_arn, exit_code=143, stop_code="UserInitiated", stopped_reason=CANCEL_REASON),
+        stopped(up, up_arn, last_status="RUNNING", version=2),
+    )
+    assert answer == {"batchItemFailures": []}
+    states = {r.id: world.get(r).state for r, _ in started}
+    assert states == {
+        ok.id: StateType.COMPLETED,
+        bad.id: StateType.FAILED,
+        unpulled.id: StateType.CRASHED,
+        spot.id: StateType.CRASHED,
+        ours.id: StateType.CANCELLED,
+        up.id: StateType.RUNNING,
+    }
+    assert "exited with code 3" in str(world.get(bad).state_history[-1].message)
+    assert "CannotPullContainerError" in str(world.get(unpulled).state_history[-1].message)
+    assert world.active() == 1, "five ended and freed their slots; the running one holds its own"
+
+
+def test_duplicate_and_out_of_order_events_are_no_ops(world: World, logs: list[dict[str, Any]]) -> None:
+    [(run, arn)] = _dispatched(world, 1)
+    running = stopped(run, arn, last_status="RUNNING", version=2)
+    done = stopped(run, arn, exit_code=0, version=5, someFieldOf2030={"nested": [1, 2]})
+    assert ecs_events(running, done) == {"batchItemFailures": []}
+    after = world.get(run)
+    assert after.state is StateType.COMPLETED
+    assert [r.source for r in after.state_history if r.applied][-2:] == [
+        f"ecs:{arn.rsplit('/', 1)[-1]}:2",
+        f"ecs:{arn.rsplit('/', 1)[-1]}:5",
+    ]
+
+    # Redelivered (same task and version, a new SQS message) and late (RUNNING after STOPPED): nothing moves.
+    late = stopped(run, arn, last_status="RUNNING", version=3)
+    assert ecs_events(done, running, late) == {"batchItemFailures": []}
+    final = world.get(run)
+    assert final.state is StateType.COMPLETED
+    assert len(final.state_history) == len(after.state_history) + 1, "only the unseen version is recorded"
+    assert final.state_history[-1].applied is False and final.state_history[-1].state is StateType.RUNNING
+    assert world.active() == 0
+    assert {line.get("run_id") for line in read_logs(logs) if line["message"] == "ecs task state change"} == {run.id}
+
+
+def test_a_malformed_record_fails_alone(world: World, logs: list[dict[str, Any]]) -> None:
+    [(run, arn)] = _dispatched(world, 1)
+    good = sqs_record(json.dumps(stopped(run, arn, exit_code=0)))
+    not_json = sqs_record("{'detail-type': 'ECS Task State Change'")
+    no_arn = task_state_change(run_id=run.id)
+    del no_arn["detail"]["taskArn"]
+    missing_arn = sqs_record(json.dumps(no_arn))
+    other = sqs_record(json.dumps({**task_state_change(), "detail-type": "ECS Container Instance State Change"}))
+    foreign = sqs_record(json.dumps(task_state_change(run_id=str(uuid.uuid4()))))  # a task of no run we know
+    service = task_state_change(started=True)
+    service["detail"].update(startedBy="ecs-svc/1234567890", overrides={"containerOverrides": []}, tags=[])
+    service_task = sqs_record(json.dumps(service))
+    batch = {"Records": [not_json, good, missing_arn, other, foreign, service_task]}
+
+    answer = aws_lambda.ecs_events(batch, LambdaContext("pushpool-ecs-events"))
+
+    failed = [item["itemIdentifier"] for item in answer["batchItemFailures"]]
+    assert failed == [not_json["messageId"], missing_arn["messageId"]]
+    assert world.get(run).state is StateType.COMPLETED
+    errors = [line for line in read_logs(logs) if line["level"] == "ERROR"]
+    assert [line["message_id"] for line in errors] == failed and all("malformed" in e["message"] for e in errors)
+
+
+# -- HTTP: callbacks and the management API -------------------------------------------------------------------
+
+
+def test_signed_callbacks_move_the_run_and_forged_ones_change_nothing(world: World) -> None:
+    [(run, _)] = _dispatched(world, 1)
+
+    status, body = http(signed_callback(world.store, run, {"state": "RUNNING"}))
+    assert status == 200 and body == {"id": run.id, "state": "RUNNING", "state_name": "Running", "applied": True}
+
+    forged = signed_callback(world.store, run, {"state": "COMPLETED", "exit_code": 0}, token="0" * 64)
+    assert http(forged)[0] == 401
+    unsigned = http_event("POST", f"/callbacks/runs/{run.id}", body=b'{"state": "COMPLETED"}')
+    assert http(unsigned)[0] == 401
+    stale_body = b'{"state": "COMPLETED"}'
+    token = run_token(master_secret(world.store), run.deployment_id, run.id)
+    stale = signing.sign(token, stale_body, int(time.time()) - 3600)
+    assert (
+        http(
+            http_event("POST", f"/callbacks/runs/{run.id}", body=stale_body, headers={signing.SIGNATURE_HEADER: stale})
+        )[0]
+        == 401
+    )
+    nobody = run.model_copy(update={"id": "no-such-run"})
+    assert http(signed_callback(world.store, nobody, {"state": "RUNNING"}))[0] == 404
+    assert world.get(run).state is StateType.RUNNING and world.active() == 1
+
+    # A function URL may hand the body over base64-encoded; the signature is over the bytes sent.
+    done = signed_callback(world.store, run, {"state": "COMPLETED", "exit_code": 0})
+    done["body"] = base64.b64encode(done["body"].encode()).decode()
+    done["isBase64Encoded"] = True
+    status, body = http(done)
+    assert status == 200 and body["state"] == "COMPLETED"
+    assert world.active() == 0
+
+
+def test_management_api_needs_the_bearer_token_and_answers_on_any_stage(world: World) -> None:
+    run = world.run()
+    assert http(http_event("GET", f"/flow_runs/{run.id}"))[0] == 401
+    wrong = http_event("GET", f"/flow_runs/{run.id}", headers={"Authorization": "Bearer nope"})
+    assert http(wrong)[0] == 401
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    status, body = http(http_event("GET", f"/flow_runs/{run.id}", headers=auth, stage="prod"))
+    assert status == 200 and body["id"] == run.id and body["state"] == "SCHEDULED"
+    status, body = http(http_event("GET", "/flow_runs", headers=auth, query={"pool": world.pool, "limit": "5"}))
+    assert status == 200 and [r["id"] for r in body] == [run.id]
+    assert http(http_event("GET", "/flow_runs", headers=auth, query={"colour": "red"}))[0] == 422
+    status, body = http(http_event("GET", "/nowhere", headers=auth))
+    assert status == 404 and "no route" in body["error"]
+
+
+def test_cancelling_through_the_api_stops_the_task_and_its_stop_event_ends_the_run(world: World) -> None:
+    [(run, arn)] = _dispatched(world, 1)
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+
+    status, body = http(http_event("POST", f"/flow_runs/{run.id}/cancel", headers=auth))
+    assert status == 200 and body["state"] == "CANCELLING"
+    assert world.task(arn)["lastStatus"] != "STOPPED"
+
+    dispatch()  # the pass asks ECS to stop the task
+    task = world.task(arn)
+    assert (task["desiredStatus"], task["lastStatus"]) == ("STOPPED", "STOPPED")
+    assert task["stoppedReason"] == CANCEL_REASON
+    assert world.get(run).state is StateType.CANCELLING and world.active() == 1, "the slot is held until ECS confirms"
+
+    event = stopped(run, arn, exit_code=143, stop_code="UserInitiated", stopped_reason=task["stoppedReason"])
+    assert ecs_events(event) == {"batchItemFailures": []}
+    assert world.get(run).state is StateType.CANCELLED and world.active() == 0
+
+
+# -- re-submission after a crash ------------------------------------------------------------------------------
+
+
+class LambdaStopped(BaseException):
+    """The invocation dying mid-pass (a timeout, an out-of-memory kill): nothing after this line runs."""
+
+
+def test_a_run_admitted_by_a_pass_that_died_before_submitting_is_launched_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PUSHPOOL_RESUBMIT_GRACE_SECONDS", "0.01")  # Settings refuse 0; this is as good
+    aws_lambda.reset_runtime()
+    run = world.run()
+    admitted = admit_pool(world.store, world.pool, datetime.now(UTC)).admitted
+    assert [r.id for r in admitted] == [run.id] and world.get(run).infrastructure_id is None
+    time.sleep(0.05)
+
+    dispatch()
+    assert world.tasks_of(run) == [world.get(run).infrastructure_id]
+    dispatch()
+    assert len(world.tasks_of(run)) == 1 and world.active() == 1
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish")  # the pass that died emitted none
+def test_a_task_launched_by_a_pass_that_died_before_recording_it_is_found_not_launched_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PUSHPOOL_RESUBMIT_GRACE_SECONDS", "0.01")
+    aws_lambda.reset_runtime()
+    run = world.run()
+    submit = ECSProvider.submit
+
+    def dies_after_launch(
+        self: ECSProvider, job: dict[str, Any], *, idempotency_key: str, resubmission: bool = False
+    ) -> str:
+        submit(self, job, idempotency_key=idempotency_key, resubmission=resubmission)
+        raise LambdaStopped("the invocation ended between RunTask and recording its task")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ECSProvider, "submit", dies_after_launch)
+        with pytest.raises(LambdaStopped):
+            dispatch()
+    launched = world.tasks_of(run)
+    assert len(launched) == 1 and world.get(run).state is StateType.PENDING
+    assert world.get(run).infrastructure_id is None
+
+    aws_lambda.reset_runtime()  # the next invocation may land on a fresh instance: no cache survives
+    time.sleep(0.05)
+    dispatch()
+    assert world.tasks_of(run) == launched and world.get(run).infrastructure_id == launched[0]
+    dispatch()
+    assert world.tasks_of(run) == launched
+
+
+# -- secrets and logs ----------------------------------------------------------------------------------------
+
+
+def test_the_callback_secret_comes_from_secrets_manager(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = f"from-secrets-manager-{uuid.uuid4().hex}"
+    arn = _client(world.moto, "secretsmanager").create_secret(
+        Name=f"pushpool-{uuid.uuid4().hex[:6]}", SecretString=secret
+    )["ARN"]
+    monkeypatch.setenv("PUSHPOOL_SECRET", "")  # restored (unset) after the test, whatever load_secret writes
+    monkeypatch.setenv("PUSHPOOL_SECRET_ARN", arn)
+    aws_lambda.reset_runtime()
+    [(run, _)] = _dispatched(world, 1)
+    assert os.environ["PUSHPOOL_SECRET"] == secret
+    token = run_token(secret.encode(), run.deployment_id, run.id)
+    assert http(signed_callback(world.store, run, {"state": "RUNNING"}, token=token))[0] == 200
+
+
+def test_flow_run_logs_prints_the_cloudwatch_output_of_an_ecs_run(world: World) -> None:
+    from typer.testing import CliRunner
+
+    from dispatcher.cli import app
+
+    create_deployment(
+        world.store,
+        "logged",
+        pool=world.pool,
+        job_variables={
+            "configure_cloudwatch_logs": True,
+            "execution_role_arn": f"arn:aws:iam::{ACCOUNT}:role/ecsTaskExecutionRole",
+            "cloudwatch_logs_prefix": "nightly",
+        },
+    )
+    run = world.run("logged")
+    dispatch()
+    arn = str(world.get(run).infrastructure_id)
+    logs_client = _client(world.moto, "logs")
+    stream = f"nightly/pushpool/{arn.rsplit('/', 1)[-1]}"  # as the awslogs driver names it
+    with contextlib.suppress(logs_client.exceptions.ResourceAlreadyExistsException):
+        logs_client.create_log_group(logGroupName="pushpool")
+    logs_client.create_log_stream(logGroupName="pushpool", logStreamName=stream)
+    now = int(time.time() * 1000)
+    logs_client.put_log_events(
+        logGroupName="pushpool",
+        logStreamName=stream,
+        logEvents=[{"timestamp": now, "message": "loading 42 rows"}, {"timestamp": now + 1, "message": "done"}],
+    )
+
+    result = CliRunner().invoke(app, ["--store", world.store_url, "flow-run", "logs", run.id])
+    assert result.exit_code == 0, result.output
+    assert f"--- output of {arn} ---" in result.output
+    assert result.output.endswith("loading 42 rows\ndone\n")
