@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit demo clean deploy-check
+.PHONY: install test lint typecheck unit demo clean bench deploy-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,17 @@ deploy-check: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m dispatcher.demo
+
+# pushpool beside Prefect's server (installs Prefect into .bench/prefect-venv), then the other benchmarks
+# that exist. `make bench BENCH_ARGS=--quick` for small sizes.
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(BIN)/python benchmarks/vs_prefect/run.py $(BENCH_ARGS)
+	@status=0; for s in dynamodb_cost cold_start dispatch_overhead; do \
+		if [ -f benchmarks/$$s.py ]; then \
+			echo "== benchmarks/$$s.py"; $(BIN)/python benchmarks/$$s.py || status=1; \
+		fi; \
+	done; exit $$status
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

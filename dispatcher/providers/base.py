@@ -8,6 +8,7 @@ Loading a pool type imports only that type's module, so a pass over ECS pools ne
 from __future__ import annotations
 
 import importlib
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -61,6 +62,21 @@ class Provider(Protocol):
     def cancel(self, infrastructure_id: str) -> None:
         """Ask the infrastructure to stop the job; the end is confirmed later through `status`."""
         ...
+
+
+def split_command(value: Any) -> list[Any]:
+    """A job's `command` as a list (SPEC §5): a string is split as a shell would split it, but no shell ever
+    runs it (no globbing, no $VARs); a list is kept. Raises ValueError saying what is allowed."""
+    if isinstance(value, str):
+        try:
+            value = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"cannot be split like a shell command line ({exc})") from None
+    elif not isinstance(value, list):
+        raise ValueError("must be a string or a list of strings")
+    if not value:
+        raise ValueError("must not be empty")
+    return value
 
 
 REGISTRY: dict[str, tuple[str, str]] = {

@@ -33,7 +33,6 @@ import copy
 import hashlib
 import json
 import re
-import shlex
 import threading
 import time
 from collections.abc import Iterable, Mapping, MutableMapping
@@ -46,7 +45,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import InvalidInput, ProviderError
-from .base import JobState, JobStatus
+from .base import JobState, JobStatus, split_command
 
 __all__ = [
     "CANCEL_REASON",
@@ -254,16 +253,7 @@ class ECSJobConfiguration(BaseModel):
         # A string is split as a shell would split it, but no shell ever runs it (SPEC §5).
         if value is None or (isinstance(value, str) and not value.strip()):
             return None  # no override: the image's own command runs
-        if isinstance(value, str):
-            try:
-                value = shlex.split(value)
-            except ValueError as exc:
-                raise ValueError(f"cannot be split like a shell command line ({exc})") from None
-        elif not isinstance(value, list):
-            raise ValueError("must be a string or a list of strings")
-        if not value:
-            raise ValueError("must not be an empty list")
-        return value
+        return split_command(value)
 
     @field_validator("configure_cloudwatch_logs", mode="before")
     @classmethod

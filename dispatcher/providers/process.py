@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -35,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ..errors import InvalidInput, NotFound, ProviderError
 from ..runner import signal_name, write_atomic
-from .base import JobState, JobStatus
+from .base import JobState, JobStatus, split_command
 
 __all__ = ["STATE_DIR_ENV", "ProcessJob", "ProcessProvider"]
 
@@ -64,16 +63,7 @@ class ProcessJob(BaseModel):
     @field_validator("command", mode="before")
     @classmethod
     def _split_command(cls, value: Any) -> Any:
-        # A string is split as a shell would split it, but no shell ever runs it: no globbing, no $VARs.
-        if isinstance(value, str):
-            try:
-                value = shlex.split(value)
-            except ValueError as exc:
-                raise ValueError(f"cannot be split like a shell command line ({exc})") from None
-        elif not isinstance(value, list):
-            raise ValueError("must be a string or a list of strings")
-        if not value:
-            raise ValueError("must not be empty")
+        value = split_command(value)
         if isinstance(value[0], str) and not value[0].strip():
             raise ValueError("must start with a program name, not a blank argument")
         return value
