@@ -388,3 +388,38 @@ def test_plan_reads_no_more_due_runs_than_free_slots(ddb: DynamoDBStore) -> None
     )
     result = admit_pass.admit_pool(ddb, "pool", T0)
     assert len(result.admitted) == 2 and seen == [2]
+
+
+def test_serve_runs_on_dynamodb(ddb: DynamoDBStore) -> None:
+    """`pushpool serve` on the DynamoDB store: passes admit and submit, the API answers from the same table."""
+    import threading
+    import urllib.request
+
+    from dispatcher import deployments, pools
+    from dispatcher.dispatch import Dispatcher
+    from dispatcher.providers.base import Providers
+    from dispatcher.providers.fake import FakeProvider
+    from dispatcher.serve import Server
+    from dispatcher.states import StateType
+
+    pools.create_pool(ddb, "p", concurrency_limit=1)
+    deployments.create_deployment(ddb, "d", pool="p", job_variables={"command": "true"})
+    runs = [deployments.run_deployment(ddb, "d") for _ in range(2)]
+    fake = FakeProvider()
+    dispatcher = Dispatcher(ddb, providers=Providers({"process": fake}))
+    server = Server(ddb, port=0, interval=0.2, api_token="t", dispatcher=dispatcher)
+    thread = threading.Thread(target=server.run, kwargs={"duration": 30})
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(fake.launches) < 1:
+            time.sleep(0.1)
+        request = urllib.request.Request(f"{server.url}/work_pools/p", headers={"Authorization": "Bearer t"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert json.load(answer)["status"] == "READY"
+    finally:
+        server.stop()
+        thread.join(timeout=30)
+    states = sorted(r.state for r in (ddb.get_run(run.id) for run in runs) if r is not None)
+    assert states == [StateType.PENDING, StateType.SCHEDULED]  # the pool limit of 1 held
+    assert len(fake.launches) == 1
