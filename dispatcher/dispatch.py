@@ -131,8 +131,6 @@ class Dispatcher:
 
     def _pass_pool(self, pool: WorkPool, queue: str | None, now: datetime, summary: PassSummary) -> None:
         queues = self.store.list_queues(pool.name)
-        if queue is not None and queue not in {q.name for q in queues}:
-            raise NotFound(f"work queue {queue!r} does not exist in pool {pool.name!r}")
         # Reconcile first: runs that ended since the last pass free their slots for this pass's admissions.
         self._reconcile(pool, queues, now, summary)
         # A fresh time: reconciling may have taken a while (a status call per active run), and the admission
