@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -147,6 +148,10 @@ def prefect_server() -> Iterator[tuple[str, Path]]:
             server.wait()
         log_file.close()
         log(f"Prefect server (pid {server.pid}) stopped")
+        if os.environ.get("BENCH_KEEP_PREFECT_HOME"):
+            log(f"kept {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def prefect(api: str, home: Path, scenario: str, *args: str) -> dict[str, Any]:
