@@ -27,18 +27,18 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import socket
 import statistics
 import sys
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from moto_serial import serial_moto_server  # noqa: E402
 
 from dispatcher.admit_pass import admit  # noqa: E402
 from dispatcher.config import Settings  # noqa: E402
@@ -64,33 +64,8 @@ CAPACITY_OPS = {
 
 # moto --------------------------------------------------------------------------------------------------------
 def start_moto() -> tuple[Any, str]:
-    """moto's ThreadedMotoServer on 127.0.0.1, one request at a time, quiet, with TCP_NODELAY."""
-    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-    from werkzeug.serving import make_server
-
-    class Handler(MotoRequestHandler):
-        def setup(self) -> None:
-            super().setup()
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def log_request(self, *args: Any, **kwargs: Any) -> None:
-            pass
-
-    class Server(ThreadedMotoServer):
-        def _server_entry(self) -> None:
-            app = DomainDispatcherApplication(create_backend_app)
-            lock = threading.Lock()
-
-            def serial(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-                with lock:
-                    return list(app(environ, start_response))
-
-            self._server = make_server(self._ip_address, self._port, serial, True, request_handler=Handler)
-            self._server_ready_event.set()
-            self._server.serve_forever()
-
-    server = Server(ip_address="127.0.0.1", port=0, verbose=False)
+    """The tests' moto server (one request at a time, quiet) on 127.0.0.1, and its endpoint."""
+    server = serial_moto_server("127.0.0.1")
     server.start()
     host, port = server.get_host_and_port()
     return server, f"http://{host}:{port}"

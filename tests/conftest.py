@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
-import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from moto_serial import serial_moto_server
 
 from dispatcher.store.base import Store
 from dispatcher.store.sqlite import SQLiteStore
@@ -38,42 +36,6 @@ STORE_BACKENDS: dict[str, Callable[[Path], Store]] = {"sqlite": _sqlite, "dynamo
 """Backend name -> factory of a fresh, empty store. Every backend must pass tests/test_store_conformance.py."""
 
 
-def _serial_moto_server(host: str) -> Any:
-    """moto's ThreadedMotoServer (HTTP, threaded) answering one request at a time.
-
-    moto's DynamoDB gives concurrent requests no isolation: a cancelled transaction restores a copy of the
-    whole table taken when it began, undoing writes other threads made meanwhile. DynamoDB itself
-    serialises conflicting writes, so serving requests one at a time is the faithful peer.
-    """
-    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-    from werkzeug.serving import make_server
-
-    class QuietHandler(MotoRequestHandler):
-        def setup(self) -> None:
-            super().setup()
-            # Without it, a response's header and body segments wait on the client's delayed ACK.
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def log_request(self, *args: Any, **kwargs: Any) -> None:
-            pass
-
-    class SerialMotoServer(ThreadedMotoServer):
-        def _server_entry(self) -> None:
-            app = DomainDispatcherApplication(create_backend_app)
-            lock = threading.Lock()
-
-            def serial(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-                with lock:
-                    return list(app(environ, start_response))
-
-            self._server = make_server(self._ip_address, self._port, serial, True, request_handler=QuietHandler)
-            self._server_ready_event.set()
-            self._server.serve_forever()
-
-    return SerialMotoServer(ip_address=host, port=0, verbose=False)
-
-
 @pytest.fixture(scope="session")
 def dynamodb_endpoint() -> Iterator[str]:
     """One moto server on 127.0.0.1 for the whole session, with dummy credentials in the environment."""
@@ -87,7 +49,7 @@ def dynamodb_endpoint() -> Iterator[str]:
         patch.setenv(name, value)
     for name in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
         patch.delenv(name, raising=False)
-    server = _serial_moto_server("127.0.0.1")
+    server = serial_moto_server("127.0.0.1")
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
