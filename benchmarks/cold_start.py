@@ -4,19 +4,24 @@ Figures (median of --repeat fresh subprocesses, each timing its own import with 
 interpreter's own start is left out and printed apart):
 
 - lazy: `import handlers.aws_lambda` as it ships (outside Lambda: no function named, so nothing
-  function-specific is loaded);
+  function-specific is loaded) — the figure the targets judge;
 - each function's init: the same import with Lambda's `_HANDLER` naming `dispatch`, `ecs_events` or `http`,
   which also loads that function's modules, boto3 and the DynamoDB store (what Lambda's init really does);
-- floor: boto3, pydantic and powertools' Logger, Metrics and Tracer (whose import builds the X-Ray
-  recorder), without any pushpool code: the cost of the allowed dependencies alone;
-- eager: `import handlers.aws_lambda` plus every provider SDK that is installed (boto3,
-  google.cloud.run_v2, azure.mgmt.containerinstance, azure.identity, modal), as a dispatcher that imported
-  every provider up front would. SDKs that are not installed are named and left out; nothing is installed.
+  reported beside the floor, not judged;
+- the dispatch function's init with X-Ray tracing on (`LAMBDA_TASK_ROOT` set): only dispatch builds
+  powertools' Tracer, and the X-Ray SDK it imports creates botocore clients at import; reported, not judged;
+- floor: boto3, pydantic and powertools' Logger and Metrics, without any pushpool code: the cost of the
+  allowed dependencies alone;
+- eager: `import handlers.aws_lambda` plus every provider SDK (boto3, google.cloud.run_v2,
+  azure.mgmt.containerinstance, azure.identity, modal), as a dispatcher that imported every provider up
+  front would. `make bench` runs this script in `.bench/sdk-venv`, which has all four extras; run from a
+  venv without them, the missing SDKs are named and the ratio is marked FAIL, since it cannot be judged.
 
 Then `-X importtime`'s top entries (cumulative) of the lazy and the eager import, side by side.
-Targets (issue 5): the lazy import <= 400 ms and <= 1/4 of the eager one. Prints PASS or FAIL for each.
+Targets (issue 5): the lazy import <= 400 ms and <= 1/4 of the eager one. Prints PASS or FAIL for each and
+exits 1 when one is missed.
 
-    .venv/bin/python benchmarks/cold_start.py [--repeat 5]
+    .bench/sdk-venv/bin/python benchmarks/cold_start.py [--repeat 7]
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ TARGET_MS = 400.0
 TARGET_RATIO = 0.25
 SDKS = ("boto3", "google.cloud.run_v2", "azure.mgmt.containerinstance", "azure.identity", "modal")
 FUNCTIONS = ("dispatch", "ecs_events", "http")
-FLOOR = "import boto3, pydantic\nfrom aws_lambda_powertools import Logger, Metrics, Tracer\nTracer()\n"
+FLOOR = "import boto3, pydantic\nfrom aws_lambda_powertools import Logger, Metrics\n"
 """What the brief allows a cold start besides the core, with no pushpool code: a floor no handler beats."""
 ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -52,11 +57,13 @@ def installed(module: str) -> bool:
         return False
 
 
-def child_env(handler: str | None) -> dict[str, str]:
+def child_env(handler: str | None, tracing: bool = False) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("_HANDLER", "LAMBDA_TASK_ROOT")}
     env.update(ENV)
     if handler:
         env["_HANDLER"] = handler
+    if tracing:  # in Lambda as far as powertools can tell, with tracing on; the X-Ray daemon need not listen
+        env.update(LAMBDA_TASK_ROOT=str(ROOT), POWERTOOLS_TRACE_DISABLED="false")
     return env
 
 
@@ -64,13 +71,12 @@ def imports(modules: list[str]) -> str:
     return "".join(f"import {m}\n" for m in modules)
 
 
-def timed_import(body: str, handler: str | None) -> tuple[float, float]:
+def timed_import(body: str, handler: str | None, tracing: bool = False) -> tuple[float, float]:
     """(ms of running `body`, ms of the whole process) in a fresh interpreter."""
     code = "import time\nt = time.perf_counter()\n" + body + "print((time.perf_counter() - t) * 1000)\n"
     start = time_ms()
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=child_env(handler), capture_output=True, text=True, check=True
-    )
+    env = child_env(handler, tracing)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1]), time_ms() - start
 
 
@@ -80,8 +86,8 @@ def time_ms() -> float:
     return time.perf_counter() * 1000
 
 
-def median_import(body: str, handler: str | None, repeat: int) -> tuple[float, float]:
-    samples = [timed_import(body, handler) for _ in range(repeat)]
+def median_import(body: str, handler: str | None, repeat: int, tracing: bool = False) -> tuple[float, float]:
+    samples = [timed_import(body, handler, tracing) for _ in range(repeat)]
     return statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples)
 
 
@@ -125,7 +131,8 @@ def main() -> int:
     print(f"cold start of handlers.aws_lambda — Python {python}, median of {args.repeat} fresh processes")
     print(f"provider SDKs installed: {', '.join(present) or 'none'}")
     if missing:
-        print(f"not installed (left out of the eager figure, nothing installed): {', '.join(missing)}")
+        print(f"not installed (left out of the eager figure): {', '.join(missing)}; `make bench` runs this")
+        print("script in .bench/sdk-venv, which has every extra")
     print()
 
     empty, empty_wall = median_import("", None, args.repeat)
@@ -133,48 +140,48 @@ def main() -> int:
     lazy, lazy_wall = median_import(imports(lazy_modules), None, args.repeat)
     eager, eager_wall = median_import(imports(eager_modules), None, args.repeat)
     functions = {f: median_import(imports(lazy_modules), f"handlers/aws_lambda.{f}", args.repeat) for f in FUNCTIONS}
+    traced, traced_wall = median_import(imports(lazy_modules), "handlers/aws_lambda.dispatch", args.repeat, True)
 
-    print(f"{'what':58} {'import ms':>10} {'process ms':>11}")
-    print(f"{'interpreter alone (nothing imported)':58} {empty:10.0f} {empty_wall:11.0f}")
-    print(f"{'floor: boto3 + pydantic + powertools Logger/Metrics/Tracer':58} {floor:10.0f} {floor_wall:11.0f}")
-    print(f"{'lazy: import handlers.aws_lambda':58} {lazy:10.0f} {lazy_wall:11.0f}")
-    for function, (ms, wall) in functions.items():
-        print(f"{'  init of the ' + function + ' function (_HANDLER set)':58} {ms:10.0f} {wall:11.0f}")
-    print(f"{'eager: handlers.aws_lambda + ' + (' + '.join(present) or 'no SDK'):58} {eager:10.0f} {eager_wall:11.0f}")
+    rows = [
+        ("interpreter alone (nothing imported)", empty, empty_wall),
+        ("floor: boto3 + pydantic + powertools Logger/Metrics", floor, floor_wall),
+        ("lazy: import handlers.aws_lambda", lazy, lazy_wall),
+        *((f"  init of the {f} function (_HANDLER set)", ms, wall) for f, (ms, wall) in functions.items()),
+        ("  init of the dispatch function, X-Ray tracing on", traced, traced_wall),
+        (f"eager: handlers.aws_lambda + the {len(present)} provider SDKs installed", eager, eager_wall),
+    ]
+    width = max(len(what) for what, _, _ in rows)
+    print(f"{'what':{width}} {'import ms':>10} {'process ms':>11}")
+    for what, ms, wall in rows:
+        print(f"{what:{width}} {ms:10.0f} {wall:11.0f}")
     print()
 
     lazy_rows, eager_rows = importtime(lazy_modules, None), importtime(eager_modules, None)
     left, right = top(lazy_rows, args.top), top(eager_rows, args.top)
-    width = max(len(line) for line in left) + 4
+    column = max(len(line) for line in left) + 4
     print(f"-X importtime, top {args.top} by cumulative ms (cumulative, self, module)")
-    print(f"{'lazy':{width}}eager")
+    print(f"{'lazy':{column}}eager")
     for a, b in zip(left, right, strict=False):
-        print(f"{a:{width}}{b}")
+        print(f"{a:{column}}{b}")
     print()
 
     ratio = lazy / eager if eager else float("nan")
-    worst_function = max(functions, key=lambda f: functions[f][0])
     verdicts = [
         (f"lazy import {lazy:.0f} ms <= {TARGET_MS:.0f} ms", lazy <= TARGET_MS),
-        (f"lazy / eager = {lazy:.0f} / {eager:.0f} = {ratio:.2f} <= {TARGET_RATIO}", ratio <= TARGET_RATIO),
         (
-            f"slowest function init ({worst_function}) {functions[worst_function][0]:.0f} ms <= {TARGET_MS:.0f} ms",
-            functions[worst_function][0] <= TARGET_MS,
+            f"lazy / eager = {lazy:.0f} / {eager:.0f} = {ratio:.2f} <= {TARGET_RATIO}",
+            ratio <= TARGET_RATIO and not missing,
         ),
     ]
     for text, ok in verdicts:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
-    if missing and ratio > TARGET_RATIO:
-        print(
-            "      the eager baseline lacks the SDKs that make it heavy (not installed here: "
-            f"{', '.join(missing)}), so the ratio is not a fair test of laziness on this machine"
-        )
-    xray = next((cum for cum, _, name in lazy_rows if name == "aws_xray_sdk.core"), None)
-    if xray is not None and lazy > TARGET_MS:
-        print(
-            f"      of the lazy import, aws_xray_sdk.core takes {xray:.0f} ms (cumulative, -X importtime): powertools' "
-            "Tracer builds the X-Ray recorder, whose sampler creates botocore clients at import"
-        )
+    if missing:
+        print(f"      not judged: the eager figure lacks {', '.join(missing)}, the SDKs that make it heavy")
+    slowest = max(functions, key=lambda f: functions[f][0])
+    print(
+        f"info  the slowest function init ({slowest}) takes {functions[slowest][0]:.0f} ms, {floor:.0f} ms of it the "
+        f"floor; with X-Ray tracing on, dispatch's takes {traced:.0f} ms (ecs_events and http never load X-Ray)"
+    )
     return 0 if all(ok for _, ok in verdicts) else 1
 
 

@@ -19,7 +19,8 @@ requests; a pass at the largest backlog within 1.5x of the pass at the smallest.
 
 moto is an emulator: its index queries walk every item of the table and each TransactWriteItems copies the
 whole table first (to roll back), so its wall time grows with the table where DynamoDB's does not. The work
-a pass asks of DynamoDB (requests, items and bytes read) is therefore reported beside the time.
+a pass asks of DynamoDB (requests, items and bytes read) is therefore reported beside the time, and the
+1.5x target is judged on that work; the wall time is printed as information. Exits 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -378,7 +379,6 @@ def main() -> int:
                 for r in rows
             ),
         ),
-        (f"pass at {last['size']:,} within 1.5x of {first['size']:,}, moto wall time ({ratio:.2f}x)", ratio <= 1.5),
         (
             f"pass at {last['size']:,} within 1.5x of {first['size']:,}, DynamoDB work ({work_ratio:.2f}x)",
             work_ratio <= 1.5,
@@ -386,7 +386,10 @@ def main() -> int:
     ]
     for text, ok in verdicts:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
-    return 0
+    # Judged on DynamoDB's work, not on moto's clock: moto walks the whole table for every index query, so its
+    # wall time grows with the backlog where DynamoDB's cost (requests, items read) does not.
+    print(f"info  pass at {last['size']:,} vs {first['size']:,}: {ratio:.2f}x in moto's wall time (not judged)")
+    return 0 if all(ok for _, ok in verdicts) else 1
 
 
 if __name__ == "__main__":

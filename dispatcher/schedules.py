@@ -31,7 +31,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadDateError, CroniterError, croniter
 from dateutil.rrule import DAILY, HOURLY, MINUTELY, SECONDLY, WEEKLY, rrule, rruleset, rrulestr
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -106,6 +105,8 @@ def _check_cron(value: str) -> str:
         raise bad(f"it has {len(fields) if text else 0} fields")
     if any(_RANDOM_CRON_ITEM.search(field) for field in fields):
         raise bad("random 'R' items are not allowed, a schedule must be deterministic")
+    from croniter import CroniterBadDateError, CroniterError, croniter  # on first use: cold starts skip it
+
     try:
         cron = croniter(text, DEFAULT_ANCHOR.replace(tzinfo=UTC))
     except (CroniterError, ValueError, TypeError, KeyError, IndexError) as exc:
@@ -359,6 +360,8 @@ def _strictly_increasing(times: Iterable[datetime]) -> Iterator[datetime]:
 
 def _cron_times(schedule: CronSchedule, after: datetime) -> Iterator[datetime]:
     """The cron's fire times after ``after``, in UTC, ascending (see :func:`upcoming` for DST)."""
+    from croniter import CroniterBadDateError, croniter
+
     zone = _zone(schedule.timezone)
     cron = croniter(schedule.cron, after.astimezone(zone))
     every_hour = cron.expanded[1] == ["*"]

@@ -10,12 +10,15 @@ import copy
 import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, ValidationError, best_match
+from typing import TYPE_CHECKING, Any
 
 from dispatcher.errors import TemplateError
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
+
+# jsonschema is imported where a schema is checked, not with this module: a Lambda function that only
+# answers callbacks or task events never renders a template, so it never pays for the import.
 
 __all__ = [
     "PLACEHOLDER",
@@ -94,6 +97,9 @@ def validate_template(template: Any) -> None:
         )
     variables = template["variables"]
     _check_variables_shape(variables)
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
     try:
         Draft202012Validator.check_schema(variables)
     except SchemaError as error:
@@ -114,7 +120,7 @@ def validate_template(template: Any) -> None:
     # caught when the template is written rather than when someone first triggers a run.
     for name, schema in properties.items():
         if isinstance(schema, dict) and "default" in schema:
-            problem = best_match(_sorted_errors(Draft202012Validator(schema).iter_errors(schema["default"])))
+            problem = _first_error(schema, schema["default"])
             if problem is not None:
                 where = _dotted(f"variables.properties.{name}.default", problem.absolute_path)
                 raise TemplateError(f"{where}: {_sentence(problem.message)}")
@@ -175,9 +181,17 @@ def validate_job_variables(template: dict[str, Any], values: Any, *, field: str,
     schema = dict(variables)
     if not enforce_required:
         schema.pop("required", None)
-    error = best_match(_sorted_errors(Draft202012Validator(schema).iter_errors(values)))
+    error = _first_error(schema, values)
     if error is not None:
         raise TemplateError(f"{_dotted(field, error.absolute_path)}: {_sentence(error.message)}")
+
+
+def _first_error(schema: dict[str, Any], value: Any) -> ValidationError | None:
+    """jsonschema's best match among the errors of `value`, or None when it is valid."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
+    return best_match(_sorted_errors(Draft202012Validator(schema).iter_errors(value)))
 
 
 def _sorted_errors(errors: Iterable[ValidationError]) -> list[ValidationError]:

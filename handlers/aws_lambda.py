@@ -10,6 +10,11 @@ Each is one Lambda function, and each imports what only it needs on first use (t
 the others. Under Lambda, `_HANDLER` names the function: its imports then happen at init, where Lambda
 expects them (and where SnapStart would keep them). The store, the dispatcher and the API are built on
 first use and kept in `runtime` for warm invocations; `reset_runtime()` starts again from the environment.
+
+Tracing: only `dispatch` calls providers, so only it builds powertools' Tracer, and only when tracing is on
+(in Lambda, unless `POWERTOOLS_TRACE_DISABLED` is true: powertools' own rule). The Tracer imports the X-Ray
+SDK, whose recorder creates botocore clients at import (about 400 ms), so `ecs_events` and `http`, which
+answer callers, never pay for it; Lambda's active tracing still records their invocations.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,6 +36,7 @@ from dispatcher.providers.base import JobStatus, Provider, Providers
 from dispatcher.store import open_store, store_url
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
     from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
     from aws_lambda_powertools.utilities.batch import BatchProcessor
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -49,7 +55,6 @@ RUN_ID_TAG = "pushpool.io/run-id"
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or SERVICE, service=SERVICE)
-tracer = Tracer(service=SERVICE)
 
 PRELOAD: dict[str, tuple[str, ...]] = {
     "dispatch": ("dispatcher.dispatch", "dispatcher.providers.ecs"),
@@ -70,6 +75,14 @@ def preload(function: str) -> None:
         importlib.import_module(module)
     if urlparse(store_url()).scheme == "dynamodb":
         importlib.import_module("dispatcher.store.dynamodb")
+    if function == "dispatch":
+        runtime.tracer  # noqa: B018 - built at init, where Lambda expects the X-Ray SDK's cost
+
+
+def tracing_on() -> bool:
+    """Powertools' rule for the Tracer: on in Lambda (not under SAM local), off if POWERTOOLS_TRACE_DISABLED."""
+    disabled = os.environ.get("POWERTOOLS_TRACE_DISABLED", "").strip().lower() in ("1", "true", "yes", "on")
+    return bool(os.environ.get("LAMBDA_TASK_ROOT")) and not os.environ.get("AWS_SAM_LOCAL") and not disabled
 
 
 # runtime ----------------------------------------------------------------------------------------------------
@@ -82,10 +95,19 @@ class Runtime:
         return open_store()
 
     @cached_property
+    def tracer(self) -> Tracer | None:
+        """Powertools' Tracer when tracing is on, else None (and the X-Ray SDK is never imported)."""
+        if not tracing_on():
+            return None
+        from aws_lambda_powertools import Tracer
+
+        return Tracer(service=SERVICE)
+
+    @cached_property
     def dispatcher(self) -> Dispatcher:
         from dispatcher.dispatch import Dispatcher
 
-        return Dispatcher(self.store, providers=TracedProviders())
+        return Dispatcher(self.store, providers=TracedProviders(self.tracer) if self.tracer else None)
 
     @cached_property
     def api(self) -> Api:
@@ -145,9 +167,10 @@ def reset_runtime() -> Runtime:
 class TracedProvider:
     """A provider whose calls to the infrastructure are X-Ray subsegments; the SDK calls nest inside them."""
 
-    def __init__(self, pool_type: str, inner: Provider) -> None:
+    def __init__(self, pool_type: str, inner: Provider, tracer: Tracer) -> None:
         self.pool_type = pool_type
         self.inner = inner
+        self.tracer = tracer
 
     @property
     def status_is_cheap(self) -> bool:
@@ -157,17 +180,17 @@ class TracedProvider:
         return self.inner.validate(job)  # pure: nothing to trace
 
     def submit(self, job: dict[str, Any], *, idempotency_key: str, resubmission: bool = False) -> str:
-        with tracer.provider.in_subsegment(f"## {self.pool_type} submit") as segment:
+        with self.tracer.provider.in_subsegment(f"## {self.pool_type} submit") as segment:
             segment.put_annotation("idempotency_key", idempotency_key)
             return self.inner.submit(job, idempotency_key=idempotency_key, resubmission=resubmission)
 
     def status(self, infrastructure_id: str) -> JobStatus:
-        with tracer.provider.in_subsegment(f"## {self.pool_type} status") as segment:
+        with self.tracer.provider.in_subsegment(f"## {self.pool_type} status") as segment:
             segment.put_annotation("infrastructure_id", infrastructure_id)
             return self.inner.status(infrastructure_id)
 
     def cancel(self, infrastructure_id: str) -> None:
-        with tracer.provider.in_subsegment(f"## {self.pool_type} cancel") as segment:
+        with self.tracer.provider.in_subsegment(f"## {self.pool_type} cancel") as segment:
             segment.put_annotation("infrastructure_id", infrastructure_id)
             self.inner.cancel(infrastructure_id)
 
@@ -175,19 +198,28 @@ class TracedProvider:
 class TracedProviders(Providers):
     """The registry's providers, each wrapped once in a `TracedProvider`."""
 
+    def __init__(self, tracer: Tracer) -> None:
+        super().__init__()
+        self.tracer = tracer
+
     def get(self, pool_type: str) -> Provider:
         provider = super().get(pool_type)
         if not isinstance(provider, TracedProvider):
-            provider = self._instances[pool_type] = TracedProvider(pool_type, provider)
+            provider = self._instances[pool_type] = TracedProvider(pool_type, provider, self.tracer)
         return provider
 
 
 # dispatch ---------------------------------------------------------------------------------------------------
 @metrics.log_metrics(capture_cold_start_metric=True)
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
 def dispatch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """One pass per scheduled tick. Overlapping ticks are safe (the store's conditions), so retries are too."""
+    tracer = runtime.tracer
+    one_pass = tracer.capture_lambda_handler(dispatch_pass, capture_response=False) if tracer else dispatch_pass
+    return one_pass(event, context)
+
+
+def dispatch_pass(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     summary = runtime.dispatcher.run_pass()
     log_summary(summary)
     metrics.add_metric(name="Admitted", unit=MetricUnit.Count, value=len(summary.admitted))
@@ -295,7 +327,6 @@ def parse_ecs_event(body: str) -> tuple[dict[str, Any], ECSTaskDetail] | None:
     return raw, detail
 
 
-@tracer.capture_method(capture_response=False)
 def ecs_record(record: SQSRecord) -> None:
     """One SQS record holding one EventBridge event; raising marks just this record as failed."""
     from dispatcher.provider_events import apply_status
@@ -335,7 +366,6 @@ def ecs_record(record: SQSRecord) -> None:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
 def ecs_events(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     """An SQS batch; the answer lists the records that failed (`batchItemFailures`), so only they come back."""
     from aws_lambda_powertools.utilities.batch import process_partial_response
@@ -385,7 +415,6 @@ def http_resolver(api: Api) -> APIGatewayHttpResolver:
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
 def http(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """The callback route and the management API, for an HTTP API (payload 2.0) or a function URL."""
     return runtime.http_app.resolve(event, context)

@@ -4,7 +4,9 @@ Secrets Manager) and a DynamoDB store on moto.
 Events have the shapes AWS delivers: an EventBridge scheduled event for `dispatch`, an SQS batch of
 EventBridge "ECS Task State Change" events for `ecs_events`, an API Gateway HTTP API (payload 2.0) event for
 `http`. moto ignores RunTask's `clientToken`; a re-submission is kept single by the orphan lookup
-(ListTasks(startedBy=run id)), which is what these tests exercise. Tracing is off (POWERTOOLS_TRACE_DISABLED).
+(ListTasks(startedBy=run id)), which is what these tests exercise. Tracing is off (POWERTOOLS_TRACE_DISABLED),
+except in the tracing tests, which run a handler in a process of its own that sends its X-Ray segments to a
+UDP socket standing in for the X-Ray daemon.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -325,7 +328,9 @@ def stopped(run: FlowRun, arn: str, **kwargs: Any) -> dict[str, Any]:
 # -- cold start -----------------------------------------------------------------------------------------------
 
 
-FORBIDDEN = ("google", "azure", "modal", "typer", "rich", "click")
+FORBIDDEN = ("google", "azure", "modal", "typer", "rich", "click", "aws_xray_sdk")
+ON_FIRST_USE = ("jsonschema", "croniter")
+"""Imported where a template is checked or a cron evaluated, never at a cold start."""
 FUNCTION_ONLY = {
     "aws_lambda_powertools.utilities.parser.models": "ecs_events",
     "aws_lambda_powertools.utilities.batch": "ecs_events",
@@ -348,6 +353,7 @@ def test_cold_start_imports_boto3_powertools_and_the_core_only(function: str | N
     loaded = set(json.loads(result.stdout))
     tops = {name.split(".")[0] for name in loaded}
     assert not tops & set(FORBIDDEN), sorted(tops & set(FORBIDDEN))
+    assert not tops & set(ON_FIRST_USE), sorted(tops & set(ON_FIRST_USE))
     assert "dispatcher.cli" not in loaded and "dispatcher.providers.process" not in loaded
     assert {"aws_lambda_powertools", "pydantic", "dispatcher"} <= tops
     wrong = {module for module, owner in FUNCTION_ONLY.items() if module in loaded and owner != function}
@@ -356,6 +362,101 @@ def test_cold_start_imports_boto3_powertools_and_the_core_only(function: str | N
         # Under Lambda the function's own modules, boto3 and the store's backend load at init.
         assert set(aws_lambda.PRELOAD[function]) <= loaded
         assert "dispatcher.store.dynamodb" in loaded and "boto3" in tops
+
+
+# -- tracing --------------------------------------------------------------------------------------------------
+TRACE_ID = "1-6760f3a2-0123456789abcdef01234567"
+IN_LAMBDA = "\n".join(
+    [
+        "import json, sys",
+        "sys.path.insert(0, 'tests')",
+        "from test_handlers_aws import LambdaContext, scheduled_event",
+        "import handlers.aws_lambda as aws_lambda",
+        "tracer = aws_lambda.runtime.__dict__.get('tracer') is not None",  # built, and not None
+        "print('=>', json.dumps({'xray': 'aws_xray_sdk.core' in sys.modules, 'tracer': tracer}))",
+        "if sys.argv[1] == 'dispatch':",
+        "    print('=>', json.dumps(aws_lambda.dispatch(scheduled_event(), LambdaContext('pushpool-dispatch'))))",
+    ]
+)
+"""A Lambda instance: `_HANDLER` names the function, init imports, then (for dispatch) one invocation."""
+
+
+def in_lambda(function: str, daemon: socket.socket, **env: str) -> list[dict[str, Any]]:
+    """Run `function` as a traced Lambda instance would; what it printed after `=>` (its logs go between)."""
+    host, port = daemon.getsockname()
+    lambda_env = {
+        **os.environ,
+        "_HANDLER": f"handlers/aws_lambda.{function}",
+        "LAMBDA_TASK_ROOT": str(ROOT),
+        "POWERTOOLS_TRACE_DISABLED": "false",
+        "AWS_XRAY_DAEMON_ADDRESS": f"{host}:{port}",
+        "_X_AMZN_TRACE_ID": f"Root={TRACE_ID};Parent=53995c3f42cd8ad8;Sampled=1",
+        **env,
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", IN_LAMBDA, function],
+        cwd=ROOT,
+        env=lambda_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [json.loads(line[2:]) for line in result.stdout.splitlines() if line.startswith("=>")]
+
+
+def segments(daemon: socket.socket) -> list[dict[str, Any]]:
+    """Every segment document the X-Ray SDK sent (each datagram: a header line, then the document)."""
+    daemon.settimeout(0.5)
+    found = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            header, _, body = daemon.recv(65536).decode().partition("\n")
+            assert json.loads(header) == {"format": "json", "version": 1}
+            found.append(json.loads(body))
+    return found
+
+
+@pytest.fixture
+def xray_daemon() -> Iterator[socket.socket]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as daemon:
+        daemon.bind(("127.0.0.1", 0))
+        yield daemon
+
+
+def test_dispatch_traces_each_provider_call_as_an_x_ray_subsegment(world: World, xray_daemon: socket.socket) -> None:
+    run = world.run()
+
+    loaded, answer = in_lambda("dispatch", xray_daemon)
+
+    assert loaded == {"xray": True, "tracer": True}  # built at init, where Lambda expects it
+    assert answer["submitted"] == 1
+    sent = segments(xray_daemon)
+    assert sent and all(doc["trace_id"] == TRACE_ID for doc in sent)
+    submit = [doc for doc in sent if doc["name"] == "## ecs:push submit"]
+    assert len(submit) == 1 and submit[0]["annotations"]["idempotency_key"].startswith(run.id)
+    # botocore's RunTask is patched by the Tracer: it nests inside the provider's subsegment.
+    nested = [
+        (doc["name"], doc.get("aws", {}).get("operation")) for doc in sent if doc.get("parent_id") == submit[0]["id"]
+    ]
+    assert ("ecs", "RunTask") in nested, [(d["name"], d.get("parent_id"), d.get("aws")) for d in sent]
+    assert world.get(run).state is StateType.PENDING
+
+
+@pytest.mark.parametrize("function", ["ecs_events", "http"])
+def test_functions_without_provider_calls_never_load_the_x_ray_sdk(function: str, xray_daemon: socket.socket) -> None:
+    (loaded,) = in_lambda(function, xray_daemon, PUSHPOOL_STORE="dynamodb://t?region=us-east-1", **AWS_TEST_ENV)
+    assert loaded == {"xray": False, "tracer": False}
+
+
+def test_dispatch_with_tracing_disabled_loads_no_x_ray_sdk(world: World, xray_daemon: socket.socket) -> None:
+    run = world.run()
+
+    loaded, answer = in_lambda("dispatch", xray_daemon, POWERTOOLS_TRACE_DISABLED="true")
+
+    assert loaded == {"xray": False, "tracer": False}
+    assert answer["submitted"] == 1 and world.get(run).state is StateType.PENDING
+    assert segments(xray_daemon) == []
 
 
 # -- dispatch -------------------------------------------------------------------------------------------------

@@ -381,6 +381,28 @@ def table(res: dict[str, Any]) -> str:
     return "\n".join([line, sep, *body])
 
 
+def verdicts(res: dict[str, Any]) -> list[tuple[str, bool]]:
+    """The issue's targets, judged on pushpool's figures: T >= 50x Prefect on SQLite, C exactly 3, S <= 1.5x."""
+    pf, sq = res["prefect"], res["sqlite"]
+    found = []
+    for n in sorted(set(pf["T"]) & set(sq["T"]), key=int):
+        ratio = sq["T"][n]["per_second"] / pf["T"][n]["per_second"]
+        found.append(
+            (f"T {int(n):,} due runs: pushpool/SQLite {ratio:,.0f}x Prefect's runs/s (target >= 50x)", ratio >= 50)
+        )
+    for store in ("sqlite", "dynamodb"):
+        for key, v in res.get(store, {}).get("C", {}).get("variants", {}).items():
+            exact = v["max"] == 3 and v["mean"] == 3
+            found.append(
+                (f"C {key} on {store}: max {v['max']}, mean {v['mean']:.2f} (target: exactly 3 every trial)", exact)
+            )
+    first, last = sq["S"]["sizes"][0], sq["S"]["sizes"][-1]
+    growth = last["pass_seconds"] / first["pass_seconds"]
+    span = f"{first['backlog']:,} -> {last['backlog']:,}"
+    found.append((f"S pushpool/SQLite pass time {span}: {growth:.2f}x (target <= 1.5x)", growth <= 1.5))
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a first look (a few minutes)")
@@ -393,6 +415,7 @@ def main() -> int:
     info = {"machine": machine(), "versions": versions()}
     results = run(cfg, not args.no_dynamodb)
     text = table(results)
+    judged = verdicts(results)
     doc = {
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "make bench" + (" BENCH_ARGS=--quick" if args.quick else ""),
@@ -402,6 +425,7 @@ def main() -> int:
         **info,
         "results": results,
         "table": text,
+        "verdicts": [{"target": what, "met": ok} for what, ok in judged],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1, default=str) + "\n")
@@ -413,8 +437,11 @@ def main() -> int:
         f"{doc['mode']} sizes, {doc['seconds']} s\n"
     )
     print(text)
+    print()
+    for what, ok in judged:
+        print(f"{'PASS' if ok else 'FAIL'}  {what}")
     print(f"\nwrote {args.out} and {png}")
-    return 0
+    return 0 if all(ok for _, ok in judged) else 1
 
 
 if __name__ == "__main__":
