@@ -9,7 +9,7 @@ from .admit_pass import plan
 from .config import Settings
 from .models import FlowRun, WorkPool, WorkQueue, utcnow
 from .pools import get_pool, get_queue
-from .scheduler import planned_times, run_key
+from .scheduler import run_key, uncreated_times
 from .schedules import scheduled_run_id
 from .store.base import Store, pool_slot, queue_slot
 
@@ -94,7 +94,7 @@ def preview_pool(
             if deployment.queue != q.name:
                 continue
             key = run_key(store, deployment)
-            for t in planned_times(deployment, now, until, PREVIEW_WINDOW):
+            for t in uncreated_times(store, deployment, now, until, PREVIEW_WINDOW):
                 run_id = scheduled_run_id(key, t)
                 if run_id not in seen:
                     items.append(

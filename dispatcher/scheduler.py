@@ -63,14 +63,23 @@ def planned_times(deployment: Deployment, after: datetime, until: datetime, limi
     return sorted(times)[:limit]
 
 
+def uncreated_times(store: Store, deployment: Deployment, now: datetime, until: datetime, limit: int) -> list[datetime]:
+    """Fire times in (now, until] the scheduler has not created runs for yet: those after its cursor.
+
+    A time at or before the cursor had its run created, whatever became of it since (a cancelled run keeps
+    its id), so it is never planned again.
+    """
+    cursor = store.get_setting(_cursor_key(deployment))
+    after = max(now, datetime.fromisoformat(cursor)) if cursor else now
+    return planned_times(deployment, after, until, limit)
+
+
 def schedule_deployment(store: Store, deployment: Deployment, now: datetime, settings: Settings) -> list[FlowRun]:
     """Create this deployment's runs due up to now + horizon that earlier steps have not covered."""
     if not deployment.schedules or deployment.schedule_paused:
         return []
     until = now + settings.schedule_horizon
-    cursor = store.get_setting(_cursor_key(deployment))
-    after = max(now, datetime.fromisoformat(cursor)) if cursor else now
-    times = planned_times(deployment, after, until, settings.schedule_max_runs)
+    times = uncreated_times(store, deployment, now, until, settings.schedule_max_runs)
     key = run_key(store, deployment)
     runs = [
         new_run(store, deployment, scheduled_time=t, run_id=scheduled_run_id(key, t), auto_scheduled=True)
@@ -92,5 +101,3 @@ def schedule_all(store: Store, now: datetime, settings: Settings | None = None) 
         except PushpoolError as exc:
             result.problems[deployment.name] = str(exc)
     return result
-
-

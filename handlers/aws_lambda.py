@@ -13,8 +13,8 @@ first use and kept in `runtime` for warm invocations; `reset_runtime()` starts a
 
 Tracing: only `dispatch` calls providers, so only it builds powertools' Tracer, and only when tracing is on
 (in Lambda, unless `POWERTOOLS_TRACE_DISABLED` is true: powertools' own rule). The Tracer imports the X-Ray
-SDK, whose recorder creates botocore clients at import (about 400 ms), so `ecs_events` and `http`, which
-answer callers, never pay for it; Lambda's active tracing still records their invocations.
+SDK, whose recorder creates botocore clients at import (benchmarks/cold_start.py measures it), so `ecs_events`
+and `http`, which answer callers, never pay for it; Lambda's active tracing still records their invocations.
 """
 
 from __future__ import annotations

@@ -39,9 +39,7 @@ def example(store: SQLiteStore) -> dict[str, list[FlowRun]]:
     runs: dict[str, list[FlowRun]] = {}
     for q in QUEUES:
         create_deployment(store, f"dep-{q}", pool="p", queue=q)
-        runs[q] = [
-            run_deployment(store, f"dep-{q}", scheduled_time=NOW - timedelta(minutes=10 - i)) for i in range(4)
-        ]
+        runs[q] = [run_deployment(store, f"dep-{q}", scheduled_time=NOW - timedelta(minutes=10 - i)) for i in range(4)]
     return runs
 
 
@@ -259,9 +257,7 @@ def test_preview_explains_paused_pool_and_queue(store: SQLiteStore) -> None:
 
 def test_preview_shows_planned_runs_of_schedules(store: SQLiteStore) -> None:
     create_pool(store, "p")
-    deployment = create_deployment(
-        store, "etl", pool="p", schedules=[IntervalSchedule(interval=1200, anchor_date=NOW)]
-    )
+    deployment = create_deployment(store, "etl", pool="p", schedules=[IntervalSchedule(interval=1200, anchor_date=NOW)])
     adhoc = run_deployment(store, "etl", scheduled_time=NOW + timedelta(minutes=5))
     preview = preview_pool(store, "p", hours=1, now=NOW)
     [default] = preview.queues
@@ -280,6 +276,26 @@ def test_preview_shows_planned_runs_of_schedules(store: SQLiteStore) -> None:
     again = preview_pool(store, "p", hours=1, now=NOW).queues[0].runs
     assert [r.state_name for r in again] == ["Scheduled"] * 4
     assert len({r.id for r in again}) == 4
+
+
+def test_preview_never_plans_a_scheduled_run_that_was_created_and_cancelled(store: SQLiteStore) -> None:
+    from dispatcher.cancelling import cancel_run
+    from dispatcher.scheduler import schedule_all
+
+    create_pool(store, "p")
+    create_deployment(store, "etl", pool="p", schedules=[IntervalSchedule(interval=1200, anchor_date=NOW)])
+    first, *rest = schedule_all(store, NOW, Settings(schedule_horizon_seconds=2400)).created
+    cancel_run(store, first.id)
+    assert store.get_run(first.id).state is StateType.CANCELLED  # type: ignore[union-attr]
+
+    runs = preview_pool(store, "p", hours=1, now=NOW).queues[0].runs
+
+    # The 20-minute run is gone for good (the scheduler will not create it again); the 60-minute one is planned.
+    assert [(r.state_name, r.scheduled_time) for r in runs] == [
+        ("Scheduled", NOW + timedelta(minutes=40)),
+        ("Planned", NOW + timedelta(minutes=60)),
+    ]
+    assert first.id not in {r.id for r in runs} and [r.id for r in rest] == [runs[0].id]
 
 
 def test_preview_counts_active_runs(store: SQLiteStore) -> None:

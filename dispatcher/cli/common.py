@@ -1,0 +1,193 @@
+"""What every command module of `pushpool` shares: the root app, its command groups, options and helpers.
+
+Errors the core raises on purpose (`PushpoolError`) are caught in one place, `_Group.invoke`, and printed as one
+sentence on stderr with the error's exit code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic_core import to_jsonable_python
+from rich.console import Console
+from typer.core import TyperGroup
+
+from .. import render_tables as render
+from ..errors import InvalidInput, PushpoolError
+from ..models import WorkPool, WorkQueue, validation_sentence
+from ..preview import preview_pool
+from ..store import open_store, store_url
+from ..store.base import Store, queue_slot
+
+
+class _Group(TyperGroup):
+    """The root group: turns a PushpoolError raised by any command into `Error: ...` and its exit code."""
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except PushpoolError as exc:
+            _fail(str(exc), exc.exit_code)
+        except ValidationError as exc:
+            _fail(validation_sentence(exc, "input"), InvalidInput.exit_code)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    Console(stderr=True).print(f"Error: {message}", style="red", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+app = typer.Typer(
+    cls=_Group, no_args_is_help=True, add_completion=False, help="Work pools without workers: pools, queues, runs."
+)
+pool_app = typer.Typer(no_args_is_help=True, help="Work pools: where and under which limits runs execute.")
+queue_app = typer.Typer(no_args_is_help=True, help="Work queues: priorities and limits inside a pool.")
+deployment_app = typer.Typer(no_args_is_help=True, help="Deployments: what to run, on which pool, when.")
+run_app = typer.Typer(no_args_is_help=True, help="Flow runs: list, inspect, cancel, logs.")
+store_app = typer.Typer(no_args_is_help=True, help="The store that holds pools, deployments and runs.")
+app.add_typer(pool_app, name="work-pool")
+app.add_typer(queue_app, name="work-queue")
+app.add_typer(deployment_app, name="deployment")
+app.add_typer(run_app, name="flow-run")
+app.add_typer(store_app, name="store")
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+
+
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table, or json for scripts.", case_sensitive=False)]
+NameArg = Annotated[str, typer.Argument(metavar="NAME", show_default=False)]
+LimitArg = Annotated[int, typer.Argument(metavar="N", help="0 or more; 0 delivers nothing.")]
+PoolOpt = Annotated[str, typer.Option("--pool", "-p", help="The work pool.")]
+LimitOpt = Annotated[
+    int | None, typer.Option("--concurrency-limit", help="Most active runs at once; 0 delivers nothing.")
+]
+DescriptionOpt = Annotated[str | None, typer.Option("--description", "-d", help="Free text.")]
+JsonOpt = Annotated[str | None, typer.Option(metavar="JSON|@FILE", help="A JSON object, or @FILE holding one.")]
+TemplateOpt = Annotated[
+    Path | None, typer.Option("--base-job-template", metavar="FILE", help="Base job template (JSON, or YAML).")
+]
+# A negative limit given as a positional argument must reach the core (which names the rule), not the parser.
+NEGATIVE_ARGS = {"ignore_unknown_options": True}
+STORE_HELP = "sqlite:///PATH or dynamodb://TABLE?region=R; default: $PUSHPOOL_STORE, else ~/.pushpool/pushpool.db."
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    store: Annotated[str | None, typer.Option("--store", metavar="URL", help=STORE_HELP)] = None,
+) -> None:
+    """pushpool: admit runs by queue priority under limits and submit them straight to the infrastructure."""
+    ctx.obj = store_url(store)
+
+
+def main() -> None:
+    """Console script entry point (`pushpool`)."""
+    app()
+
+
+# helpers ---------------------------------------------------------------------------------------------------
+@contextmanager
+def opened(ctx: typer.Context) -> Iterator[Store]:
+    store = open_store(ctx.obj)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def jsonable(data: Any) -> Any:
+    if isinstance(data, BaseModel):
+        return data.model_dump(mode="json")
+    if isinstance(data, list):
+        return [jsonable(item) for item in data]
+    if isinstance(data, dict):
+        return {key: jsonable(value) for key, value in data.items()}
+    return to_jsonable_python(data)
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(jsonable(data), indent=2, ensure_ascii=False))
+
+
+def say(message: str) -> None:
+    render.console().print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def _read_file(option: str, path: Path) -> str:
+    try:
+        return path.expanduser().read_text()
+    except OSError as exc:
+        raise InvalidInput(f"{option}: cannot read {str(path)!r} ({exc.strerror or exc}).") from None
+
+
+def _parse(option: str, text: str, *, yaml_ok: bool, what: str) -> Any:
+    try:
+        return yaml.safe_load(text) if yaml_ok else json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"{option} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); pass {what}."
+        ) from None
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"{option} is not valid YAML ({' '.join(str(exc).split())}); pass {what}.") from None
+
+
+def json_object(option: str, value: str | None) -> dict[str, Any] | None:
+    """Parse a `JSON` or `@FILE` option (an .yaml/.yml file may hold YAML) into an object."""
+    if value is None:
+        return None
+    text, yaml_ok = value, False
+    if value.startswith("@"):
+        path = Path(value[1:])
+        text, yaml_ok = _read_file(option, path), path.suffix in (".yaml", ".yml")
+    data = _parse(option, text, yaml_ok=yaml_ok, what="a JSON object or @FILE")
+    if not isinstance(data, dict):
+        raise InvalidInput(f'{option} must be a JSON object like {{"key": "value"}}, got {type(data).__name__}.')
+    return data
+
+
+def load_template(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    option = f"--base-job-template {path}"
+    data = _parse(
+        option,
+        _read_file("--base-job-template", path),
+        yaml_ok=path.suffix in (".yaml", ".yml"),
+        what="a JSON object with job_configuration and variables",
+    )
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{option} must hold a JSON object with job_configuration and variables.")
+    return data
+
+
+def name_counts(pool: WorkPool, queues: list[WorkQueue], counts: dict[str, int]) -> dict[str, int]:
+    return {q.name: counts.get(queue_slot(pool.name, q.name), 0) for q in queues}
+
+
+def show_preview(ctx: typer.Context, pool: str, hours: float, queue: str | None, output: Output) -> None:
+    with opened(ctx) as store:
+        preview = preview_pool(store, pool, hours, queue=queue)
+    if output is Output.json:
+        return print_json(
+            {
+                "pool": jsonable(preview.pool),
+                "active": preview.active,
+                "hours": preview.hours,
+                "queues": [
+                    {"queue": jsonable(qp.queue), "active": qp.active, "runs": to_jsonable_python(qp.runs)}
+                    for qp in preview.queues
+                ],
+            }
+        )
+    render.show(*render.preview_tables(preview))

@@ -1,0 +1,112 @@
+"""Top-level commands that act on the whole store: `dispatch`, `serve`, `apply`, and `store init`."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import apply as apply_ops
+from .. import render_tables as render
+from ..errors import InvalidInput
+from .common import Output, OutputOpt, app, opened, print_json, say, store_app
+
+
+@app.command("dispatch")
+def dispatch(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit (the default).")] = False,
+    interval: Annotated[
+        float | None, typer.Option(metavar="SECONDS", min=0.1, help="Run a pass every SECONDS until Ctrl-C.")
+    ] = None,
+    pool: Annotated[str | None, typer.Option("--pool", "-p", help="Only this pool.")] = None,
+    queue: Annotated[str | None, typer.Option("--queue", "-q", help="Only this queue of --pool.")] = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Run dispatch passes: schedule, admit by priority under every limit, submit, reconcile."""
+    from ..dispatch import Dispatcher
+
+    if once and interval is not None:
+        raise InvalidInput("pass either --once or --interval SECONDS, not both.")
+    with opened(ctx) as store:
+        dispatcher = Dispatcher(store)
+        try:
+            while True:
+                summary = dispatcher.run_pass(pool=pool, queue=queue)
+                if output is Output.json:
+                    typer.echo(json.dumps(summary.as_dict()))
+                else:
+                    render.show(render.pass_summary(summary))
+                if interval is None:
+                    break
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            say("Stopped.")
+        finally:
+            dispatcher.close()
+
+
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port).")] = 4300,
+    interval: Annotated[float, typer.Option(metavar="SECONDS", min=0.1, help="Seconds between passes.")] = 5.0,
+    duration: Annotated[
+        float | None, typer.Option(metavar="SECONDS", min=0.1, help="Stop by itself after this long.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Print only the start and stop lines.")] = False,
+) -> None:
+    """Dispatch loop plus the callback and management HTTP API on one machine; stops on Ctrl-C or SIGTERM."""
+    from ..serve import Server, api_token_from_env
+
+    token, generated = api_token_from_env()
+    with opened(ctx) as store:
+        server = Server(
+            store,
+            host=host,
+            port=port,
+            interval=interval,
+            api_token=token,
+            on_pass=None if quiet else lambda s: say(f"{render.time_text(s.started)} {s.headline()}"),
+        )
+        say(f"pushpool serving on {server.url} (a pass every {interval:g}s); Ctrl-C stops.")
+        if generated:
+            say(f"Management API bearer token for this session: {token} (set PUSHPOOL_API_TOKEN to choose one).")
+        server.run(duration)
+    say("Stopped.")
+
+
+@app.command("apply")
+def apply_file(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="YAML or JSON with pools, queues, deployments.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Create or update pools, queues and deployments to match FILE, and print the plan."""
+    with opened(ctx) as store:
+        plan = apply_ops.apply(store, file, dry_run=dry_run)
+    if output is Output.json:
+        return print_json({"dry_run": dry_run, "actions": plan.as_dicts()})
+    for line in plan.lines():
+        typer.echo(line)
+    if dry_run:
+        say("Dry run: nothing written.")
+    else:
+        say("Applied." if plan.has_changes else "Nothing to change.")
+
+
+@store_app.command("init")
+def store_init(ctx: typer.Context) -> None:
+    """Prepare the store (DynamoDB: create the table and indexes; SQLite: nothing to do)."""
+    with opened(ctx) as store:
+        if store.url.startswith("sqlite:"):
+            return say(f"SQLite store ready at {store.url.removeprefix('sqlite:///')}.")
+        init = getattr(store, "init", None)
+        if callable(init):
+            init()
+    say(f"Store ready at {store.url}.")

@@ -1,0 +1,215 @@
+"""`pushpool work-pool ...`: create, change, inspect, preview and chart work pools."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import pools as pool_ops
+from .. import render_tables as render
+from ..errors import InvalidInput
+from ..models import utcnow
+from ..pool_types import KNOWN_TYPES, default_template
+from ..store.base import pool_slot
+from .common import (
+    NEGATIVE_ARGS,
+    DescriptionOpt,
+    JsonOpt,
+    LimitArg,
+    LimitOpt,
+    NameArg,
+    Output,
+    OutputOpt,
+    TemplateOpt,
+    json_object,
+    jsonable,
+    load_template,
+    name_counts,
+    opened,
+    pool_app,
+    print_json,
+    say,
+    show_preview,
+)
+
+
+@pool_app.command("create")
+def pool_create(
+    ctx: typer.Context,
+    name: NameArg,
+    type: Annotated[str, typer.Option("--type", "-t", help=f"One of: {', '.join(KNOWN_TYPES)}.")] = "process",
+    paused: Annotated[bool, typer.Option("--paused", help="Create it paused.")] = False,
+    set_as_default: Annotated[bool, typer.Option("--set-as-default", help="Default pool of deployments.")] = False,
+    base_job_template: TemplateOpt = None,
+    concurrency_limit: LimitOpt = None,
+    description: DescriptionOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing pool's settings.")] = False,
+    job_variables: JsonOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Create a work pool with its `default` queue."""
+    template = load_template(base_job_template)
+    variables = json_object("--job-variables", job_variables)
+    with opened(ctx) as store:
+        pool = pool_ops.create_pool(
+            store,
+            name,
+            type=type,
+            paused=paused,
+            base_job_template=template,
+            job_variables=variables,
+            concurrency_limit=concurrency_limit,
+            description=description,
+            set_as_default=set_as_default,
+            overwrite=overwrite,
+        )
+    if output is Output.json:
+        return print_json(pool)
+    default = " and set it as the default pool" if set_as_default else ""
+    say(f"Created work pool {pool.name!r} of type {pool.type}{default}.")
+
+
+@pool_app.command("update")
+def pool_update(
+    ctx: typer.Context,
+    name: NameArg,
+    base_job_template: TemplateOpt = None,
+    description: DescriptionOpt = None,
+    concurrency_limit: LimitOpt = None,
+    job_variables: JsonOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Change a pool's template, pool-level job variables, description or limit; the rest stays."""
+    template = load_template(base_job_template)
+    variables = json_object("--job-variables", job_variables)
+    limit = pool_ops.UNSET if concurrency_limit is None else concurrency_limit
+    with opened(ctx) as store:
+        pool = pool_ops.update_pool(
+            store,
+            name,
+            base_job_template=template,
+            job_variables=variables,
+            description=description,
+            concurrency_limit=limit,
+        )
+    if output is Output.json:
+        return print_json(pool)
+    say(f"Updated work pool {pool.name!r}.")
+
+
+@pool_app.command("ls")
+def pool_ls(ctx: typer.Context, output: OutputOpt = Output.table) -> None:
+    """List work pools."""
+    with opened(ctx) as store:
+        pools = store.list_pools()
+        slots = store.slots([pool_slot(p.name) for p in pools])
+    if output is Output.json:
+        return print_json(pools)
+    active = {p.name: s.active for p in pools if (s := slots.get(pool_slot(p.name))) is not None}
+    render.show(render.pools_table(pools, active))
+
+
+@pool_app.command("inspect")
+def pool_inspect(ctx: typer.Context, name: NameArg, output: OutputOpt = Output.table) -> None:
+    """Show a pool, its active runs against its limit, and its queues in priority order."""
+    with opened(ctx) as store:
+        pool = pool_ops.get_pool(store, name)
+        queues = store.list_queues(name)
+        counts = pool_ops.active_counts(store, pool, queues)
+    active = counts.get(pool_slot(name), 0)
+    per_queue = name_counts(pool, queues, counts)
+    if output is Output.json:
+        queue_data = [{**jsonable(q), "active": per_queue[q.name]} for q in queues]
+        return print_json({**jsonable(pool), "active": active, "queues": queue_data})
+    render.show(render.pool_detail(pool, active, queues, per_queue))
+
+
+@pool_app.command("pause")
+def pool_pause(ctx: typer.Context, name: NameArg) -> None:
+    """Pause a pool: it delivers nothing; schedules keep creating runs, which wait."""
+    with opened(ctx) as store:
+        pool_ops.update_pool(store, name, paused=True)
+    say(f"Paused work pool {name!r}.")
+
+
+@pool_app.command("resume")
+def pool_resume(ctx: typer.Context, name: NameArg) -> None:
+    """Resume a paused pool."""
+    with opened(ctx) as store:
+        pool = pool_ops.update_pool(store, name, paused=False)
+    say(f"Resumed work pool {name!r}; its status is {pool.status}.")
+
+
+@pool_app.command("delete")
+def pool_delete(ctx: typer.Context, name: NameArg) -> None:
+    """Delete a pool and its queues (refused while deployments use it or runs are active)."""
+    with opened(ctx) as store:
+        pool_ops.delete_pool(store, name)
+    say(f"Deleted work pool {name!r}.")
+
+
+@pool_app.command("preview")
+def pool_preview(
+    ctx: typer.Context,
+    name: NameArg,
+    hours: Annotated[float, typer.Option("--hours", min=0, help="How far ahead to look.")] = 1.0,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Upcoming runs per queue and, for each due run, why it waits."""
+    show_preview(ctx, name, hours, None, output)
+
+
+@pool_app.command("set-concurrency-limit", context_settings=NEGATIVE_ARGS)
+def pool_set_limit(ctx: typer.Context, name: NameArg, limit: LimitArg) -> None:
+    """Set a pool's concurrency limit (0 delivers nothing)."""
+    with opened(ctx) as store:
+        pool_ops.update_pool(store, name, concurrency_limit=limit)
+    say(f"Set the concurrency limit of work pool {name!r} to {limit}.")
+
+
+@pool_app.command("clear-concurrency-limit")
+def pool_clear_limit(ctx: typer.Context, name: NameArg) -> None:
+    """Remove a pool's concurrency limit (unlimited)."""
+    with opened(ctx) as store:
+        pool_ops.update_pool(store, name, concurrency_limit=None)
+    say(f"Cleared the concurrency limit of work pool {name!r}.")
+
+
+@pool_app.command("get-default-base-job-template")
+def pool_default_template(
+    type: Annotated[str, typer.Option("--type", "-t", help=f"One of: {', '.join(KNOWN_TYPES)}.")],
+    file: Annotated[Path | None, typer.Option("--file", "-f", metavar="OUT", help="Write it here.")] = None,
+) -> None:
+    """Print the default base job template of a pool type as JSON, or write it to a file."""
+    text = json.dumps(default_template(type), indent=2) + "\n"
+    if file is None:
+        return typer.echo(text, nl=False)
+    try:
+        file.write_text(text)
+    except OSError as exc:
+        raise InvalidInput(f"--file: cannot write {str(file)!r} ({exc.strerror or exc}).") from None
+    say(f"Wrote the default base job template of type {type} to {file}.")
+
+
+@pool_app.command("timeline")
+def pool_timeline(
+    ctx: typer.Context,
+    name: NameArg,
+    since: Annotated[str, typer.Option(metavar="DURATION", help="How far back: 90s, 10m, 2h, 1d.")] = "1h",
+    output: OutputOpt = Output.table,
+) -> None:
+    """A terminal chart: one row per run, grouped by queue, a bar from admission to end."""
+    from .. import timeline
+
+    window = timeline.parse_duration(since)
+    now = utcnow()
+    with opened(ctx) as store:
+        pool_ops.get_pool(store, name)
+        queues = [q.name for q in store.list_queues(name)]
+        bars = timeline.bars(store.list_runs(name, limit=timeline.MAX_RUNS), now - window, now)
+    if output is Output.json:
+        return print_json([b.__dict__ for b in bars])
+    render.show(timeline.render(bars, queues, now, render.console().width))
