@@ -27,7 +27,7 @@ from .provider_events import state_for
 from .providers.base import JobState, JobStatus, Provider, Providers
 from .scheduler import schedule_all
 from .states import ACTIVE, StateType
-from .store.base import Store, deployment_slot, pool_slot, queue_slot
+from .store.base import Slot, Store, deployment_slot, pool_slot, queue_slot
 
 log = logging.getLogger("pushpool.dispatch")
 
@@ -339,15 +339,24 @@ class Dispatcher:
                 summary.cancelled.append(run.id)
 
     def _repair_slots(
-        self, pool: WorkPool, before: Mapping[str, Any], active: list[FlowRun], summary: PassSummary
+        self, pool: WorkPool, before: Mapping[str, Slot], active: list[FlowRun], summary: PassSummary
     ) -> None:
+        """Recount each slot from the active runs read after it; write the count only if the slot is unchanged.
+
+        A slot that changed within the settle time is left for a later pass (the runs read may not show the
+        change yet); `repair_slot` refuses a slot that any admission or release changed since it was read.
+        """
         counted = {key: 0 for key in before}
         for run in active:
             for key in (pool_slot(run.pool), queue_slot(run.pool, run.queue), deployment_slot(run.deployment_id)):
                 if key in counted:
                     counted[key] += 1
+        # The stores stamp a change with the writer's wall clock, so this compares with the wall clock too.
+        settled_before = time.time() - self.settings.slot_repair_settle_seconds
         for key, slot in before.items():
-            if slot.active != counted[key] and self.store.repair_slot(key, slot.active, counted[key]):
+            if slot.active == counted[key] or slot.changed > settled_before:
+                continue
+            if self.store.repair_slot(key, slot, counted[key]):
                 summary.repairs[key] = f"was {slot.active}, counted {counted[key]}"
                 log.warning("slot %s repaired: was %s, counted %s active runs", key, slot.active, counted[key])
 

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -271,13 +272,38 @@ def test_release_never_goes_below_zero_and_backward_retry_frees_slot(store: Stor
     assert [r.id for r in store.due_runs("pool", "default", T0, 5)] == [run.id]
 
 
-def test_repair_slot_is_conditional(store: Store) -> None:
+def test_repair_slot_is_conditional_on_the_version_read(store: Store) -> None:
     make_pool(store, "pool", limit=2)
     key = pool_slot("pool")
-    assert not store.repair_slot(key, 5, 0)
-    assert store.repair_slot(key, 0, 3)
-    assert store.slots([key])[key].active == 3 and store.slots([key])[key].limit == 2
-    assert not store.repair_slot("pool:ghost", 0, 1)
+    seen = store.slots([key])[key]
+    assert (seen.active, seen.version) == (0, 0)
+    assert store.repair_slot(key, seen, 3)
+    now = store.slots([key])[key]
+    assert (now.active, now.limit, now.version) == (3, 2, 1) and now.changed > 0
+    assert not store.repair_slot(key, seen, 0)  # a stale read is refused
+    assert store.slots([key])[key].active == 3
+    assert not store.repair_slot("pool:ghost", seen, 1)
+    assert store.slots(["pool:ghost"]) == {}
+
+
+def test_a_recount_refuses_a_slot_whose_count_went_away_and_came_back(store: Store) -> None:
+    # The recount reads the slot, then the active runs. Meanwhile one run ends and another is admitted: the
+    # count reads the same again, but the runs read in between no longer describe it.
+    make_pool(store, "pool", limit=5)
+    dep = make_deployment(store)
+    first, second = make_run(dep, 1), make_run(dep, 2)
+    store.create_runs([first, second])
+    [running] = store.admit([pending(first)])
+    key = pool_slot("pool")
+    seen = store.slots([key])[key]
+    assert store.save_run(running, running.moved(StateType.COMPLETED, source="test")[0])
+    counted = len(store.active_runs("pool"))  # 0: read while the slot is empty
+    store.admit([pending(second)])
+    assert store.slots([key])[key].active == seen.active == 1
+    assert not store.repair_slot(key, seen, counted)
+    assert store.slots([key])[key].active == 1
+    version = store.slots([key])[key].version
+    assert version == seen.version + 2  # a release and an admission, each one change
 
 
 # concurrency -------------------------------------------------------------------------------------------------
@@ -366,8 +392,6 @@ print(json.dumps({"ids": ids, "peak": peak}))
 
 
 def test_processes_admitting_at_once_never_exceed_a_limit(store: Store) -> None:
-    from pathlib import Path
-
     _concurrent_setup(store)
     here = str(Path(__file__).parent)
     procs = [
@@ -386,3 +410,22 @@ def test_processes_admitting_at_once_never_exceed_a_limit(store: Store) -> None:
     assert max(r["peak"] for r in reports) <= POOL_LIMIT
     assert len(every) == len(set(every)) == 2 * RUNS_PER_QUEUE
     assert store.slots([pool_slot("pool")])[pool_slot("pool")].active == 0
+
+
+def test_a_sqlite_store_made_before_slot_versions_gains_them_when_opened(tmp_path: Path) -> None:
+    import sqlite3
+
+    from dispatcher.store.sqlite import SQLiteStore
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the slots table as the first release made it, with one slot in use
+        db.execute("CREATE TABLE slots (key TEXT PRIMARY KEY, lim INTEGER, active INTEGER NOT NULL DEFAULT 0)")
+        db.execute("INSERT INTO slots VALUES ('pool:old', 4, 2)")
+    store = SQLiteStore(str(path))
+    try:
+        seen = store.slots(["pool:old"])["pool:old"]
+        assert (seen.limit, seen.active, seen.version, seen.changed) == (4, 2, 0, 0.0)
+        assert store.repair_slot("pool:old", seen, 1)
+        assert store.slots(["pool:old"])["pool:old"].version == 1
+    finally:
+        store.close()

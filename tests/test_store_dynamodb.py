@@ -176,7 +176,8 @@ def test_slots_taken_meanwhile_admit_only_what_still_fits(ddb: DynamoDBStore, dy
     ddb.create_runs([make_run(dep, i) for i in range(10)])
     other = DynamoDBStore(ddb.table, region="us-east-1", endpoint_url=dynamodb_endpoint)
     # Another dispatcher takes two pool slots between our read of the slots and our transaction.
-    _before_first_transaction(ddb, lambda: other.repair_slot(pool_slot("pool"), 0, 2) or None)
+    key = pool_slot("pool")
+    _before_first_transaction(ddb, lambda: other.repair_slot(key, other.slots([key])[key], 2) or None)
     result = admit_pool(ddb, "pool", T0)
     assert len(result.admitted) == 3
     assert ddb.slots([pool_slot("pool")])[pool_slot("pool")].active == 5
@@ -299,7 +300,8 @@ def test_a_release_that_finds_a_slot_at_zero_counts_drift(ddb: DynamoDBStore) ->
     run = make_run(dep, 1)
     ddb.create_runs([run])
     [admitted] = ddb.admit([pending(run)])
-    assert ddb.repair_slot(pool_slot("pool"), 1, 0)  # drift: the pool slot lost its count
+    key = pool_slot("pool")
+    assert ddb.repair_slot(key, ddb.slots([key])[key], 0)  # drift: the pool slot lost its count
     assert ddb.save_run(admitted, admitted.moved(StateType.FAILED, source="test")[0])
     keys = [pool_slot("pool"), queue_slot("pool", "default"), deployment_slot(dep.id)]
     assert [s.active for s in ddb.slots(keys).values()] == [0, 0, 0]

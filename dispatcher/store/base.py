@@ -6,7 +6,10 @@ store may not offer anything DynamoDB could not serve cheaply.
 
 Concurrency slots live in *slot* records, one per pool, queue and deployment, each holding the limit and
 the number of active runs. Admission writes the run and increments its slots in one conditional
-transaction; leaving an active state decrements them in the same write that records the new state.
+transaction; leaving an active state decrements them in the same write that records the new state. Every
+change to a slot's count also bumps its version and stamps when it happened, so the reconciler's recount
+can be conditioned on nothing having changed since it read the slot (not merely on the count reading the
+same again), and can leave alone a slot that changed too recently for an index to have caught up.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ class Slot:
 
     limit: int | None
     active: int
+    version: int = 0
+    """Bumped by every change to `active` (admission, release, repair); 0 before the first."""
+    changed: float = 0.0
+    """When `active` last changed (seconds since the epoch, the writer's clock); 0 before the first change."""
 
     @property
     def free(self) -> int | None:
@@ -166,7 +173,11 @@ class Store(Protocol):
     def slots(self, keys: Sequence[str]) -> dict[str, Slot]:
         """Current slot records by key; a missing key is absent from the answer."""
 
-    def repair_slot(self, key: str, expected: int, active: int) -> bool:
-        """Set a slot's active count to `active` if it still reads `expected` (the reconciler's recount)."""
+    def repair_slot(self, key: str, seen: Slot, active: int) -> bool:
+        """Set a slot's active count to `active` if it is still at `seen`'s version (the reconciler's recount).
+
+        A count that went away and came back (a release, then an admission) has a new version: the recount,
+        made from runs read in between, is refused.
+        """
 
     def close(self) -> None: ...

@@ -100,6 +100,15 @@ def _deployment_key(name: str) -> Item:
     return _key(DEPLOYMENTS, name)
 
 
+def _count_change(active: str) -> dict[str, Any]:
+    """The update of a slot's count to `active` (an expression): bump its version, stamp the time of the change."""
+    return {
+        "UpdateExpression": f"SET #active = {active}, #changed = :now ADD #ver :one",
+        "ExpressionAttributeNames": {"#active": "active", "#ver": "ver", "#changed": "changed"},
+        "ExpressionAttributeValues": {":one": _n(1), ":now": {"N": repr(time.time())}},
+    }
+
+
 def _slot_key(key: str) -> Item:
     return _key(f"SLOT#{key}", "SLOT")
 
@@ -838,10 +847,10 @@ class DynamoDBStore:
         update: dict[str, Any] = {
             "TableName": self.table,
             "Key": _slot_key(key),
-            "UpdateExpression": "SET #active = #active + :count",
-            "ExpressionAttributeNames": {"#active": "active", "#lim": "lim"},
-            "ExpressionAttributeValues": {":count": _n(count)},
+            **_count_change("#active + :count"),
         }
+        update["ExpressionAttributeNames"]["#lim"] = "lim"
+        update["ExpressionAttributeValues"][":count"] = _n(count)
         if slot.limit is None:
             update["ConditionExpression"] = "attribute_exists(#active) AND attribute_not_exists(#lim)"
         else:
@@ -959,16 +968,14 @@ class DynamoDBStore:
             keys = [k for k in keys if k not in drifted]
 
     def _release(self, key: str) -> dict[str, Any]:
-        return {
-            "Update": {
-                "TableName": self.table,
-                "Key": _slot_key(key),
-                "UpdateExpression": "SET #active = #active - :one",
-                "ConditionExpression": "#active > :zero",
-                "ExpressionAttributeNames": {"#active": "active"},
-                "ExpressionAttributeValues": {":one": _n(1), ":zero": _n(0)},
-            }
+        update: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": _slot_key(key),
+            "ConditionExpression": "#active > :zero",
+            **_count_change("#active - :one"),
         }
+        update["ExpressionAttributeValues"][":zero"] = _n(0)
+        return {"Update": update}
 
     # slots ----------------------------------------------------------------------------------------------
     def slots(self, keys: Sequence[str]) -> dict[str, Slot]:
@@ -980,20 +987,22 @@ class DynamoDBStore:
             item = found.get(_ident(_slot_key(key)))
             if item is not None:
                 limit = int(item["lim"]["N"]) if "lim" in item else None
-                result[key] = Slot(limit, int(item["active"]["N"]))
+                version = int(item["ver"]["N"]) if "ver" in item else 0
+                changed = float(item["changed"]["N"]) if "changed" in item else 0.0
+                result[key] = Slot(limit, int(item["active"]["N"]), version, changed)
         return result
 
-    def repair_slot(self, key: str, expected: int, active: int) -> bool:
+    def repair_slot(self, key: str, seen: Slot, active: int) -> bool:
+        update = _count_change(":active")
+        update["ExpressionAttributeValues"][":active"] = _n(active)
+        if seen.version:
+            update["ConditionExpression"] = "#ver = :seen"
+            update["ExpressionAttributeValues"][":seen"] = _n(seen.version)
+        else:  # a slot whose count never changed has no version yet
+            update["ConditionExpression"] = "attribute_exists(#active) AND attribute_not_exists(#ver)"
         try:
             self._call(
-                "update_item",
-                ("ConditionalCheckFailedException",),
-                TableName=self.table,
-                Key=_slot_key(key),
-                UpdateExpression="SET #active = :active",
-                ConditionExpression="#active = :expected",
-                ExpressionAttributeNames={"#active": "active"},
-                ExpressionAttributeValues={":active": _n(active), ":expected": _n(expected)},
+                "update_item", ("ConditionalCheckFailedException",), TableName=self.table, Key=_slot_key(key), **update
             )
         except ClientError:
             return False

@@ -6,8 +6,10 @@ the database's write lock and every conditional check sees the latest committed 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -51,8 +53,13 @@ CREATE INDEX IF NOT EXISTS runs_due ON runs (pool, queue, scheduled_time, id) WH
 CREATE INDEX IF NOT EXISTS runs_active ON runs (pool, id) WHERE state IN ({_ACTIVE_SQL});
 CREATE INDEX IF NOT EXISTS runs_by_pool ON runs (pool, scheduled_time);
 CREATE INDEX IF NOT EXISTS runs_by_deployment ON runs (deployment, scheduled_time);
-CREATE TABLE IF NOT EXISTS slots (key TEXT PRIMARY KEY, lim INTEGER, active INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS slots (
+    key TEXT PRIMARY KEY, lim INTEGER, active INTEGER NOT NULL DEFAULT 0,
+    ver INTEGER NOT NULL DEFAULT 0, changed REAL NOT NULL DEFAULT 0
+);
 """
+SLOT_COLUMNS_ADDED = {"ver": "INTEGER NOT NULL DEFAULT 0", "changed": "REAL NOT NULL DEFAULT 0"}
+"""Columns later versions added to `slots`: a store file made before them gets them when it is opened."""
 
 
 class SQLiteStore:
@@ -68,10 +75,18 @@ class SQLiteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA busy_timeout=60000")
             self._db.executescript(SCHEMA)
+            self._add_slot_columns()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(
                 f"cannot open the SQLite store at {path!r} ({exc}); check the path in --store or PUSHPOOL_STORE"
             ) from None
+
+    def _add_slot_columns(self) -> None:
+        have = {str(row[1]) for row in self._db.execute("PRAGMA table_info(slots)")}
+        for name, kind in SLOT_COLUMNS_ADDED.items():
+            if name not in have:
+                with contextlib.suppress(sqlite3.OperationalError):  # another process added it meanwhile
+                    self._db.execute(f"ALTER TABLE slots ADD COLUMN {name} {kind}")
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -361,7 +376,10 @@ class SQLiteStore:
                     continue
                 if not self._update_run(db, adm.before, adm.after):
                     continue
-                db.executemany("UPDATE slots SET active = active + 1 WHERE key = ?", [(k,) for k in keys])
+                db.executemany(
+                    "UPDATE slots SET active = active + 1, ver = ver + 1, changed = ? WHERE key = ?",
+                    [(time.time(), k) for k in keys],
+                )
                 admitted.append(adm.after.model_copy(update={"version": adm.before.version + 1}))
         return admitted
 
@@ -373,7 +391,8 @@ class SQLiteStore:
                 return False
             if before.state in ACTIVE and after.state not in ACTIVE:
                 db.executemany(
-                    "UPDATE slots SET active = MAX(active - 1, 0) WHERE key = ?", [(k,) for k in run_slots(before)]
+                    "UPDATE slots SET active = MAX(active - 1, 0), ver = ver + 1, changed = ? WHERE key = ?",
+                    [(time.time(), k) for k in run_slots(before)],
                 )
         return True
 
@@ -384,13 +403,21 @@ class SQLiteStore:
             (key, limit),
         )
 
-    def repair_slot(self, key: str, expected: int, active: int) -> bool:
+    def repair_slot(self, key: str, seen: Slot, active: int) -> bool:
         with self._write() as db:
-            cur = db.execute("UPDATE slots SET active = ? WHERE key = ? AND active = ?", (active, key, expected))
+            cur = db.execute(
+                "UPDATE slots SET active = ?, ver = ver + 1, changed = ? WHERE key = ? AND ver = ?",
+                (active, time.time(), key, seen.version),
+            )
             return cur.rowcount == 1
 
     def slots(self, keys: Sequence[str]) -> dict[str, Slot]:
         if not keys:
             return {}
-        rows = self._read(f"SELECT key, lim, active FROM slots WHERE key IN ({', '.join('?' * len(keys))})", keys)
-        return {str(k): Slot(None if lim is None else int(str(lim)), int(str(active))) for k, lim, active in rows}
+        rows = self._read(
+            f"SELECT key, lim, active, ver, changed FROM slots WHERE key IN ({', '.join('?' * len(keys))})", keys
+        )
+        return {
+            str(key): Slot(None if lim is None else int(str(lim)), int(str(active)), int(str(ver)), float(str(changed)))
+            for key, lim, active, ver, changed in rows
+        }
