@@ -16,6 +16,7 @@ install: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check dispatcher handlers tests benchmarks
+	$(BIN)/ruff format --check dispatcher handlers tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy dispatcher handlers

@@ -77,8 +77,18 @@ def serve(store_url: str, workdir: Path) -> subprocess.Popen[bytes]:
         "PUSHPOOL_SCHEDULE_HORIZON_SECONDS": "30",
     }
     log = (workdir / "serve.log").open("wb")
-    command = [sys.executable, "-m", "dispatcher", "serve", "--port", "0", "--interval", "1",
-               "--duration", str(DEADLINE_SECONDS)]
+    command = [
+        sys.executable,
+        "-m",
+        "dispatcher",
+        "serve",
+        "--port",
+        "0",
+        "--interval",
+        "1",
+        "--duration",
+        str(DEADLINE_SECONDS),
+    ]
     return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -149,8 +159,10 @@ def main() -> int:
         store = SQLiteStore(str(workdir / "demo.db"), url=url)
         since = utcnow() - timedelta(seconds=1)
         burst = set_up(store, rng)
-        console.print(f"Created pool {POOL!r} (limit {POOL_LIMIT}), queues {', '.join(QUEUES)}, "
-                      f"{len(burst)} ad-hoc runs and a deployment every 10 s. Starting `pushpool serve`…")
+        console.print(
+            f"Created pool {POOL!r} (limit {POOL_LIMIT}), queues {', '.join(QUEUES)}, "
+            f"{len(burst)} ad-hoc runs and a deployment every 10 s. Starting `pushpool serve`…"
+        )
         server = serve(url, workdir)
         try:
             wait_for_runs(store, burst, server)

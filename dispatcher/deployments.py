@@ -27,7 +27,7 @@ def get_deployment(store: Store, name: str) -> Deployment:
 
 def _check_object(field: str, value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise InvalidInput(f"{field} must be a JSON object like {{\"key\": \"value\"}}, got {type(value).__name__}.")
+        raise InvalidInput(f'{field} must be a JSON object like {{"key": "value"}}, got {type(value).__name__}.')
     return value
 
 

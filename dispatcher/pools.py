@@ -257,4 +257,3 @@ def active_counts(store: Store, pool: WorkPool, queues: list[WorkQueue]) -> dict
     """Active runs per slot key, read from the slot records (what admission counts)."""
     keys = [pool_slot(pool.name), *(queue_slot(pool.name, q.name) for q in queues)]
     return {k: s.active for k, s in store.slots(keys).items()}
-

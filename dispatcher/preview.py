@@ -98,8 +98,16 @@ def preview_pool(
                 run_id = scheduled_run_id(key, t)
                 if run_id not in seen:
                     items.append(
-                        PreviewRun(run_id, f"{deployment.name}-{run_id[:8]}", deployment.name, q.name, t, "Planned",
-                                   None, False)
+                        PreviewRun(
+                            run_id,
+                            f"{deployment.name}-{run_id[:8]}",
+                            deployment.name,
+                            q.name,
+                            t,
+                            "Planned",
+                            None,
+                            False,
+                        )
                     )
         items.sort(key=lambda p: (p.scheduled_time, p.id))
         result.queues.append(QueuePreview(q, getattr(slots.get(queue_slot(name, q.name)), "active", 0), items))

@@ -64,4 +64,3 @@ def apply_status(
         if store.save_run(run, after):
             return after.model_copy(update={"version": run.version + 1})
     return store.get_run(run_id)
-

@@ -131,9 +131,7 @@ def render(items: list[Bar], queue_order: list[str], now: datetime, total_width:
     return table
 
 
-def priority_jumps(
-    items: list[Bar], queues: dict[str, tuple[int, int | None]], now: datetime
-) -> list[str]:
+def priority_jumps(items: list[Bar], queues: dict[str, tuple[int, int | None]], now: datetime) -> list[str]:
     """Runs admitted while a higher-priority queue had a due run waiting and a free slot of its own.
 
     `queues` maps a queue to (priority, limit). An empty answer means the waterfall held: every admission
@@ -149,7 +147,9 @@ def priority_jumps(
             if other_priority >= priority:
                 continue
             waiting = any(
-                w.queue == other and w.scheduled <= t and (w.admitted is None or w.admitted > t)
+                w.queue == other
+                and w.scheduled <= t
+                and (w.admitted is None or w.admitted > t)
                 and (w.ended is None or w.ended > t)
                 for w in items
             )

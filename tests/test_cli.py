@@ -139,8 +139,17 @@ def test_work_pool_create_options(cli: Cli, tmp_path: Path) -> None:
     path = tmp_path / "t.json"
     path.write_text(json.dumps(template))
     pool = cli.json(
-        "work-pool", "create", "p1", "--type", "process", "--paused", "--set-as-default",
-        "--base-job-template", str(path), "--job-variables", '{"env": {"A": "1"}}',
+        "work-pool",
+        "create",
+        "p1",
+        "--type",
+        "process",
+        "--paused",
+        "--set-as-default",
+        "--base-job-template",
+        str(path),
+        "--job-variables",
+        '{"env": {"A": "1"}}',
     )
     assert pool["paused"] is True and pool["job_variables"] == {"env": {"A": "1"}}
     assert pool["base_job_template"]["variables"]["properties"]["command"]["default"] == "echo hi"
@@ -257,9 +266,29 @@ def test_deployment_lifecycle(cli: Cli) -> None:
     cli.ok("work-pool", "create", "p1")
     cli.ok("work-queue", "create", "q1", "--pool", "p1")
     created = cli.json(
-        "deployment", "create", "d1", "--pool", "p1", "--queue", "q1", "--cron", "0 9 * * *",
-        "--timezone", "Europe/Berlin", "--tag", "a", "--tag", "b", "--parameters", '{"x": 1, "y": 2}',
-        "--job-variables", '{"command": "echo hi"}', "--concurrency-limit", "2", "--description", "etl",
+        "deployment",
+        "create",
+        "d1",
+        "--pool",
+        "p1",
+        "--queue",
+        "q1",
+        "--cron",
+        "0 9 * * *",
+        "--timezone",
+        "Europe/Berlin",
+        "--tag",
+        "a",
+        "--tag",
+        "b",
+        "--parameters",
+        '{"x": 1, "y": 2}',
+        "--job-variables",
+        '{"command": "echo hi"}',
+        "--concurrency-limit",
+        "2",
+        "--description",
+        "etl",
     )
     assert created["schedules"] == [{"cron": "0 9 * * *", "timezone": "Europe/Berlin"}]
     assert (created["queue"], created["tags"], created["concurrency_limit"]) == ("q1", ["a", "b"], 2)
@@ -388,8 +417,9 @@ def test_console_script(tmp_path: Path) -> None:
     env = {**os.environ, "PUSHPOOL_STORE": url}
     made = subprocess.run([str(script), "work-pool", "create", "p1"], capture_output=True, text=True, env=env)
     assert made.returncode == 0, made.stderr
-    done = subprocess.run([str(script), "--store", url, "work-pool", "ls", "-o", "json"], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [str(script), "--store", url, "work-pool", "ls", "-o", "json"], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     assert [p["name"] for p in json.loads(done.stdout)] == ["p1"]
 
@@ -414,8 +444,11 @@ BAD_INPUT: list[tuple[str, Callable[[Path], list[str]], tuple[str, ...]]] = [
     ("unknown pool", lambda _: ["work-pool", "inspect", "nope"], ("work pool 'nope' does not exist",)),
     ("queue in unknown pool", lambda _: ["work-queue", "create", "q2", "--pool", "nope"], ("'nope'",)),
     ("unknown queue", lambda _: ["work-queue", "inspect", "nope", "--pool", "p"], ("work queue 'nope'", "q")),
-    ("deployment on unknown queue", lambda _: ["deployment", "create", "d2", "--pool", "p", "--queue", "nope"],
-     ("work queue 'nope'",)),
+    (
+        "deployment on unknown queue",
+        lambda _: ["deployment", "create", "d2", "--pool", "p", "--queue", "nope"],
+        ("work queue 'nope'",),
+    ),
     ("unknown deployment", lambda _: ["deployment", "run", "nope"], ("deployment 'nope' does not exist",)),
     ("pause unknown deployment", lambda _: ["deployment", "pause-schedule", "nope"], ("deployment 'nope'",)),
     ("unknown run", lambda _: ["flow-run", "inspect", "nope"], ("flow run 'nope' does not exist",)),
@@ -423,58 +456,120 @@ BAD_INPUT: list[tuple[str, Callable[[Path], list[str]], tuple[str, ...]]] = [
     ("logs of unknown run", lambda _: ["flow-run", "logs", "nope"], ("flow run 'nope'",)),
     ("runs of unknown pool", lambda _: ["flow-run", "ls", "--pool", "nope"], ("work pool 'nope'",)),
     # negative limits
-    ("pool create limit", lambda _: ["work-pool", "create", "p2", "--concurrency-limit", "-1"],
-     ("concurrency_limit", "0 or more")),
+    (
+        "pool create limit",
+        lambda _: ["work-pool", "create", "p2", "--concurrency-limit", "-1"],
+        ("concurrency_limit", "0 or more"),
+    ),
     ("pool update limit", lambda _: ["work-pool", "update", "p", "--concurrency-limit", "-1"], ("concurrency_limit",)),
     ("pool set limit", lambda _: ["work-pool", "set-concurrency-limit", "p", "-1"], ("concurrency_limit",)),
-    ("queue create limit", lambda _: ["work-queue", "create", "q2", "--pool", "p", "--concurrency-limit", "-3"],
-     ("concurrency_limit", "0 or more")),
-    ("queue update limit", lambda _: ["work-queue", "update", "q", "--pool", "p", "--concurrency-limit", "-1"],
-     ("concurrency_limit",)),
-    ("queue set limit", lambda _: ["work-queue", "set-concurrency-limit", "q", "-1", "--pool", "p"],
-     ("concurrency_limit",)),
+    (
+        "queue create limit",
+        lambda _: ["work-queue", "create", "q2", "--pool", "p", "--concurrency-limit", "-3"],
+        ("concurrency_limit", "0 or more"),
+    ),
+    (
+        "queue update limit",
+        lambda _: ["work-queue", "update", "q", "--pool", "p", "--concurrency-limit", "-1"],
+        ("concurrency_limit",),
+    ),
+    (
+        "queue set limit",
+        lambda _: ["work-queue", "set-concurrency-limit", "q", "-1", "--pool", "p"],
+        ("concurrency_limit",),
+    ),
     ("queue priority 0", lambda _: ["work-queue", "create", "q2", "--pool", "p", "--priority", "0"], ("priority",)),
-    ("deployment limit", lambda _: ["deployment", "create", "d2", "--pool", "p", "--concurrency-limit", "-1"],
-     ("concurrency_limit",)),
+    (
+        "deployment limit",
+        lambda _: ["deployment", "create", "d2", "--pool", "p", "--concurrency-limit", "-1"],
+        ("concurrency_limit",),
+    ),
     # JSON arguments
-    ("malformed pool job variables", lambda _: ["work-pool", "create", "p2", "--job-variables", "{bad"],
-     ("--job-variables is not valid JSON", "line 1 column 2", "@FILE")),
-    ("malformed deployment job variables", lambda _: ["deployment", "create", "d2", "--pool", "p",
-                                                      "--job-variables", "nope"], ("--job-variables is not valid",)),
-    ("malformed parameters", lambda _: ["deployment", "run", "d", "--parameters", "{'a': 1}"],
-     ("--parameters is not valid JSON",)),
-    ("parameters not an object", lambda _: ["deployment", "create", "d2", "--pool", "p", "--parameters", "[1]"],
-     ("--parameters must be a JSON object", "list")),
-    ("missing @file", lambda tmp: ["deployment", "run", "d", "--job-variables", f"@{tmp}/missing.json"],
-     ("--job-variables", "missing.json")),
+    (
+        "malformed pool job variables",
+        lambda _: ["work-pool", "create", "p2", "--job-variables", "{bad"],
+        ("--job-variables is not valid JSON", "line 1 column 2", "@FILE"),
+    ),
+    (
+        "malformed deployment job variables",
+        lambda _: ["deployment", "create", "d2", "--pool", "p", "--job-variables", "nope"],
+        ("--job-variables is not valid",),
+    ),
+    (
+        "malformed parameters",
+        lambda _: ["deployment", "run", "d", "--parameters", "{'a': 1}"],
+        ("--parameters is not valid JSON",),
+    ),
+    (
+        "parameters not an object",
+        lambda _: ["deployment", "create", "d2", "--pool", "p", "--parameters", "[1]"],
+        ("--parameters must be a JSON object", "list"),
+    ),
+    (
+        "missing @file",
+        lambda tmp: ["deployment", "run", "d", "--job-variables", f"@{tmp}/missing.json"],
+        ("--job-variables", "missing.json"),
+    ),
     # templates and job variables
-    ("malformed template file", lambda tmp: ["work-pool", "create", "p2", "--base-job-template",
-                                             _template_file(tmp, "{nope")], ("--base-job-template", "not valid JSON")),
-    ("missing template file", lambda tmp: ["work-pool", "update", "p", "--base-job-template", f"{tmp}/gone.json"],
-     ("--base-job-template", "gone.json")),
-    ("undeclared placeholder", lambda tmp: ["work-pool", "create", "p2", "--base-job-template",
-                                            _template_file(tmp, UNDECLARED)], ("undeclared variables nope",)),
-    ("template update undeclared", lambda tmp: ["work-pool", "update", "p", "--base-job-template",
-                                                _template_file(tmp, UNDECLARED)], ("undeclared variables nope",)),
-    ("undeclared job variable", lambda _: ["deployment", "create", "d2", "--pool", "p", "--job-variables",
-                                           '{"image": "x"}'],
-     ("job_variables", "'image'", "allowed: command, env, labels, name, stream_output, working_dir")),
-    ("undeclared run job variable", lambda _: ["deployment", "run", "d", "--job-variables", '{"cpu": 1}'],
-     ("'cpu'", "allowed:")),
-    ("schema violation", lambda _: ["deployment", "create", "d2", "--pool", "p", "--job-variables",
-                                    '{"stream_output": "yes"}'], ("job_variables.stream_output", "boolean")),
-    ("pool schema violation", lambda _: ["work-pool", "update", "p", "--job-variables", '{"stream_output": "yes"}'],
-     ("job_variables.stream_output",)),
+    (
+        "malformed template file",
+        lambda tmp: ["work-pool", "create", "p2", "--base-job-template", _template_file(tmp, "{nope")],
+        ("--base-job-template", "not valid JSON"),
+    ),
+    (
+        "missing template file",
+        lambda tmp: ["work-pool", "update", "p", "--base-job-template", f"{tmp}/gone.json"],
+        ("--base-job-template", "gone.json"),
+    ),
+    (
+        "undeclared placeholder",
+        lambda tmp: ["work-pool", "create", "p2", "--base-job-template", _template_file(tmp, UNDECLARED)],
+        ("undeclared variables nope",),
+    ),
+    (
+        "template update undeclared",
+        lambda tmp: ["work-pool", "update", "p", "--base-job-template", _template_file(tmp, UNDECLARED)],
+        ("undeclared variables nope",),
+    ),
+    (
+        "undeclared job variable",
+        lambda _: ["deployment", "create", "d2", "--pool", "p", "--job-variables", '{"image": "x"}'],
+        ("job_variables", "'image'", "allowed: command, env, labels, name, stream_output, working_dir"),
+    ),
+    (
+        "undeclared run job variable",
+        lambda _: ["deployment", "run", "d", "--job-variables", '{"cpu": 1}'],
+        ("'cpu'", "allowed:"),
+    ),
+    (
+        "schema violation",
+        lambda _: ["deployment", "create", "d2", "--pool", "p", "--job-variables", '{"stream_output": "yes"}'],
+        ("job_variables.stream_output", "boolean"),
+    ),
+    (
+        "pool schema violation",
+        lambda _: ["work-pool", "update", "p", "--job-variables", '{"stream_output": "yes"}'],
+        ("job_variables.stream_output",),
+    ),
     ("unknown pool type", lambda _: ["work-pool", "create", "p2", "--type", "k8s"], ("type 'k8s'", "process")),
     # schedules and times
-    ("two schedules", lambda _: ["deployment", "create", "d2", "--pool", "p", "--cron", "* * * * *", "--interval",
-                                 "60"], ("--cron", "--interval")),
+    (
+        "two schedules",
+        lambda _: ["deployment", "create", "d2", "--pool", "p", "--cron", "* * * * *", "--interval", "60"],
+        ("--cron", "--interval"),
+    ),
     ("bad cron", lambda _: ["deployment", "create", "d2", "--pool", "p", "--cron", "every day"], ("cron 'every day'",)),
-    ("bad timezone", lambda _: ["deployment", "create", "d2", "--pool", "p", "--cron", "0 * * * *", "--timezone",
-                                "Mars/Base"], ("timezone 'Mars/Base'",)),
+    (
+        "bad timezone",
+        lambda _: ["deployment", "create", "d2", "--pool", "p", "--cron", "0 * * * *", "--timezone", "Mars/Base"],
+        ("timezone 'Mars/Base'",),
+    ),
     ("interval 0", lambda _: ["deployment", "create", "d2", "--pool", "p", "--interval", "0"], ("--interval",)),
-    ("start-in and at", lambda _: ["deployment", "run", "d", "--start-in", "5", "--at", "2030-01-01T00:00:00"],
-     ("--start-in", "--at")),
+    (
+        "start-in and at",
+        lambda _: ["deployment", "run", "d", "--start-in", "5", "--at", "2030-01-01T00:00:00"],
+        ("--start-in", "--at"),
+    ),
     ("bad --at", lambda _: ["deployment", "run", "d", "--at", "tomorrow"], ("--at 'tomorrow'", "ISO 8601")),
 ]
 

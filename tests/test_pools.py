@@ -82,9 +82,7 @@ def test_create_pool_makes_a_default_queue_with_priority_1(store: SQLiteStore) -
 
 
 def test_create_pool_with_settings(store: SQLiteStore) -> None:
-    pools.create_pool(
-        store, "p", paused=True, concurrency_limit=3, description="gpu jobs", base_job_template=TEMPLATE
-    )
+    pools.create_pool(store, "p", paused=True, concurrency_limit=3, description="gpu jobs", base_job_template=TEMPLATE)
     stored = store.get_pool("p")
     assert stored is not None
     assert stored.paused and stored.status == "PAUSED"

@@ -32,9 +32,7 @@ def open_store(url: str | None = None) -> Store:
         from .dynamodb import DynamoDBStore
 
         return DynamoDBStore.from_url(url)
-    raise ConfigError(
-        f"store URL {url!r} is not supported; use sqlite:///PATH or dynamodb://TABLE?region=REGION"
-    )
+    raise ConfigError(f"store URL {url!r} is not supported; use sqlite:///PATH or dynamodb://TABLE?region=REGION")
 
 
 __all__ = ["DEFAULT_URL", "ENV_VAR", "Store", "open_store", "store_url"]
