@@ -37,9 +37,9 @@ class Settings:
     """An active run silent this long is looked up at the provider."""
     max_active_scan: int = 1000
     """Active runs read per pool by the reconciler in one pass; slot counters are repaired only below it."""
-    slot_repair_settle_seconds: float = 30.0
-    """A slot whose count changed this recently is not recounted: an index of active runs (DynamoDB's are
-    eventually consistent) may not show that change yet, and a recount from it would undo it."""
+    slot_repair_settle_seconds: float = 10.0
+    """A slot whose count changed this recently is not recounted down: an index of active runs (DynamoDB's
+    are eventually consistent) may not show a run just admitted, and a recount from it would undo that."""
 
     @property
     def late_after(self) -> timedelta:

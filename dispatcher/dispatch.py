@@ -343,8 +343,11 @@ class Dispatcher:
     ) -> None:
         """Recount each slot from the active runs read after it; write the count only if the slot is unchanged.
 
-        A slot that changed within the settle time is left for a later pass (the runs read may not show the
-        change yet); `repair_slot` refuses a slot that any admission or release changed since it was read.
+        `repair_slot` refuses a slot that any admission or release changed since it was read. A recount that
+        would lower a slot also waits until the slot has not changed for the settle time: the runs were read
+        from an index that may not show a run admitted a moment ago, and lowering the count for it would let
+        a pass admit one run too many. Raising a count is never held back: an index that lags can only miss
+        runs, so a higher count is real, and an undercount is what breaks a limit.
         """
         counted = {key: 0 for key in before}
         for run in active:
@@ -354,7 +357,7 @@ class Dispatcher:
         # The stores stamp a change with the writer's wall clock, so this compares with the wall clock too.
         settled_before = time.time() - self.settings.slot_repair_settle_seconds
         for key, slot in before.items():
-            if slot.active == counted[key] or slot.changed > settled_before:
+            if slot.active == counted[key] or (counted[key] < slot.active and slot.changed > settled_before):
                 continue
             if self.store.repair_slot(key, slot, counted[key]):
                 summary.repairs[key] = f"was {slot.active}, counted {counted[key]}"

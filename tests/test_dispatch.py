@@ -674,15 +674,19 @@ def test_slot_repair_down_from_a_phantom_count(world: World) -> None:
     assert w.active(queue_slot("p", "default")) == 0
 
 
-def test_a_slot_that_changed_within_the_settle_time_is_not_recounted(tmp_path: Path) -> None:
+def test_a_slot_that_changed_within_the_settle_time_is_recounted_up_but_not_down(tmp_path: Path) -> None:
     # On DynamoDB the index of active runs may not show an admission made a moment ago; a recount from it
-    # would undo the admission, so a slot that just changed is left for a later pass.
+    # would undo the admission, so a slot that just changed is not lowered until a later pass. An undercount
+    # is raised at once: a lagging index only misses runs, and an undercount is what breaks a limit.
     w = World(tmp_path, slot_repair_settle_seconds=3600.0)
     try:
-        simple_pool(w)
+        simple_pool(w, limit=2)
+        w.new_run("d", ago=2)
+        w.dispatch()
         w.drift(queue_slot("p", "default"), 7)
-        assert w.dispatch().repairs == {}
-        assert w.active(queue_slot("p", "default")) == 7
+        w.drift(pool_slot("p"), 0)
+        assert w.dispatch().repairs == {pool_slot("p"): "was 0, counted 1"}
+        assert (w.active(pool_slot("p")), w.active(queue_slot("p", "default"))) == (1, 7)
     finally:
         w.dispatcher.close()
         w.store.close()
