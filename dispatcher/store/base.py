@@ -153,7 +153,10 @@ class Store(Protocol):
         """SCHEDULED runs of a queue with scheduled_time <= until, oldest first, ties by id."""
 
     def active_runs(self, pool: str, limit: int = DEFAULT_LIST_LIMIT) -> list[FlowRun]:
-        """Runs of a pool that hold a slot (PENDING, RUNNING, CANCELLING)."""
+        """Runs of a pool that hold a slot (PENDING, RUNNING, CANCELLING), each as it is now.
+
+        An index may find a run admitted a moment ago late, but never returns a run as active after it left.
+        """
 
     def runs_of_deployment(self, deployment: str, *, limit: int = DEFAULT_LIST_LIMIT) -> list[FlowRun]:
         """A deployment's runs, newest scheduled time first."""
