@@ -797,9 +797,7 @@ class DynamoDBStore:
         # The index says which runs; a consistent read of their items says what they are now. The index lags:
         # a run released a moment ago may still be in it, with the state it had (the slot recount counts
         # these, and the reconciler would act on a stale version).
-        keys = self._query(
-            "#pk = :pk", {"#pk": "active_pk"}, {":pk": _s(pool)}, index=schema.ACTIVE_INDEX, limit=limit
-        )
+        keys = self._query("#pk = :pk", {"#pk": "active_pk"}, {":pk": _s(pool)}, index=schema.ACTIVE_INDEX, limit=limit)
         return [r for r in self._fetch_runs(keys) if r.state in ACTIVE]
 
     def runs_of_deployment(self, deployment: str, *, limit: int = DEFAULT_LIST_LIMIT) -> list[FlowRun]:
