@@ -787,3 +787,18 @@ def test_flow_run_logs_prints_the_cloudwatch_output_of_an_ecs_run(world: World) 
     assert result.exit_code == 0, result.output
     assert f"--- output of {arn} ---" in result.output
     assert result.output.endswith("loading 42 rows\ndone\n")
+
+
+def test_flow_run_logs_says_why_an_ecs_run_without_cloudwatch_logs_shows_no_output(world: World) -> None:
+    from typer.testing import CliRunner
+
+    from dispatcher.cli import app
+
+    run = world.run()  # the world's deployment sends no logs to CloudWatch
+    dispatch()
+
+    result = CliRunner().invoke(app, ["--store", world.store_url, "flow-run", "logs", run.id])
+
+    assert result.exit_code == 0, result.output
+    assert "InfrastructurePending" in result.stdout and "--- output of" not in result.stdout
+    assert result.stderr.startswith("No output shown: ") and "configure_cloudwatch_logs" in result.stderr

@@ -1017,4 +1017,5 @@ def test_provider_logs_reaches_ecs_logs_through_the_registry(
     assert provider_logs("ecs:push", infra_id, Providers({"ecs:push": provider})) == "hello from ECS\n"
     job = provider.validate(render_job({"image": "flows:1", "cluster": cluster, "vpc_id": vpc["vpc_id"]}))
     unlogged = provider.submit(job, idempotency_key=f"{_run_id(job)}-1")
-    assert provider_logs("ecs:push", unlogged, Providers({"ecs:push": provider})) is None
+    with pytest.raises(ProviderError, match="sends no CloudWatch logs.*configure_cloudwatch_logs"):
+        provider_logs("ecs:push", unlogged, Providers({"ecs:push": provider}))

@@ -9,6 +9,7 @@ import typer
 from .. import pools as pool_ops
 from .. import render_tables as render
 from ..cancelling import cancel_run, get_run
+from ..errors import PushpoolError
 from ..providers.base import provider_logs
 from ..states import StateType
 from .common import Output, OutputOpt, opened, print_json, run_app, say
@@ -72,8 +73,16 @@ def run_logs(ctx: typer.Context, run_id: Annotated[str, typer.Argument(metavar="
         pool = store.get_pool(run.pool)
     for line in render.log_lines(run):
         typer.echo(line)
-    if pool is not None and run.infrastructure_id is not None:
+    if run.infrastructure_id is None:
+        return
+    if pool is None:
+        typer.echo(f"No output shown: pool {run.pool!r} no longer exists, so its provider is unknown.", err=True)
+        return
+    try:
         output = provider_logs(pool.type, run.infrastructure_id)
-        if output is not None:
-            typer.echo(f"--- output of {run.infrastructure_id} ---")
-            typer.echo(output, nl=False)
+    except PushpoolError as exc:
+        typer.echo(f"No output shown: {exc}", err=True)
+        return
+    if output is not None:
+        typer.echo(f"--- output of {run.infrastructure_id} ---")
+        typer.echo(output, nl=False)

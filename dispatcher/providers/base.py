@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from ..errors import ConfigError, PushpoolError
+from ..errors import ConfigError
 
 
 class JobState(StrEnum):
@@ -124,13 +124,14 @@ class Providers:
 
 
 def provider_logs(pool_type: str, infrastructure_id: str, providers: Providers | None = None) -> str | None:
-    """A job's output where its provider keeps it (`logs(id)`), else None."""
+    """A job's output where its provider keeps it (`logs(id)`), or None for a provider that keeps none.
+
+    Raises the provider's error (a PushpoolError naming what to configure) when it keeps output but has none
+    for this job or cannot read it.
+    """
     provider = (providers or Providers()).get(pool_type)
     logs = getattr(provider, "logs", None)
     if logs is None:
         return None
-    try:
-        text: str = logs(infrastructure_id)
-    except PushpoolError:
-        return None
+    text: str = logs(infrastructure_id)
     return text
