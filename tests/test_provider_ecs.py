@@ -741,6 +741,37 @@ def test_a_missing_cluster_is_permanent_and_capacity_shortage_transient() -> Non
     assert caught.value.transient is True
 
 
+def test_a_refused_stopped_lookup_still_launches_once_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    # ECS documents startedBy as "the only filter"; should it refuse desiredStatus beside it, the resubmission
+    # goes on (clientToken still guards it) instead of failing the run.
+    provider, stubber = _stubbed()
+    run_id = str(uuid.uuid4())
+    job = provider.validate(_existing_definition_job(run_id))
+    stubber.add_response("list_tasks", {"taskArns": []}, {"cluster": ANY, "startedBy": ANY})
+    stubber.add_client_error(
+        "list_tasks",
+        "InvalidParameterException",
+        "startedBy must be the only filter.",
+        400,
+        expected_params={"cluster": ANY, "startedBy": ANY, "desiredStatus": "STOPPED"},
+    )
+    stubber.add_response("describe_task_definition", {"taskDefinition": EC2_TASK_DEFINITION})
+    launched = task_arn("flows")
+    stubber.add_response("run_task", {"tasks": [{"taskArn": launched}]})
+    with caplog.at_level("WARNING", logger="pushpool.providers.ecs"):
+        arn = provider.submit(job, idempotency_key=f"{run_id}-2")
+    assert arn == launched
+    stubber.assert_no_pending_responses()
+    assert "startedBy must be the only filter" in caplog.text and "clientToken alone" in caplog.text
+
+    # Any other refusal of the lookup is the submission's error, in ECS's words.
+    stubber.add_response("list_tasks", {"taskArns": []})
+    stubber.add_client_error("list_tasks", "AccessDeniedException", "not authorized to perform: ecs:ListTasks")
+    with pytest.raises(ProviderError, match="not authorized to perform: ecs:ListTasks") as caught:
+        provider.submit(job, idempotency_key=f"{run_id}-2")
+    assert caught.value.transient is False
+
+
 def test_registration_errors_are_permanent() -> None:
     provider, stubber = _stubbed()
     job = provider.validate(render_job({"image": "flows:1", "network_configuration": {"subnets": ["subnet-1"]}}))

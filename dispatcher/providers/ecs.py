@@ -6,10 +6,11 @@ first used, so a dispatcher that serves other pool types never pays for the SDK.
 Submission (SPEC §5), for a rendered job (templates/ecs-push.json):
 
 1. The orphan lookup, for a resubmission or a later attempt: ListTasks(startedBy=<run id>) in the job's
-   cluster, for running and stopped tasks. An earlier attempt that launched a task and then died before the
-   run recorded it is found here, and its task is returned instead of starting a second one. This is the
-   backstop behind `clientToken`, which covers concurrent submits but not every crash (and which moto
-   ignores); a first submission straight after admission relies on `clientToken` and skips it.
+   cluster, for running and stopped tasks (see `_stopped_tasks` for the second). An earlier attempt that
+   launched a task and then died before the run recorded it is found here, and its task is returned instead
+   of starting a second one. This is the backstop behind `clientToken`, which covers concurrent submits but
+   not every crash (and which moto ignores); a first submission straight after admission relies on
+   `clientToken` and skips it.
 2. The task definition: built from the job, hashed (sha256 of its canonical JSON) and looked up by that
    hash in ECS itself: the latest ACTIVE revision of the family carries the hash as its
    `pushpool.io/content-hash` tag, so a fresh Lambda instance reuses what another one registered.
@@ -32,6 +33,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import re
 import threading
 import time
@@ -46,6 +48,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import InvalidInput, ProviderError
 from .base import JobState, JobStatus, split_command
+
+log = logging.getLogger("pushpool.providers.ecs")
 
 __all__ = [
     "CANCEL_REASON",
@@ -1017,14 +1021,34 @@ class ECSProvider:
         if cluster:
             base["cluster"] = cluster
         # ListTasks answers for one desired status at a time; RUNNING (the default) also covers tasks starting.
-        for desired in (None, "STOPPED"):
-            response = self._call(
-                "ListTasks", self.client.list_tasks, **base, **({"desiredStatus": desired} if desired else {})
+        arns = self._call("ListTasks", self.client.list_tasks, **base).get("taskArns") or []
+        if not arns:
+            arns = self._stopped_tasks(base)
+        return str(arns[0]) if arns else None
+
+    def _stopped_tasks(self, base: dict[str, Any]) -> list[str]:
+        """ListTasks(startedBy, desiredStatus=STOPPED), or [] if ECS refuses the two filters together.
+
+        ECS's reference says startedBy "must be the only filter"; moto accepts desiredStatus beside it, and
+        whether ECS does is unverified. If it refuses (InvalidParameterException), stopped orphans are not
+        looked for, the submission goes on, and `clientToken` is the only guard against a second launch;
+        the warning says so. Any other error is the submission's error, as for the running lookup.
+        """
+        try:
+            answer = self.client.list_tasks(**base, desiredStatus="STOPPED")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "InvalidParameterException":
+                raise provider_error(exc, "ListTasks") from None
+            log.warning(
+                "ECS refused ListTasks(startedBy, desiredStatus=STOPPED) (%s); stopped tasks of %s are not looked "
+                "for, and clientToken alone guards against a second launch",
+                exc.response.get("Error", {}).get("Message"),
+                base["startedBy"],
             )
-            arns = response.get("taskArns") or []
-            if arns:
-                return str(arns[0])
-        return None
+            return []
+        except BotoCoreError as exc:
+            raise provider_error(exc, "ListTasks") from None
+        return list(answer.get("taskArns") or [])
 
     def _task_definition(self, config: ECSJobConfiguration, *, fresh: bool) -> tuple[str, dict[str, Any]]:
         """(ARN, content) of the task definition to run: the given one, or ours registered once per content."""
