@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dispatcher.errors import TemplateError
@@ -105,6 +105,7 @@ def validate_template(template: Any) -> None:
     except SchemaError as error:
         where = _dotted("variables", error.path)
         raise TemplateError(f"{where} is not valid JSON Schema (draft 2020-12): {_sentence(error.message)}") from None
+    _check_references(variables)
     properties: dict[str, Any] = variables.get("properties", {})
 
     undeclared = sorted(
@@ -120,10 +121,53 @@ def validate_template(template: Any) -> None:
     # caught when the template is written rather than when someone first triggers a run.
     for name, schema in properties.items():
         if isinstance(schema, dict) and "default" in schema:
-            problem = _first_error(schema, schema["default"])
+            problem = _first_error(schema, schema["default"], root=variables)
             if problem is not None:
                 where = _dotted(f"variables.properties.{name}.default", problem.absolute_path)
                 raise TemplateError(f"{where}: {_sentence(problem.message)}")
+
+
+_DATA_KEYWORDS = frozenset({"default", "const", "enum", "examples"})
+"""Keywords whose values are data, not schemas: a "$ref" key inside them is not a reference."""
+
+
+def _references(node: Any, where: str) -> Iterator[tuple[str, str]]:
+    """(dotted place, reference) of every `$ref` in a schema, data keywords left out."""
+    if isinstance(node, dict):
+        if isinstance(node.get("$ref"), str):
+            yield where, node["$ref"]
+        for key, value in node.items():
+            if key not in _DATA_KEYWORDS:
+                yield from _references(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _references(item, f"{where}[{index}]")
+
+
+def _check_references(variables: dict[str, Any]) -> None:
+    """Every `$ref` points inside the variables schema, at something that is there.
+
+    jsonschema fetches nothing, so a reference to another document, or to a place that does not exist,
+    would fail every later validation of a deployment or a run; it is refused when the template is written.
+    """
+    from referencing import Registry
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT202012
+
+    resolver = Registry().resolver_with_root(DRAFT202012.create_resource(variables))
+    for where, ref in _references(variables, "variables"):
+        if not ref.startswith("#"):
+            raise TemplateError(
+                f"{where}.$ref: {ref!r} points outside the template; only references inside the variables "
+                "schema, such as '#/definitions/name', are allowed."
+            )
+        try:
+            resolver.lookup(ref)
+        except Unresolvable:
+            raise TemplateError(
+                f"{where}.$ref: {ref!r} points to nothing in the variables schema; add what it names (e.g. "
+                "under variables.definitions) or correct the reference."
+            ) from None
 
 
 def _check_variables_shape(variables: Any) -> None:
@@ -186,12 +230,25 @@ def validate_job_variables(template: dict[str, Any], values: Any, *, field: str,
         raise TemplateError(f"{_dotted(field, error.absolute_path)}: {_sentence(error.message)}")
 
 
-def _first_error(schema: dict[str, Any], value: Any) -> ValidationError | None:
-    """jsonschema's best match among the errors of `value`, or None when it is valid."""
+def _first_error(schema: dict[str, Any], value: Any, *, root: dict[str, Any] | None = None) -> ValidationError | None:
+    """jsonschema's best match among the errors of `value`, or None when it is valid.
+
+    `schema` may be a part of `root`, whose references it then resolves against. A reference that cannot be
+    resolved (a template stored before references were checked) is a TemplateError, never a traceback.
+    """
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import best_match
+    from referencing.exceptions import Unresolvable
 
-    return best_match(_sorted_errors(Draft202012Validator(schema).iter_errors(value)))
+    whole = Draft202012Validator(root if root is not None else schema)
+    validator = whole.evolve(schema=schema) if root is not None else whole
+    try:
+        return best_match(_sorted_errors(validator.iter_errors(value)))
+    except Unresolvable as exc:
+        raise TemplateError(
+            f"the pool's variables schema has a $ref that cannot be resolved ({exc}); correct the pool's base "
+            "job template with `pushpool work-pool update --base-job-template`."
+        ) from None
 
 
 def _sorted_errors(errors: Iterable[ValidationError]) -> list[ValidationError]:

@@ -209,6 +209,54 @@ def test_property_schema_must_be_a_schema() -> None:
     assert error_message(exc_info).startswith("variables.properties.cpu is not valid JSON Schema")
 
 
+def ref_template(ref: str, **extra: Any) -> dict[str, Any]:
+    variables = {
+        "type": "object",
+        "definitions": {"Size": {"type": "integer", "minimum": 1}},
+        "properties": {"cpu": {"$ref": ref, **extra}},
+    }
+    return {"job_configuration": {"cpu": "{{ cpu }}"}, "variables": variables}
+
+
+def test_references_inside_the_variables_schema_work_for_defaults_and_values() -> None:
+    template = ref_template("#/definitions/Size", default=2)
+    validate_template(template)
+    validate_job_variables(template, {"cpu": 4}, field="job_variables", enforce_required=True)
+    with pytest.raises(TemplateError, match=r"job_variables\.cpu: 0 is less than the minimum of 1"):
+        validate_job_variables(template, {"cpu": 0}, field="job_variables", enforce_required=True)
+    with pytest.raises(TemplateError, match=r"variables\.properties\.cpu\.default: 0 is less than the minimum"):
+        validate_template(ref_template("#/definitions/Size", default=0))
+
+
+@pytest.mark.parametrize(
+    ("ref", "says"),
+    [
+        ("#/nope", "points to nothing in the variables schema"),
+        ("#/definitions/Missing", "points to nothing in the variables schema"),
+        ("https://example.invalid/s.json", "points outside the template"),
+        ("other.json#/x", "points outside the template"),
+    ],
+)
+def test_a_reference_that_cannot_be_resolved_is_refused_when_the_template_is_written(ref: str, says: str) -> None:
+    with pytest.raises(TemplateError) as exc_info:
+        validate_template(ref_template(ref))
+    message = error_message(exc_info)
+    assert message.startswith(f"variables.properties.cpu.$ref: {ref!r} {says}")
+
+
+def test_a_ref_key_inside_data_is_not_a_reference() -> None:
+    template = ref_template("#/definitions/Size")
+    template["variables"]["properties"]["labels"] = {"type": "object", "default": {"$ref": "not a reference"}}
+    validate_template(template)
+
+
+def test_a_stored_template_with_a_broken_reference_fails_validation_in_words() -> None:
+    # Written before references were checked: a run's variables are refused with a sentence, not a traceback.
+    template = ref_template("#/nope")
+    with pytest.raises(TemplateError, match="has a \\$ref that cannot be resolved.*work-pool update"):
+        validate_job_variables(template, {"cpu": 1}, field="job_variables", enforce_required=True)
+
+
 def test_undeclared_placeholders_are_listed() -> None:
     template = ecs_like_template()
     template["job_configuration"]["extra"] = ["{{ zeta }}", {"x": "a {{ alpha }} b"}]
