@@ -13,6 +13,9 @@ from .scheduler import run_key, uncreated_times
 from .schedules import scheduled_run_id
 from .store.base import Store, pool_slot, queue_slot
 
+MAX_PREVIEW_HOURS = 24 * 366
+"""The furthest a preview looks ahead, in hours (a leap year): the API's `hours` and the CLI's `--hours`."""
+
 PREVIEW_WINDOW = 1000
 """Runs read per queue for a preview; a backlog beyond it is summarised by its count."""
 

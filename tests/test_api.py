@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from dispatcher.admit_pass import admit_pool
-from dispatcher.api import Api, Request
+from dispatcher.api import MAX_PREVIEW_HOURS, Api, Request
 from dispatcher.http_server import MAX_BODY_BYTES, make_server
 from dispatcher.models import utcnow
 from dispatcher.store.base import pool_slot
@@ -163,6 +163,9 @@ def test_preview(call: Call, pool: dict[str, Any]) -> None:
     assert [q["queue"]["name"] for q in preview["queues"]] == ["default"]
     assert len(preview["queues"][0]["runs"]) == 1
     _error(call("GET", "/work_pools/p/preview?hours=soon"), 422, "hours")
+    _error(call("GET", "/work_pools/p/preview?hours=0"), 422, "hours")
+    _error(call("GET", "/work_pools/p/preview?hours=8785"), 422, "hours", "8784")
+    assert call("GET", "/work_pools/p/preview?hours=8784")[1]["hours"] == MAX_PREVIEW_HOURS == 8784
 
 
 # deployments and runs ---------------------------------------------------------------------------------------
@@ -247,6 +250,32 @@ def test_a_bad_pool_body_is_refused_and_nothing_written(call: Call, body: Any, s
 def test_invalid_json_is_400(call: Call) -> None:
     _error(call("POST", "/work_pools", raw=b'{"name": '), 400, "not valid JSON")
     assert call("GET", "/work_pools")[1] == []
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999", b'[1, {"b": NaN}]'])
+def test_nan_and_infinity_are_not_json_numbers(call: Call, pool: dict[str, Any], number: bytes) -> None:
+    """Python's and pydantic's parsers take them; stored, they would come back as null."""
+    words = ("the request body is not valid JSON: NaN/Infinity are not numbers",)
+    _error(call("POST", "/deployments/d/runs", raw=b'{"parameters": {"a": ' + number + b"}}"), 400, *words)
+    _error(call("POST", "/deployments/d/runs", raw=b'{"job_variables": {"env": {"X": ' + number + b"}}}"), 400, *words)
+    body = b'{"name": "x", "pool": "p", "parameters": {"a": ' + number + b"}}"
+    _error(call("POST", "/deployments", raw=body), 400, *words)
+    _error(call("PATCH", "/deployments/d", raw=b'{"parameters": {"a": ' + number + b"}}"), 400, *words)
+    _error(call("POST", "/work_pools", raw=b'{"name": "q", "job_variables": {"a": ' + number + b"}}"), 400, *words)
+    assert call("GET", "/flow_runs")[1] == []
+    assert [d["name"] for d in call("GET", "/deployments")[1]] == ["d"]
+    assert call("GET", "/deployments/d")[1]["parameters"] == {}
+    assert [p["name"] for p in call("GET", "/work_pools")[1]] == ["p"]
+
+
+def test_finite_numbers_and_other_bad_json_keep_their_answers(call: Call, pool: dict[str, Any]) -> None:
+    status, run, _ = call("POST", "/deployments/d/runs", raw=b'{"parameters": {"a": 1e308, "b": -2.5e-300, "c": 7}}')
+    assert status == 201 and run["parameters"] == {"a": 1e308, "b": -2.5e-300, "c": 7}
+    deep = b'{"parameters": {"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    _error(call("POST", "/deployments/d/runs", raw=deep), 400, "not valid JSON")
+    _error(call("POST", "/deployments/d/runs", raw=b'{"parameters": {"a": ' + b"1" * 5000 + b"}}"), 400, "JSON")
+    _error(call("POST", "/deployments/d/runs", raw=b"\xff\xfe{}"), 400, "not valid JSON")
+    assert len(call("GET", "/flow_runs")[1]) == 1
 
 
 def test_bad_deployment_and_run_bodies(call: Call, pool: dict[str, Any]) -> None:

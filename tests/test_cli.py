@@ -574,11 +574,9 @@ BAD_INPUT: list[tuple[str, Callable[[Path], list[str]], tuple[str, ...]]] = [
 ]
 
 
-@pytest.mark.parametrize(("args", "says"), [pytest.param(a, s, id=i) for i, a, s in BAD_INPUT])
-def test_bad_input_is_refused_and_writes_nothing(
-    cli: Cli, tmp_path: Path, args: Callable[[Path], list[str]], says: tuple[str, ...]
-) -> None:
-    store = open_store(cli.url)  # the world each case starts from, made through the core (faster than the CLI)
+def _world(cli: Cli) -> None:
+    """The world each bad-input case starts from, made through the core (faster than the CLI)."""
+    store = open_store(cli.url)
     try:
         pools.create_pool(store, "p")
         pools.create_queue(store, "p", "q")
@@ -586,10 +584,178 @@ def test_bad_input_is_refused_and_writes_nothing(
         deployments.run_deployment(store, "d")
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(("args", "says"), [pytest.param(a, s, id=i) for i, a, s in BAD_INPUT])
+def test_bad_input_is_refused_and_writes_nothing(
+    cli: Cli, tmp_path: Path, args: Callable[[Path], list[str]], says: tuple[str, ...]
+) -> None:
+    _world(cli)
     before = cli.snapshot()
     cli.fails(*args(tmp_path), says=says)
     assert cli.snapshot() == before
 
 
+def _binary_file(tmp_path: Path) -> str:
+    path = tmp_path / "binary.json"
+    path.write_bytes(b"\x7fELF\x02\x01\x01\x00\xd0\xff\xfe\x00")
+    return str(path)
+
+
+def _text_file(tmp_path: Path, name: str, content: str) -> str:
+    path = tmp_path / name
+    path.write_text(content)
+    return str(path)
+
+
+def _run(*extra: str) -> Callable[[Path], list[str]]:
+    return lambda _: ["deployment", "run", "d", *extra]
+
+
+NOT_UTF8 = ("not UTF-8 text",)
+START_IN = ("--start-in", "0 to 315619200", "10 years")
+AT = ("--at", "1970-01-01T00:00:00Z", "9998-12-31T23:59:59Z")
+HOURS = ("--hours", "above 0", "8784", "a year")
+SINCE = ("--since", "3653d", "10 years")
+NON_FINITE = ("is not valid JSON: NaN/Infinity are not numbers",)
+
+INVALID_INPUT: list[tuple[str, Callable[[Path], list[str]], tuple[str, ...]]] = [
+    # files that are not text
+    (
+        "binary @FILE",
+        lambda tmp: ["work-pool", "create", "p2", "--job-variables", f"@{_binary_file(tmp)}"],
+        ("--job-variables", "binary.json", *NOT_UTF8),
+    ),
+    ("binary run @FILE", lambda tmp: _run("--parameters", f"@{_binary_file(tmp)}")(tmp), ("--parameters", *NOT_UTF8)),
+    (
+        "binary template",
+        lambda tmp: ["work-pool", "create", "p2", "--base-job-template", _binary_file(tmp)],
+        ("--base-job-template", "binary.json", *NOT_UTF8),
+    ),
+    (
+        "binary template update",
+        lambda tmp: ["work-pool", "update", "p", "--base-job-template", _binary_file(tmp)],
+        ("--base-job-template", *NOT_UTF8),
+    ),
+    # times out of range
+    ("start-in 1e30", _run("--start-in", "1e30"), START_IN),
+    ("start-in inf", _run("--start-in", "inf"), START_IN),
+    ("start-in nan", _run("--start-in", "nan"), START_IN),
+    ("start-in -1", _run("--start-in", "-1"), START_IN),
+    ("start-in 10 years and a second", _run("--start-in", "315619201"), START_IN),
+    ("at with no UTC form after 9999", _run("--at", "9999-12-31T23:59:59-05:00"), AT),
+    ("at with no UTC form before 1", _run("--at", "0001-01-01T00:00:00+05:00"), AT),
+    ("at in 9999", _run("--at", "9999-06-01T00:00:00"), AT),
+    ("at before 1970", _run("--at", "1969-12-31T23:59:59Z"), AT),
+    ("at 1970 in UTC+1, 1969 in UTC", _run("--at", "1970-01-01T00:30:00+01:00"), AT),
+    ("hours 1e30", lambda _: ["work-pool", "preview", "p", "--hours", "1e30"], HOURS),
+    ("hours inf", lambda _: ["work-pool", "preview", "p", "--hours", "inf"], HOURS),
+    ("hours nan", lambda _: ["work-pool", "preview", "p", "--hours", "nan"], HOURS),
+    ("hours 999999999", lambda _: ["work-pool", "preview", "p", "--hours", "999999999"], HOURS),
+    ("hours a year and an hour", lambda _: ["work-pool", "preview", "p", "--hours", "8785"], HOURS),
+    ("hours 0", lambda _: ["work-pool", "preview", "p", "--hours", "0"], HOURS),
+    ("queue hours 999999999", lambda _: ["work-queue", "preview", "q", "-p", "p", "--hours", "999999999"], HOURS),
+    ("queue hours -1", lambda _: ["work-queue", "preview", "q", "-p", "p", "--hours", "-1"], HOURS),
+    ("since 99999999999d", lambda _: ["work-pool", "timeline", "p", "--since", "99999999999d"], SINCE),
+    ("since 100000000d", lambda _: ["work-pool", "timeline", "p", "--since", "100000000d"], SINCE),
+    ("since 3654d", lambda _: ["work-pool", "timeline", "p", "--since", "3654d"], SINCE),
+    # JSON with numbers JSON does not have (Python's parser takes them, and they would be stored as null)
+    ("parameters NaN", _run("--parameters", '{"a": NaN}'), ("--parameters", *NON_FINITE)),
+    ("parameters Infinity", _run("--parameters", '{"a": [Infinity]}'), ("--parameters", *NON_FINITE)),
+    ("parameters -Infinity", _run("--parameters", '{"a": {"b": -Infinity}}'), ("--parameters", *NON_FINITE)),
+    ("parameters 1e999", _run("--parameters", '{"a": 1e999}'), ("--parameters", *NON_FINITE)),
+    ("parameters -1e999", _run("--parameters", '{"a": -1e999}'), ("--parameters", *NON_FINITE)),
+    (
+        "deployment job variables NaN",
+        lambda _: ["deployment", "create", "d2", "--pool", "p", "--job-variables", '{"env": {"X": NaN}}'],
+        ("--job-variables", *NON_FINITE),
+    ),
+    (
+        "pool job variables @FILE Infinity",
+        lambda tmp: ["work-pool", "update", "p", "--job-variables", "@" + _text_file(tmp, "v.json", '{"a": Infinity}')],
+        ("--job-variables", *NON_FINITE),
+    ),
+    (
+        "YAML .nan",
+        lambda tmp: _run("--parameters", f"@{_text_file(tmp, 'p.yaml', 'a: [1, .nan]')}")(tmp),
+        ("--parameters", "NaN/Infinity are not numbers"),
+    ),
+    (
+        "template NaN",
+        lambda tmp: ["work-pool", "create", "p2", "--base-job-template", _text_file(tmp, "t.json", '{"a": NaN}')],
+        ("--base-job-template", *NON_FINITE),
+    ),
+    (
+        "too deeply nested JSON",
+        lambda _: _run("--parameters", '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")(_),
+        ("--parameters is not valid JSON", "nested too deeply"),
+    ),
+    # options that only make sense together
+    ("dispatch queue without pool", lambda _: ["dispatch", "--queue", "q"], ("--queue needs --pool",)),
+]
+
+
+@pytest.mark.parametrize(("args", "says"), [pytest.param(a, s, id=i) for i, a, s in INVALID_INPUT])
+def test_invalid_input_exits_2_and_writes_nothing(
+    cli: Cli, tmp_path: Path, args: Callable[[Path], list[str]], says: tuple[str, ...]
+) -> None:
+    _world(cli)
+    before = cli.snapshot()
+    cli.fails(*args(tmp_path), says=says, code=2)
+    assert cli.snapshot() == before
+
+
+def test_time_limits_accept_their_bounds(cli: Cli) -> None:
+    _world(cli)
+    assert cli.json("work-pool", "preview", "p", "--hours", "8784")["hours"] == 8784
+    assert cli.json("work-queue", "preview", "q", "-p", "p", "--hours", "0.01")["hours"] == 0.01
+    assert isinstance(cli.json("work-pool", "timeline", "p", "--since", "3653d"), list)
+    far = cli.json("deployment", "run", "d", "--start-in", "315619200")["scheduled_time"]
+    assert datetime.fromisoformat(far) - datetime.now(UTC) > timedelta(days=3652)
+    assert cli.json("deployment", "run", "d", "--start-in", "0")["state"] == "SCHEDULED"
+    first = cli.json("deployment", "run", "d", "--at", "1970-01-01T01:00:00+01:00")["scheduled_time"]
+    assert datetime.fromisoformat(first) == datetime(1970, 1, 1, tzinfo=UTC)
+    last = cli.json("deployment", "run", "d", "--at", "9998-12-31T23:59:59")["scheduled_time"]
+    assert datetime.fromisoformat(last) == datetime(9998, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+def test_finite_json_numbers_and_utf8_files_still_work(cli: Cli, tmp_path: Path) -> None:
+    _world(cli)
+    params = tmp_path / "params.yaml"
+    params.write_text("name: Zoë\nratio: 1.5e+300\n", encoding="utf-8")
+    run = cli.json("deployment", "run", "d", "--parameters", f"@{params}")
+    assert run["parameters"] == {"name": "Zoë", "ratio": 1.5e300}
+    run = cli.json("deployment", "run", "d", "--parameters", '{"big": 1e308, "small": -2.5e-300, "n": 10}')
+    assert run["parameters"] == {"big": 1e308, "small": -2.5e-300, "n": 10}
+
+
 def test_unsupported_store_url_is_one_sentence() -> None:
     Cli("ftp://somewhere/x").fails("work-pool", "ls", says=("'ftp://somewhere/x'", "sqlite:///PATH"), code=6)
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite://", "sqlite:", "sqlite:/x.db", "sqlite://x.db", "SQLITE:///x.db", "sqlite:///"]
+)
+def test_a_sqlite_url_without_a_path_is_refused_and_creates_no_file(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    Cli(url).fails("work-pool", "ls", says=(repr(url), "sqlite:///PATH", "dynamodb://TABLE?region="), code=6)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_store_url_is_refused_not_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the default store, were it (wrongly) used
+    monkeypatch.delenv("PUSHPOOL_STORE", raising=False)
+    says = ("empty", "--store", "PUSHPOOL_STORE", "sqlite:///PATH")
+    Cli("").fails("work-pool", "ls", says=says, code=6)
+    monkeypatch.setenv("PUSHPOOL_STORE", "")
+    result = CliRunner().invoke(app, ["work-pool", "ls"])
+    assert result.exit_code == 6 and result.stderr.startswith("Error: ") and "PUSHPOOL_STORE" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    # unset still means the default store
+    monkeypatch.delenv("PUSHPOOL_STORE")
+    assert CliRunner().invoke(app, ["work-pool", "ls", "-o", "json"]).stdout.strip() == "[]"
+    assert (tmp_path / "home" / ".pushpool" / "pushpool.db").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -20,10 +21,11 @@ from pydantic_core import to_jsonable_python
 from rich.console import Console
 from typer.core import TyperGroup
 
+from .. import json_input
 from .. import render_tables as render
 from ..errors import InvalidInput, PushpoolError
 from ..models import WorkPool, WorkQueue, validation_sentence
-from ..preview import preview_pool
+from ..preview import MAX_PREVIEW_HOURS, preview_pool
 from ..store import open_store, store_url
 from ..store.base import Store, queue_slot
 
@@ -77,6 +79,11 @@ JsonOpt = Annotated[str | None, typer.Option(metavar="JSON|@FILE", help="A JSON 
 TemplateOpt = Annotated[
     Path | None, typer.Option("--base-job-template", metavar="FILE", help="Base job template (JSON, or YAML).")
 ]
+TEN_YEARS = timedelta(days=3653)
+"""The furthest `deployment run --start-in` looks ahead and `work-pool timeline --since` looks back."""
+HoursOpt = Annotated[
+    float, typer.Option("--hours", help=f"How far ahead to look: above 0, at most {MAX_PREVIEW_HOURS} (a year).")
+]
 # A negative limit given as a positional argument must reach the core (which names the rule), not the parser.
 NEGATIVE_ARGS = {"ignore_unknown_options": True}
 STORE_HELP = "sqlite:///PATH or dynamodb://TABLE?region=R; default: $PUSHPOOL_STORE, else ~/.pushpool/pushpool.db."
@@ -124,22 +131,31 @@ def say(message: str) -> None:
     render.console().print(message, markup=False, highlight=False, soft_wrap=True)
 
 
-def _read_file(option: str, path: Path) -> str:
+def _read_file(option: str, path: Path, what: str) -> str:
     try:
-        return path.expanduser().read_text()
+        return path.expanduser().read_text(encoding="utf-8")
+    except UnicodeDecodeError:  # the words of `apply` for its files
+        raise InvalidInput(f"{option}: {str(path)!r} is not UTF-8 text; save {what} as UTF-8 YAML or JSON.") from None
     except OSError as exc:
         raise InvalidInput(f"{option}: cannot read {str(path)!r} ({exc.strerror or exc}).") from None
 
 
 def _parse(option: str, text: str, *, yaml_ok: bool, what: str) -> Any:
+    kind = "YAML" if yaml_ok else "JSON"
     try:
-        return yaml.safe_load(text) if yaml_ok else json.loads(text)
+        data = yaml.safe_load(text) if yaml_ok else json_input.loads(text, option)
     except json.JSONDecodeError as exc:
         raise InvalidInput(
             f"{option} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); pass {what}."
         ) from None
     except yaml.YAMLError as exc:
         raise InvalidInput(f"{option} is not valid YAML ({' '.join(str(exc).split())}); pass {what}.") from None
+    except RecursionError:
+        raise InvalidInput(f"{option} is not valid {kind} (nested too deeply); pass {what}.") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise InvalidInput(f"{option} is not valid {kind} ({exc}); pass {what}.") from None
+    json_input.refuse_non_finite(data, option, kind)  # YAML's .nan and .inf
+    return data
 
 
 def json_object(option: str, value: str | None) -> dict[str, Any] | None:
@@ -149,7 +165,7 @@ def json_object(option: str, value: str | None) -> dict[str, Any] | None:
     text, yaml_ok = value, False
     if value.startswith("@"):
         path = Path(value[1:])
-        text, yaml_ok = _read_file(option, path), path.suffix in (".yaml", ".yml")
+        text, yaml_ok = _read_file(option, path, "the file"), path.suffix in (".yaml", ".yml")
     data = _parse(option, text, yaml_ok=yaml_ok, what="a JSON object or @FILE")
     if not isinstance(data, dict):
         raise InvalidInput(f'{option} must be a JSON object like {{"key": "value"}}, got {type(data).__name__}.')
@@ -162,7 +178,7 @@ def load_template(path: Path | None) -> dict[str, Any] | None:
     option = f"--base-job-template {path}"
     data = _parse(
         option,
-        _read_file("--base-job-template", path),
+        _read_file("--base-job-template", path, "the base job template"),
         yaml_ok=path.suffix in (".yaml", ".yml"),
         what="a JSON object with job_configuration and variables",
     )
@@ -176,6 +192,10 @@ def name_counts(pool: WorkPool, queues: list[WorkQueue], counts: dict[str, int])
 
 
 def show_preview(ctx: typer.Context, pool: str, hours: float, queue: str | None, output: Output) -> None:
+    if not 0 < hours <= MAX_PREVIEW_HOURS:  # NaN fails it too
+        raise InvalidInput(
+            f"--hours must be a number of hours above 0 and at most {MAX_PREVIEW_HOURS} (a year), got {hours:.12g}."
+        )
     with opened(ctx) as store:
         preview = preview_pool(store, pool, hours, queue=queue)
     if output is Output.json:

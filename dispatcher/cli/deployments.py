@@ -15,6 +15,7 @@ from ..errors import InvalidInput
 from ..models import utcnow
 from ..schedules import CronSchedule, IntervalSchedule, RRuleSchedule, Schedule
 from .common import (
+    TEN_YEARS,
     DescriptionOpt,
     JsonOpt,
     LimitOpt,
@@ -142,12 +143,19 @@ def deployment_delete(ctx: typer.Context, name: NameArg) -> None:
     say(f"Deleted deployment {name!r}.")
 
 
+MAX_START_IN = int(TEN_YEARS.total_seconds())
+FIRST_AT, LAST_AT = datetime(1970, 1, 1, tzinfo=UTC), datetime(9998, 12, 31, 23, 59, 59, tzinfo=UTC)
+"""The times `--at` takes: years 1970 to 9998 in UTC, so that adding to a run's time never overflows."""
+
+
 def _when(start_in: float | None, at: str | None) -> datetime | None:
     if start_in is not None and at is not None:
         raise InvalidInput("pass either --start-in or --at, not both.")
     if start_in is not None:
-        if start_in < 0:
-            raise InvalidInput(f"--start-in must be 0 or more seconds, got {start_in:g}.")
+        if not 0 <= start_in <= MAX_START_IN:  # NaN fails it too
+            raise InvalidInput(
+                f"--start-in must be a number of seconds from 0 to {MAX_START_IN} (10 years), got {start_in:.12g}."
+            )
         return utcnow() + timedelta(seconds=start_in)
     if at is None:
         return None
@@ -155,7 +163,13 @@ def _when(start_in: float | None, at: str | None) -> datetime | None:
         when = datetime.fromisoformat(at)
     except ValueError:
         raise InvalidInput(f"--at {at!r} is not an ISO 8601 time such as 2025-01-31T09:30:00+01:00.") from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    if not FIRST_AT <= when <= LAST_AT:  # instants compared, so 9999-12-31T23:59:59-05:00 (no UTC form) is after
+        raise InvalidInput(
+            f"--at must be a time from {FIRST_AT:%Y-%m-%dT%H:%M:%SZ} to {LAST_AT:%Y-%m-%dT%H:%M:%SZ} in UTC, "
+            f"got {at!r}."
+        )
+    return when
 
 
 @deployment_app.command("run")

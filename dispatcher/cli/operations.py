@@ -31,6 +31,8 @@ def dispatch(
 
     if once and interval is not None:
         raise InvalidInput("pass either --once or --interval SECONDS, not both.")
+    if queue is not None and pool is None:
+        raise InvalidInput("--queue needs --pool: queue names are only unique inside a pool.")
     with opened(ctx) as store:
         dispatcher = Dispatcher(store)
         try:

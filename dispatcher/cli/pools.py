@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +17,9 @@ from ..pool_types import KNOWN_TYPES, default_template
 from ..store.base import pool_slot
 from .common import (
     NEGATIVE_ARGS,
+    TEN_YEARS,
     DescriptionOpt,
+    HoursOpt,
     JsonOpt,
     LimitArg,
     LimitOpt,
@@ -155,7 +158,7 @@ def pool_delete(ctx: typer.Context, name: NameArg) -> None:
 def pool_preview(
     ctx: typer.Context,
     name: NameArg,
-    hours: Annotated[float, typer.Option("--hours", min=0, help="How far ahead to look.")] = 1.0,
+    hours: HoursOpt = 1.0,
     output: OutputOpt = Output.table,
 ) -> None:
     """Upcoming runs per queue and, for each due run, why it waits."""
@@ -198,13 +201,20 @@ def pool_default_template(
 def pool_timeline(
     ctx: typer.Context,
     name: NameArg,
-    since: Annotated[str, typer.Option(metavar="DURATION", help="How far back: 90s, 10m, 2h, 1d.")] = "1h",
+    since: Annotated[
+        str, typer.Option(metavar="DURATION", help=f"How far back: 90s, 10m, 2h, 1d; at most {TEN_YEARS.days}d.")
+    ] = "1h",
     output: OutputOpt = Output.table,
 ) -> None:
     """A terminal chart: one row per run, grouped by queue, a bar from admission to end."""
     from .. import timeline
 
-    window = timeline.parse_duration(since)
+    try:
+        window = timeline.parse_duration(since)
+    except OverflowError:  # more days than a timedelta holds
+        window = timedelta.max
+    if window > TEN_YEARS:
+        raise InvalidInput(f"--since must be at most {TEN_YEARS.days}d (10 years), got {since!r}.")
     now = utcnow()
     with opened(ctx) as store:
         pool_ops.get_pool(store, name)

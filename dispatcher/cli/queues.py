@@ -12,6 +12,7 @@ from ..store.base import queue_slot
 from .common import (
     NEGATIVE_ARGS,
     DescriptionOpt,
+    HoursOpt,
     LimitArg,
     LimitOpt,
     NameArg,
@@ -122,7 +123,7 @@ def queue_preview(
     ctx: typer.Context,
     name: NameArg,
     pool: PoolOpt,
-    hours: Annotated[float, typer.Option("--hours", min=0, help="How far ahead to look.")] = 1.0,
+    hours: HoursOpt = 1.0,
     output: OutputOpt = Output.table,
 ) -> None:
     """Upcoming runs of one queue and, for each due run, why it waits."""
