@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import secrets
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -14,8 +16,8 @@ from typing import Any
 
 from .api import Api
 from .dispatch import Dispatcher, PassSummary
-from .errors import PushpoolError
-from .http_server import make_server
+from .errors import ConfigError, InvalidInput, PushpoolError
+from .http_server import ApiServer, make_server
 from .store.base import Store
 
 log = logging.getLogger("pushpool.serve")
@@ -25,6 +27,31 @@ def api_token_from_env() -> tuple[str, bool]:
     """The management API's bearer token: $PUSHPOOL_API_TOKEN, else a fresh one (and True: generated)."""
     token = os.environ.get("PUSHPOOL_API_TOKEN")
     return (token, False) if token else (secrets.token_urlsafe(24), True)
+
+
+def _listen(api: Api, host: str, port: int) -> ApiServer:
+    """The bound HTTP server, or a PushpoolError naming the address and what to do instead of the OSError."""
+    try:
+        return make_server(api, host, port)
+    except OSError as exc:
+        raise _listen_error(host, port, exc) from None
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> PushpoolError:
+    where = f"cannot listen on {host}:{port}"
+    reason = exc.strerror or str(exc)
+    use_local = "use an address of this machine, e.g. 127.0.0.1."
+    if isinstance(exc, socket.gaierror):  # 256.1.1.1, nonexistent.invalid, an IPv6 address
+        return InvalidInput(f"{where}: the host name does not resolve to an IPv4 address ({reason}); {use_local}")
+    if exc.errno == errno.EADDRNOTAVAIL:  # a valid address, of another machine (8.8.8.8)
+        return InvalidInput(f"{where}: it is not an address of this machine ({reason}); {use_local}")
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(
+            f"{where}: the address is already in use; pick another --port, or stop what is listening there."
+        )
+    if exc.errno == errno.EACCES:
+        return ConfigError(f"{where}: permission denied ({reason}); pick a --port above 1023, or 0 for any free one.")
+    return ConfigError(f"{where}: {reason}; check --host and --port.")
 
 
 class Server:
@@ -43,7 +70,7 @@ class Server:
     ) -> None:
         self.store = store
         self.interval = interval
-        self.http = make_server(Api(store, api_token=api_token), host, port)
+        self.http = _listen(Api(store, api_token=api_token), host, port)
         bound_host, bound_port = self.http.server_address[:2]
         self.url = f"http://{bound_host!s}:{bound_port}"
         self.dispatcher = dispatcher or Dispatcher(store, callback_base_url=self.url)

@@ -7,6 +7,7 @@ import os
 import re
 import select
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from typer.testing import CliRunner
 from dispatcher import deployments, pools
 from dispatcher.cli import app
 from dispatcher.dispatch import Dispatcher, PassSummary
+from dispatcher.errors import ConfigError, InvalidInput
 from dispatcher.providers.base import Providers
 from dispatcher.providers.fake import FakeProvider
 from dispatcher.serve import Server
@@ -278,3 +280,56 @@ def test_server_stops_on_sigterm_in_process_and_restores_the_handlers(tmp_path: 
     finally:
         store.close()
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+# where serve cannot listen --------------------------------------------------------------------------------
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port something else is listening on."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        yield other.getsockname()[1]
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_sentence(cli_store: tuple[str, SQLiteStore], busy_port: int) -> None:
+    url, _ = cli_store
+    result = CliRunner().invoke(app, ["--store", url, "serve", "--port", str(busy_port), "--duration", "1"])
+    assert result.exit_code == ConfigError.exit_code, (result.output, result.exception)
+    assert result.stderr.strip() == (
+        f"Error: cannot listen on 127.0.0.1:{busy_port}: the address is already in use; "
+        "pick another --port, or stop what is listening there."
+    )
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("host", "why"),
+    [
+        ("256.1.1.1", "the host name does not resolve to an IPv4 address"),
+        ("nonexistent.invalid", "the host name does not resolve to an IPv4 address"),
+        ("8.8.8.8", "it is not an address of this machine"),
+    ],
+)
+def test_serve_on_a_host_it_cannot_listen_on_says_so_in_one_sentence(
+    cli_store: tuple[str, SQLiteStore], host: str, why: str
+) -> None:
+    url, _ = cli_store
+    result = CliRunner().invoke(app, ["--store", url, "serve", "--host", host, "--port", "0", "--duration", "1"])
+    assert result.exit_code == InvalidInput.exit_code, (result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith(f"Error: cannot listen on {host}:0: {why} (")
+    assert lines[0].endswith("); use an address of this machine, e.g. 127.0.0.1.")
+    assert result.stdout == ""
+
+
+def test_server_raises_a_pushpool_error_when_it_cannot_bind(tmp_path: Path, busy_port: int) -> None:
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(ConfigError, match="already in use"):
+            Server(store, port=busy_port, dispatcher=Dispatcher(store, providers=Providers({})))
+    finally:
+        store.close()
+    assert signal.getsignal(signal.SIGTERM) == before  # nothing installed for a server that never started
