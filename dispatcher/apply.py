@@ -34,9 +34,14 @@ checks, priority insert-and-shift) is the very one the CLI applies. Decisions th
   document order), then the deployments: each exists before anything that refers to it.
 - **A key given twice** in one YAML mapping or JSON object is refused; parsers would keep the last silently.
 - **A deployment cannot move to another pool**, as with `deployment create`; delete it first.
-- **No partial writes on bad input**: everything is checked before the first write. `execute` is not
-  one transaction (the Store has none across pools and deployments), so only a concurrent writer or a
-  store failure can stop it part-way; applying the document again then finishes the job.
+- **No partial writes on bad input**: everything is checked before the first write. The document's
+  schema applies the models' own checks (names, limits and priorities within their bounds, description
+  and tag lengths, JSON fields within 64 KB without NaN, infinities or recursive aliases), naming the key
+  path; the plan then builds each pool, queue and deployment as it will be written, so no rule of the
+  models is first met by `execute`, and it simulates each priority insert-and-shift, which may not push a
+  queue beyond the last priority. `execute` is not one transaction (the Store has none across pools and
+  deployments), so only a concurrent writer or a store failure can stop it part-way; applying the
+  document again then finishes the job.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -66,10 +72,29 @@ from pydantic import (
 from . import templating
 from .deployments import create_deployment, update_deployment
 from .errors import InvalidInput, TemplateError
-from .models import DEFAULT_QUEUE, Deployment, WorkPool, WorkQueue, check_limit, check_name
+from .models import (
+    DEFAULT_QUEUE,
+    Deployment,
+    WorkPool,
+    WorkQueue,
+    build,
+    check_description,
+    check_json_document,
+    check_limit,
+    check_name,
+    check_priority,
+    check_tags,
+)
 from .pool_types import check_type, default_template
-from .pools import DEFAULT_POOL_SETTING, create_pool, create_queue, default_pool_name, update_pool, update_queue
-from .priorities import place
+from .pools import (
+    DEFAULT_POOL_SETTING,
+    create_pool,
+    create_queue,
+    default_pool_name,
+    placed,
+    update_pool,
+    update_queue,
+)
 from .schedules import CronSchedule, IntervalSchedule, RRuleSchedule, Schedule, parse_schedule
 from .store.base import Store
 
@@ -113,12 +138,23 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
+class _DuplicateKey(ValueError):
+    """A key given twice in one JSON object."""
+
+
 def _unique_json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     counts = Counter(key for key, _ in pairs)
     twice = [key for key, n in counts.items() if n > 1]
     if twice:
-        raise ValueError(f"the key {twice[0]!r} appears twice in one object")
+        raise _DuplicateKey(f"the key {twice[0]!r} appears twice in one object")
     return dict(pairs)
+
+
+def _unreadable(exc: ValueError) -> str:
+    """A value the parser could not convert (Python refuses integers of more than 4,300 digits)."""
+    if "integer string conversion" in str(exc):
+        return "it holds an integer of thousands of digits, far beyond any allowed value; use a smaller number"
+    return f"{str(exc).rstrip('.')}; fix that value"
 
 
 def load_document(path: Path) -> dict[str, Any]:
@@ -147,13 +183,21 @@ def _load_mapping(path: Path, what: str) -> dict[str, Any]:
             raise InvalidInput(
                 f"{path} is not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg}); fix the syntax there."
             ) from None
-        except ValueError as exc:
+        except _DuplicateKey as exc:
             raise InvalidInput(f"{path} is not valid: {exc}; keep one of them.") from None
+        except ValueError as exc:  # an integer of thousands of digits: Python refuses to convert it
+            raise InvalidInput(f"{path} is not valid: {_unreadable(exc)}.") from None
+        except RecursionError:
+            raise InvalidInput(f"{path} is nested too deeply to read; {what} needs far fewer levels.") from None
     else:
         try:
             data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
         except yaml.YAMLError as exc:
             raise InvalidInput(_yaml_sentence(path, exc)) from None
+        except ValueError as exc:  # raised by a constructor, e.g. an integer of thousands of digits
+            raise InvalidInput(f"{path} is not valid YAML: {_unreadable(exc)}.") from None
+        except RecursionError:
+            raise InvalidInput(f"{path} is nested too deeply to read; {what} needs far fewer levels.") from None
 
     if data is None:
         raise InvalidInput(f"{path} is empty; {what} must be a mapping of keys to values.")
@@ -194,6 +238,11 @@ def _limit(value: int | None) -> int | None:
     return check_limit("concurrency_limit", value)
 
 
+def _json_field(info: ValidationInfo, value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The models' rule for a JSON field (size, depth, no NaN or recursive alias), checked while parsing."""
+    return None if value is None else check_json_document(str(info.field_name), value)
+
+
 class QueueSpec(_Spec):
     """A work queue of a pool in the document."""
 
@@ -211,14 +260,17 @@ class QueueSpec(_Spec):
     @field_validator("priority")
     @classmethod
     def _priority(cls, value: int | None) -> int | None:
-        if value is not None and value < 1:
-            raise ValueError(f"priority must be a whole number of 1 or more (1 is the highest), got {value!r}")
-        return value
+        return None if value is None else check_priority(value)
 
     @field_validator("concurrency_limit")
     @classmethod
     def _limit(cls, value: int | None) -> int | None:
         return _limit(value)
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, value: str | None) -> str | None:
+        return check_description(value)
 
 
 class PoolSpec(_Spec):
@@ -252,6 +304,16 @@ class PoolSpec(_Spec):
     @classmethod
     def _limit(cls, value: int | None) -> int | None:
         return _limit(value)
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, value: str | None) -> str | None:
+        return check_description(value)
+
+    @field_validator("base_job_template", "job_variables")
+    @classmethod
+    def _json(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        return _json_field(info, value)
 
     @field_validator("queues")
     @classmethod
@@ -299,6 +361,21 @@ class DeploymentSpec(_Spec):
     @classmethod
     def _limit(cls, value: int | None) -> int | None:
         return _limit(value)
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, value: str | None) -> str | None:
+        return check_description(value)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else check_tags(value)
+
+    @field_validator("job_variables", "parameters")
+    @classmethod
+    def _json(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        return _json_field(info, value)
 
 
 class DocumentSpec(_Spec):
@@ -527,6 +604,10 @@ def _plan_pool(
 
     given, template_key = _given_template(spec, where, base_dir)
     if given is not None:
+        try:
+            check_json_document("base_job_template", given)
+        except ValueError as exc:
+            raise InvalidInput(f"{where}.{template_key}: {exc}.") from None
         template = given
     elif stored is not None:
         template = stored.base_job_template
@@ -556,6 +637,7 @@ def _plan_pool(
         wanted["job_variables"] = spec.job_variables
 
     if stored is None:
+        _as_written(where, WorkPool, **{"name": spec.name, "type": spec.type, "base_job_template": template, **wanted})
         changes: dict[str, tuple[Any, Any]] = {"type": (None, spec.type), **{k: (None, v) for k, v in wanted.items()}}
         arguments = {"name": spec.name, "type": spec.type, **wanted}
         if spec.set_as_default:
@@ -566,6 +648,7 @@ def _plan_pool(
 
     if given is not None and given != stored.base_job_template:
         _check_stored_deployments_fit(store, spec.name, template, where, template_key)
+    _as_written(where, WorkPool, **{**stored.model_dump(exclude={"status"}), **wanted})
     changes = {k: (getattr(stored, k), v) for k, v in wanted.items() if getattr(stored, k) != v}
     arguments = {k: new for k, (_, new) in changes.items()}
     if spec.set_as_default and current_default != spec.name:
@@ -612,24 +695,49 @@ def _plan_queues(store: Store, spec: PoolSpec, where: str, pool: _Pool) -> list[
     current = {name: q.priority for name, q in stored.items()} if pool.stored is not None else {DEFAULT_QUEUE: 1}
     ranked = sorted((q for q in spec.queues if q.priority is not None), key=lambda q: q.priority or 0)
     unranked = [q for q in spec.queues if q.priority is None]
+    at = {q.name: f"{where}.queues[{index}]" for index, q in enumerate(spec.queues)}
     written: set[str] = set()
     for queue in ranked:
         if current.get(queue.name) != queue.priority:
-            current.update(place(current, queue.name, queue.priority))
+            current.update(_placed(at[queue.name], current, queue.name, queue.priority))
             written.add(queue.name)
     for queue in unranked:
         if queue.name not in current:
             # create_queue without a priority puts the queue last, which moves no other queue.
-            current.update(place(current, queue.name, None))
+            current.update(_placed(at[queue.name], current, queue.name, None))
     actions = [
-        _queue_action(spec.name, queue, stored.get(queue.name), pool.stored is None, queue.name in written)
+        _queue_action(
+            at[queue.name], spec.name, queue, stored.get(queue.name), pool.stored is None, queue.name in written
+        )
         for queue in [*ranked, *unranked]
     ]
     pool.queues.update(q.name for q in spec.queues)
     return actions
 
 
-def _queue_action(pool: str, spec: QueueSpec, stored: WorkQueue | None, new_pool: bool, write_priority: bool) -> Action:
+def _placed(where: str, current: dict[str, int], name: str, priority: int | None) -> dict[str, int]:
+    """pools.placed (the insert-and-shift create_queue/update_queue make), its refusal named by key path."""
+    try:
+        return placed(current, name, priority)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{where}.priority: {exc}") from None
+
+
+def _as_written(where: str, model: type[BaseModel], **fields: Any) -> None:
+    """Build the object as the plan will write it, so every rule of the model is met before the first write.
+
+    The spec models already apply the same checks with precise key paths; this is the guarantee that no
+    rule of the models (a later one included) is first met half-way through `execute`.
+    """
+    try:
+        build(model, **fields)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{where}: {exc}") from None
+
+
+def _queue_action(
+    where: str, pool: str, spec: QueueSpec, stored: WorkQueue | None, new_pool: bool, write_priority: bool
+) -> Action:
     name = f"{pool}/{spec.name}"
     wanted: dict[str, Any] = {}
     if spec.priority is not None:
@@ -641,6 +749,10 @@ def _queue_action(pool: str, spec: QueueSpec, stored: WorkQueue | None, new_pool
     if spec.paused is not None:
         wanted["paused"] = spec.paused
     target: Target = "work queue"
+    if stored is None:
+        _as_written(where, WorkQueue, pool=pool, name=spec.name, **{"priority": 1, **wanted})
+    else:
+        _as_written(where, WorkQueue, **{**stored.model_dump(exclude={"status"}), **wanted})
 
     if stored is None and not (new_pool and spec.name == DEFAULT_QUEUE):
         arguments = {"pool": pool, "name": spec.name, **wanted}
@@ -710,6 +822,12 @@ def _plan_deployment(store: Store, spec: DeploymentSpec, where: str, pools: dict
 
     def call_value(key: str, value: Any) -> Any:
         return schedules if key == "schedules" else value
+
+    as_called = {k: call_value(k, v) for k, v in wanted.items()}
+    if stored is None:
+        _as_written(where, Deployment, name=spec.name, pool=spec.pool, **as_called)
+    else:
+        _as_written(where, Deployment, **{**stored.model_dump(), **as_called})
 
     if stored is None:
         wanted.setdefault("queue", DEFAULT_QUEUE)

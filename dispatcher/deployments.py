@@ -8,7 +8,7 @@ from typing import Any
 
 from . import templating
 from .errors import Conflict, InvalidInput, NotFound
-from .models import Deployment, FlowRun, StateRecord, build, utcnow
+from .models import Deployment, FlowRun, StateRecord, build, check_json_document, check_scheduled_time, utcnow
 from .pools import UNSET, default_pool_name, get_pool, get_queue, limit_arg
 from .schedules import Schedule
 from .states import StateType
@@ -26,9 +26,13 @@ def get_deployment(store: Store, name: str) -> Deployment:
 
 
 def _check_object(field: str, value: Any) -> dict[str, Any]:
+    """A JSON object within the models' limits (size, depth, finite numbers), checked before templating."""
     if not isinstance(value, dict):
         raise InvalidInput(f'{field} must be a JSON object like {{"key": "value"}}, got {type(value).__name__}.')
-    return value
+    try:
+        return check_json_document(field, value)
+    except ValueError as exc:
+        raise InvalidInput(f"{exc}.") from None
 
 
 def create_deployment(
@@ -179,13 +183,18 @@ def new_run(
     run_id: str | None = None,
     auto_scheduled: bool = False,
 ) -> FlowRun:
-    """A SCHEDULED run of a deployment, its merged job variables validated (required enforced)."""
-    if scheduled_time.tzinfo is None or scheduled_time.utcoffset() is None:
-        raise InvalidInput(
-            f"scheduled time {scheduled_time.isoformat()} needs a timezone, e.g. {scheduled_time.isoformat()}Z."
-        )
+    """A SCHEDULED run of a deployment, its merged job variables validated (required enforced).
+
+    Every run enters here (ad hoc or from a schedule), so this is where `scheduled_time` is checked: aware,
+    and in the years 1970..9998, so that converting it to UTC cannot overflow.
+    """
+    try:
+        check_scheduled_time(scheduled_time)
+    except ValueError as exc:
+        raise InvalidInput(f"{exc}.") from None
     pool = get_pool(store, deployment.pool)
     overrides = _check_object("job_variables", job_variables or {})
+    run_parameters = _check_object("parameters", parameters or {})
     templating.resolve_job_variables(pool.base_job_template, pool.job_variables, deployment.job_variables, overrides)
     run_id = run_id or str(uuid.uuid4())
     now = utcnow()
@@ -196,7 +205,7 @@ def new_run(
         deployment_id=deployment.id,
         pool=deployment.pool,
         queue=deployment.queue,
-        parameters={**deployment.parameters, **_check_object("parameters", parameters or {})},
+        parameters={**deployment.parameters, **run_parameters},
         job_variables=overrides,
         scheduled_time=scheduled_time,
         auto_scheduled=auto_scheduled,

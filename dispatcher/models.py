@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import re
+import unicodedata
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    computed_field,
+    field_validator,
+)
+from pydantic_core import PydanticSerializationError, to_json
 
 from .errors import InvalidInput
 from .schedules import Schedule
@@ -19,12 +30,47 @@ READY_WINDOW = timedelta(seconds=60)
 DEFAULT_QUEUE = "default"
 _FORBIDDEN_NAME_CHARS = re.compile(r"[/%&<>]")
 
+# Bounds of what the models accept: every way in (CLI, HTTP API, `apply`, Lambda) builds a model, so these
+# are the whole rule; they keep every value inside SQLite's 64-bit integers and a DynamoDB item's 400 KB.
+MAX_CONCURRENCY_LIMIT = 1_000_000
+"""A concurrency limit is unset (no limit) or 0..MAX_CONCURRENCY_LIMIT; 0 delivers nothing."""
+MAX_PRIORITY = 1_000_000
+"""Queue priorities are 1..MAX_PRIORITY (1 highest); an insert that would push a queue past it is refused."""
+MAX_DESCRIPTION = 2_000
+"""Characters of a pool, queue or deployment description (the length a run's state message may have)."""
+MAX_TAG = 100
+"""Characters of one deployment tag (a tag has at least one)."""
+MAX_TAGS = 50
+"""Tags of one deployment."""
+MAX_JSON_BYTES = 64 * 1024
+"""Bytes of a JSON field (parameters, job_variables, base_job_template) serialised as compact UTF-8 JSON."""
+MAX_JSON_DEPTH = 32
+"""Nesting levels of a JSON field; far deeper documents could be written but not read back by the stores."""
+MIN_SCHEDULED_YEAR, MAX_SCHEDULED_YEAR = 1970, 9998
+"""Years (in UTC) a run's scheduled_time may have: far from the ends of datetime, so conversions never overflow."""
+
 Status = Literal["READY", "NOT_READY", "PAUSED"]
 M = TypeVar("M", bound=BaseModel)
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _invisible(value: str) -> str | None:
+    """The first character of `value` that is not visible text: any Unicode category C* (control, format
+    such as a zero-width space, private use, surrogate, unassigned) or a line/paragraph separator."""
+    return next(
+        (ch for ch in value if unicodedata.category(ch)[0] == "C" or unicodedata.category(ch) in ("Zl", "Zp")), None
+    )
+
+
+def _shown(value: Any) -> str:
+    """`value` for a message: repr (control characters escaped), a huge number by its size only."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        # repr() of an int of more than 4,300 digits raises; no one reads such a number anyway.
+        return f"a number of about {int(value.bit_length() * math.log10(2)) + 1:,} digits"
+    return repr(value)
 
 
 def check_name(kind: str, value: str, *, reserved_prefix: bool = False) -> str:
@@ -35,15 +81,117 @@ def check_name(kind: str, value: str, *, reserved_prefix: bool = False) -> str:
         raise ValueError(f"{kind} name {value!r} may not contain any of / % & < >")
     if value != value.strip() or any(ch in value for ch in "\n\r\t"):
         raise ValueError(f"{kind} name {value!r} may not start or end with spaces or contain tabs or newlines")
+    bad = _invisible(value)
+    if bad is not None:
+        raise ValueError(
+            f"{kind} name {value!r} may not contain control or invisible characters (it has U+{ord(bad):04X}); "
+            "use visible letters, digits, punctuation and spaces"
+        )
     if reserved_prefix and value.lower().startswith("pushpool"):
         raise ValueError(f"{kind} name {value!r} may not start with 'pushpool', which is reserved")
     return value
 
 
 def check_limit(field: str, value: int | None) -> int | None:
-    """A concurrency limit is unset (unlimited) or a whole number >= 0 (0 delivers nothing)."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise ValueError(f"{field} must be a whole number of 0 or more (0 delivers nothing), got {value!r}")
+    """A concurrency limit is unset (unlimited) or a whole number 0..MAX_CONCURRENCY_LIMIT (0 delivers nothing)."""
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_CONCURRENCY_LIMIT
+    ):
+        raise ValueError(
+            f"{field} must be a whole number of 0 or more and at most {MAX_CONCURRENCY_LIMIT:,} "
+            f"(0 delivers nothing; unset means no limit), got {_shown(value)}"
+        )
+    return value
+
+
+def check_priority(value: int) -> int:
+    """A queue priority is a whole number 1..MAX_PRIORITY, 1 the highest."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PRIORITY:
+        raise ValueError(
+            f"priority must be a whole number of 1 or more and at most {MAX_PRIORITY:,} (1 is the highest), "
+            f"got {_shown(value)}"
+        )
+    return value
+
+
+def check_description(value: str | None) -> str | None:
+    if value is not None and len(value) > MAX_DESCRIPTION:
+        raise ValueError(f"description must be at most {MAX_DESCRIPTION:,} characters, got {len(value):,}")
+    return value
+
+
+def check_tags(tags: list[str]) -> list[str]:
+    """At most MAX_TAGS tags, each 1..MAX_TAG visible characters."""
+    if len(tags) > MAX_TAGS:
+        raise ValueError(f"tags may hold at most {MAX_TAGS} tags, got {len(tags):,}")
+    for index, tag in enumerate(tags):
+        if not 1 <= len(tag) <= MAX_TAG:
+            raise ValueError(f"tags[{index}] must be 1 to {MAX_TAG} characters long, got {len(tag):,}")
+        bad = _invisible(tag)
+        if bad is not None:
+            raise ValueError(
+                f"tags[{index}] {tag!r} may not contain control or invisible characters (it has U+{ord(bad):04X})"
+            )
+    return tags
+
+
+def check_json_document(field: str, value: Any) -> Any:
+    """A JSON field (parameters, job_variables, a template) that a JSON store can hold and give back as is.
+
+    Refused: a value that contains itself (a recursive YAML alias), NaN and infinities (JSON has no such
+    numbers; they used to be stored as null), nesting deeper than MAX_JSON_DEPTH, and more than
+    MAX_JSON_BYTES of compact UTF-8 JSON. Shared references without a cycle are fine.
+    """
+    # Iterative, so a deeply nested value is measured rather than blowing Python's stack.
+    stack: list[tuple[Any, str, int, frozenset[int]]] = [(value, field, 0, frozenset())]
+    visited = 0
+    while stack:
+        item, where, depth, ancestors = stack.pop()
+        visited += 1
+        if visited > MAX_JSON_BYTES:  # each value is at least a byte of JSON: too big, however it is shared
+            raise ValueError(f"{field} may be at most {MAX_JSON_BYTES // 1024} KB ({MAX_JSON_BYTES:,} bytes) as JSON")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{where} is {item!r}, which is not a JSON number; use a finite number, a string or null")
+        if not isinstance(item, dict | list | tuple | set | frozenset):
+            continue
+        if id(item) in ancestors:
+            raise ValueError(
+                f"{where} refers back to a value that contains it (a recursive YAML alias?), which JSON cannot "
+                "hold; write the value out without the recursion"
+            )
+        if depth >= MAX_JSON_DEPTH:
+            raise ValueError(f"{field} may be nested at most {MAX_JSON_DEPTH} levels deep; {where} is deeper")
+        inner = ancestors | {id(item)}
+        if isinstance(item, dict):
+            children = [(v, f"{where}.{k}") for k, v in item.items()]
+        else:
+            children = [(v, f"{where}[{i}]") for i, v in enumerate(item)]
+        stack.extend((child, at, depth + 1, inner) for child, at in reversed(children))
+    try:
+        size = len(to_json(value))
+    except PydanticSerializationError as exc:
+        raise ValueError(
+            f"{field} holds a value that is not JSON ({exc}); use strings, numbers, lists and objects"
+        ) from None
+    if size > MAX_JSON_BYTES:
+        raise ValueError(
+            f"{field} may be at most {MAX_JSON_BYTES // 1024} KB ({MAX_JSON_BYTES:,} bytes) as JSON, got {size:,} bytes"
+        )
+    return value
+
+
+def check_scheduled_time(value: datetime) -> datetime:
+    """A run's scheduled_time: timezone-aware, from 1970 to the end of 9998 in UTC (never overflowing)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"scheduled_time {value.isoformat()} needs a timezone, e.g. {value.isoformat()}Z")
+    # The local year first: only then can the conversion to UTC not overflow (years 0 and 10000 do not exist).
+    if not MIN_SCHEDULED_YEAR <= value.year <= MAX_SCHEDULED_YEAR or not (
+        MIN_SCHEDULED_YEAR <= value.astimezone(UTC).year <= MAX_SCHEDULED_YEAR
+    ):
+        raise ValueError(
+            f"scheduled_time must be from {MIN_SCHEDULED_YEAR}-01-01T00:00:00Z to "
+            f"{MAX_SCHEDULED_YEAR}-12-31T23:59:59Z, got {value.isoformat()}"
+        )
     return value
 
 
@@ -123,6 +271,16 @@ class WorkPool(_Model):
     def _limit(cls, v: int | None) -> int | None:
         return check_limit("concurrency_limit", v)
 
+    @field_validator("description")
+    @classmethod
+    def _description(cls, v: str | None) -> str | None:
+        return check_description(v)
+
+    @field_validator("base_job_template", "job_variables")
+    @classmethod
+    def _json(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return check_json_document(str(info.field_name), v)
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def status(self) -> Status:
@@ -153,9 +311,7 @@ class WorkQueue(_Model):
     @field_validator("priority")
     @classmethod
     def _priority(cls, v: int) -> int:
-        if isinstance(v, bool) or v < 1:
-            raise ValueError(f"priority must be a whole number of 1 or more (1 is the highest), got {v!r}")
-        return v
+        return check_priority(v)
 
     @field_validator("concurrency_limit", mode="before")
     @classmethod
@@ -166,6 +322,11 @@ class WorkQueue(_Model):
     @classmethod
     def _limit(cls, v: int | None) -> int | None:
         return check_limit("concurrency_limit", v)
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, v: str | None) -> str | None:
+        return check_description(v)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -202,6 +363,21 @@ class Deployment(_Model):
     @classmethod
     def _limit(cls, v: int | None) -> int | None:
         return check_limit("concurrency_limit", v)
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, v: str | None) -> str | None:
+        return check_description(v)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: list[str]) -> list[str]:
+        return check_tags(v)
+
+    @field_validator("parameters", "job_variables")
+    @classmethod
+    def _json(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return check_json_document(str(info.field_name), v)
 
 
 class StateRecord(_Model):

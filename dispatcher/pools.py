@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from . import templating
 from .errors import Conflict, InvalidInput, NotFound
-from .models import DEFAULT_QUEUE, WorkPool, WorkQueue, build, check_limit, utcnow
+from .models import DEFAULT_QUEUE, MAX_PRIORITY, WorkPool, WorkQueue, build, check_limit, check_priority, utcnow
 from .pool_types import check_type, default_template
 from .priorities import place
 from .store.base import Store, pool_slot, queue_slot
@@ -158,15 +159,41 @@ def default_pool_name(store: Store) -> str | None:
 
 # queues ----------------------------------------------------------------------------------------------------
 def _priority_arg(priority: int | None) -> int | None:
-    if priority is not None and (isinstance(priority, bool) or priority < 1):
-        raise InvalidInput(f"priority must be a whole number of 1 or more (1 is the highest), got {priority!r}.")
+    if priority is not None:
+        try:
+            check_priority(priority)
+        except ValueError as exc:
+            raise InvalidInput(f"{exc}.") from None
     return priority
+
+
+def placed(current: Mapping[str, int], name: str, priority: int | None) -> dict[str, int]:
+    """`priorities.place`, refused (InvalidInput) where a queue would land beyond MAX_PRIORITY.
+
+    An insert at a taken priority pushes the queues below it down by one; at the bottom of the range that
+    would leave it, so the insert is refused rather than squeezed: the user picks a free priority (or moves
+    the bottom queue up first). A queue created without a priority goes last, which is refused the same way.
+    """
+    changed = place(current, name, priority)
+    beyond = [(queue, p) for queue, p in changed.items() if p > MAX_PRIORITY]
+    if not beyond:
+        return changed
+    queue, pushed = max(beyond, key=lambda item: item[1])
+    allowed = f"beyond the allowed priorities 1 to {MAX_PRIORITY:,}"
+    if queue == name:
+        raise InvalidInput(
+            f"work queue {name!r} would go last, at priority {pushed:,}, {allowed}; give it a free priority."
+        )
+    raise InvalidInput(
+        f"priority {changed[name]:,} for work queue {name!r} would push work queue {queue!r} down to {pushed:,}, "
+        f"{allowed}; pick a free priority, or move {queue!r} up first."
+    )
 
 
 def _shift(store: Store, pool: str, name: str, priority: int | None) -> tuple[int, list[WorkQueue]]:
     """The priority `name` ends up with, and the other queues that move down to make room for it."""
     queues = {q.name: q for q in store.list_queues(pool)}
-    changed = place({q.name: q.priority for q in queues.values()}, name, priority)
+    changed = placed({q.name: q.priority for q in queues.values()}, name, priority)
     now = utcnow()
     shifted = [
         queues[q].model_copy(update={"priority": p, "updated": now})

@@ -500,6 +500,127 @@ BAD_DOCUMENTS = {
         "work_pools:\n  - {name: a, set_as_default: true}\n  - {name: b, set_as_default: true}\n",
         r"work_pools: pools 'a', 'b' all have set_as_default: true",
     ),
+    # bounds (integers beyond SQLite's 64 bits used to crash half-way through execute)
+    "queue priority beyond the bound": (
+        "work_pools:\n  - {name: alpha}\n  - {name: beta, queues: [{name: q, priority: 100000000000000000000}]}\n",
+        r"work_pools\[1\]\.queues\[0\]\.priority: priority must be a whole number of 1 or more and at most "
+        r"1,000,000 \(1 is the highest\), got 100000000000000000000\.$",
+    ),
+    "pool limit beyond the bound": (
+        "work_pools:\n" + VALID_POOL + "  - {name: other, concurrency_limit: 9223372036854775808}\n",
+        r"work_pools\[1\]\.concurrency_limit: concurrency_limit must be a whole number of 0 or more and at most "
+        r"1,000,000",
+    ),
+    "queue limit beyond the bound": (
+        "work_pools:\n  - {name: fresh, queues: [{name: a, concurrency_limit: 1000001}]}\n",
+        r"work_pools\[0\]\.queues\[0\]\.concurrency_limit: .*at most 1,000,000",
+    ),
+    "deployment limit beyond the bound": (
+        "deployments:\n"
+        + VALID_DEPLOYMENT
+        + "  - {name: bad, pool: existing, concurrency_limit: 100000000000000000000}\n",
+        r"deployments\[1\]\.concurrency_limit: concurrency_limit must be .* at most 1,000,000",
+    ),
+    "queue going last beyond the bound": (
+        "work_pools:\n  - {name: fresh, queues: [{name: a, priority: 1000000}, {name: b}]}\n",
+        r"work_pools\[0\]\.queues\[1\]\.priority: work queue 'b' would go last, at priority 1,000,001, beyond the "
+        r"allowed priorities 1 to 1,000,000; give it a free priority\.$",
+    ),
+    "an integer too long to convert": (
+        "work_pools:\n  - {name: fresh, concurrency_limit: " + "9" * 5_000 + "}\n",
+        r"is not valid YAML: it holds an integer of thousands of digits, far beyond any allowed value",
+    ),
+    "an impossible date": (
+        "work_pools:\n  - {name: fresh, description: 2024-13-45}\n",
+        r"is not valid YAML: month must be in 1\.\.12; fix that value\.$",
+    ),
+    "nesting too deep to read": ("work_pools: " + "[" * 3_000 + "]" * 3_000 + "\n", r"is nested too deeply to read"),
+    # names
+    "control character in a pool name": (
+        'work_pools:\n  - {name: "e\\e[31mred"}\n',
+        r"work_pools\[0\]\.name: work pool name 'e\\x1b\[31mred' may not contain control or invisible characters "
+        r"\(it has U\+001B\); use visible letters",
+    ),
+    "zero-width space in a queue name": (
+        'work_pools:\n  - {name: fresh, queues: [{name: "a\\u200bb"}]}\n',
+        r"work_pools\[0\]\.queues\[0\]\.name: work queue name 'a\\u200bb' .*\(it has U\+200B\)",
+    ),
+    "control character in a deployment name": (
+        'deployments:\n  - {name: "a\\x01b", pool: existing}\n',
+        r"deployments\[0\]\.name: deployment name 'a\\x01b' may not contain control",
+    ),
+    # sizes
+    "pool description too long": (
+        "work_pools:\n  - {name: fresh, description: " + "d" * 2_001 + "}\n",
+        r"work_pools\[0\]\.description: description must be at most 2,000 characters, got 2,001\.$",
+    ),
+    "queue description too long": (
+        "work_pools:\n  - {name: existing, queues: [{name: q, description: " + "d" * 500_000 + "}]}\n",
+        r"work_pools\[0\]\.queues\[0\]\.description: description must be at most 2,000 characters",
+    ),
+    "deployment description too long": (
+        "deployments:\n  - {name: old, pool: existing, description: " + "d" * 2_001 + "}\n",
+        r"deployments\[0\]\.description: description must be at most 2,000 characters",
+    ),
+    "empty tag": (
+        "deployments:\n" + VALID_DEPLOYMENT + "  - {name: bad, pool: existing, tags: [a, '']}\n",
+        r"deployments\[1\]\.tags: tags\[1\] must be 1 to 100 characters long, got 0\.$",
+    ),
+    "tag too long": (
+        "deployments:\n  - {name: bad, pool: existing, tags: [" + "t" * 100_000 + "]}\n",
+        r"deployments\[0\]\.tags: tags\[0\] must be 1 to 100 characters long, got 100,000\.$",
+    ),
+    "too many tags": (
+        "deployments:\n  - {name: bad, pool: existing, tags: [" + ", ".join(f"t{i}" for i in range(51)) + "]}\n",
+        r"deployments\[0\]\.tags: tags may hold at most 50 tags, got 51\.$",
+    ),
+    "parameters too big": (
+        "deployments:\n"
+        + VALID_DEPLOYMENT
+        + "  - {name: bad, pool: existing, parameters: {k: "
+        + "x" * 500_000
+        + "}}\n",
+        r"deployments\[1\]\.parameters: parameters may be at most 64 KB \(65,536 bytes\) as JSON, got 500,008 bytes\.$",
+    ),
+    "pool job variables too big": (
+        "work_pools:\n  - {name: fresh, job_variables: {command: " + "x" * 70_000 + "}}\n",
+        r"work_pools\[0\]\.job_variables: job_variables may be at most 64 KB",
+    ),
+    "inline template too big": (
+        "work_pools:\n  - {name: fresh, base_job_template: {job_configuration: {}, variables: {type: object, "
+        "description: " + "x" * 70_000 + "}}}\n",
+        r"work_pools\[0\]\.base_job_template: base_job_template may be at most 64 KB",
+    ),
+    "a value that expands beyond the size limit": (
+        # A "billion laughs": each level refers ten times to the one before, 10**9 strings when written out.
+        "deployments:\n  - name: bomb\n    pool: existing\n    parameters:\n"
+        "      l0: &l0 [a, a, a, a, a, a, a, a, a, a]\n"
+        + "".join(f"      l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 9)),
+        r"deployments\[0\]\.parameters: parameters may be at most 64 KB \(65,536 bytes\) as JSON\.$",
+    ),
+    # JSON values that JSON cannot hold
+    "recursive alias in parameters": (
+        "deployments: [{name: r, pool: existing, parameters: &p {k: [*p]}}]\n",
+        r"deployments\[0\]\.parameters: parameters\.k\[0\]\.k refers back to a value that contains it "
+        r"\(a recursive YAML alias\?\), which JSON cannot hold",
+    ),
+    "recursive alias in job variables": (
+        "work_pools:\n  - {name: fresh, job_variables: &v {env: [*v]}}\n",
+        r"work_pools\[0\]\.job_variables: job_variables\.env\[0\]\.env refers back",
+    ),
+    "NaN in parameters": (
+        "deployments:\n" + VALID_DEPLOYMENT + "  - {name: bad, pool: existing, parameters: {a: [1, .nan]}}\n",
+        r"deployments\[1\]\.parameters: parameters\.a\[1\] is nan, which is not a JSON number; use a finite number, "
+        r"a string or null\.$",
+    ),
+    "infinity in deployment job variables": (
+        "deployments:\n  - {name: bad, pool: existing, job_variables: {command: -.inf}}\n",
+        r"deployments\[0\]\.job_variables: job_variables\.command is -inf, which is not a JSON number",
+    ),
+    "infinity in pool job variables": (
+        "work_pools:\n  - {name: fresh, job_variables: {env: {A: .inf}}}\n",
+        r"work_pools\[0\]\.job_variables: job_variables\.env\.A is inf, which is not a JSON number",
+    ),
     "malformed YAML": ("work_pools:\n  - {name: fresh\n", r"is not valid YAML at line \d+, column \d+"),
     "duplicate YAML key": ("work_pools:\n  - name: a\n    name: b\n", r"line 3.*the key 'name' appears twice"),
     "top-level list": ("- {name: fresh}\n", r"holds a list at the top level; .* must be a mapping"),
@@ -553,3 +674,168 @@ def test_second_deployment_invalid_leaves_first_unwritten(seeded: SQLiteStore, t
 def test_plan_apply_rejects_a_non_mapping(store: SQLiteStore, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="must be a mapping"):
         plan_apply(store, ["work_pools"], tmp_path)  # type: ignore[arg-type]
+
+
+# bounds, checked in the plan phase: nothing is written ------------------------------------------------------
+def test_a_later_pool_with_an_out_of_range_priority_leaves_the_earlier_pool_unwritten(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    doc = """
+    work_pools:
+      - {name: alpha}
+      - name: beta
+        queues: [{name: q, priority: 100000000000000000000}]
+    """
+    with pytest.raises(InvalidInput, match=r"work_pools\[1\]\.queues\[0\]\.priority: priority must be .*1,000,000"):
+        apply(store, write(tmp_path, doc), dry_run=False)
+    assert store.list_pools() == []
+
+
+def test_a_fourth_deployment_with_an_out_of_range_limit_leaves_the_first_three_unwritten(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    doc = """
+    work_pools: [{name: alpha}]
+    deployments:
+      - {name: d1, pool: alpha}
+      - {name: d2, pool: alpha, concurrency_limit: 1000000}
+      - {name: d3, pool: alpha}
+      - {name: d4, pool: alpha, concurrency_limit: 100000000000000000000}
+    """
+    with pytest.raises(InvalidInput) as info:
+        apply(store, write(tmp_path, doc), dry_run=False)
+    assert str(info.value).endswith(
+        "deployments[3].concurrency_limit: concurrency_limit must be a whole number of 0 or more and at most "
+        "1,000,000 (0 delivers nothing; unset means no limit), got 100000000000000000000."
+    )
+    assert store.list_pools() == [] and store.list_deployments() == []
+
+
+def test_a_recursive_alias_in_parameters_is_refused_naming_the_field(store: SQLiteStore, tmp_path: Path) -> None:
+    doc = "work_pools: [{name: alpha}]\ndeployments: [{name: r, pool: alpha, parameters: &p {k: [*p]}}]\n"
+    path = write(tmp_path, doc)
+    with pytest.raises(InvalidInput) as info:
+        apply(store, path, dry_run=True)
+    assert str(info.value).startswith(f"{path}: deployments[0].parameters: parameters.k[0].k refers back")
+    with pytest.raises(InvalidInput):
+        apply(store, path, dry_run=False)
+    assert store.list_pools() == [] and store.list_deployments() == []
+
+
+@pytest.mark.parametrize("number", [".nan", ".inf", "-.inf", ".NaN"])
+def test_yaml_nan_and_infinity_are_refused_not_stored_as_null(store: SQLiteStore, tmp_path: Path, number: str) -> None:
+    deployment = (
+        f"work_pools: [{{name: alpha}}]\ndeployments: [{{name: d, pool: alpha, parameters: {{x: {number}}}}}]\n"
+    )
+    with pytest.raises(InvalidInput, match=r"deployments\[0\]\.parameters: parameters\.x is .*not a JSON number"):
+        apply(store, write(tmp_path, deployment), dry_run=False)
+    pool = f"work_pools: [{{name: alpha, job_variables: {{env: {{A: {number}}}}}}}]\n"
+    with pytest.raises(InvalidInput, match=r"work_pools\[0\]\.job_variables: job_variables\.env\.A is .*not a JSON"):
+        apply(store, write(tmp_path, pool), dry_run=False)
+    assert store.list_pools() == [] and store.list_deployments() == []
+
+
+def test_a_queue_pushed_beyond_the_last_priority_is_refused_before_any_write(
+    seeded: SQLiteStore, tmp_path: Path
+) -> None:
+    pools.create_queue(seeded, "existing", "bottom", priority=1_000_000)
+    before = snapshot(seeded)
+    doc = """
+    work_pools:
+      - {name: newpool}
+      - name: existing
+        queues: [{name: ok, priority: 5}, {name: top, priority: 1000000}]
+    """
+    with pytest.raises(InvalidInput) as info:
+        apply(seeded, write(tmp_path, doc), dry_run=False)
+    assert str(info.value).endswith(
+        "work_pools[1].queues[1].priority: priority 1,000,000 for work queue 'top' would push work queue 'bottom' "
+        "down to 1,000,001, beyond the allowed priorities 1 to 1,000,000; pick a free priority, or move 'bottom' up "
+        "first."
+    )
+    assert snapshot(seeded) == before
+
+
+def test_values_at_the_bounds_are_applied(store: SQLiteStore, tmp_path: Path) -> None:
+    tags = ", ".join(f"t{i:02d}" + "x" * 97 for i in range(50))
+    doc = f"""
+    work_pools:
+      - name: alpha
+        concurrency_limit: 1000000
+        description: {"d" * 2000}
+        queues: [{{name: last, priority: 1000000, concurrency_limit: 0}}, {{name: first, priority: 1}}]
+    deployments:
+      - name: d
+        pool: alpha
+        queue: last
+        concurrency_limit: 1000000
+        tags: [{tags}]
+        parameters: {{k: {"p" * 65_000}}}
+    """
+    apply(store, write(tmp_path, doc), dry_run=False)
+    assert priorities(store, "alpha") == {"first": 1, "default": 2, "last": 1_000_000}
+    deployment = store.get_deployment("d")
+    assert deployment is not None and len(deployment.tags) == 50 and deployment.concurrency_limit == 1_000_000
+    assert apply(store, write(tmp_path, doc), dry_run=False).summary() == "0 to create, 0 to update, 4 unchanged"
+
+
+@pytest.mark.parametrize(
+    ("content", "pattern"),
+    [
+        ('{"job_configuration": {}, "variables": {"type": "object", "default": NaN}}', r"\.variables\.default is nan"),
+        (
+            json.dumps({"job_configuration": {}, "variables": {"type": "object", "description": "x" * 70_000}}),
+            r" may be at most 64 KB \(65,536 bytes\) as JSON",
+        ),
+    ],
+)
+def test_a_template_file_is_held_to_the_same_rules(
+    seeded: SQLiteStore, tmp_path: Path, content: str, pattern: str
+) -> None:
+    (tmp_path / "t.json").write_text(content)
+    before = snapshot(seeded)
+    doc = "work_pools:\n  - {name: fresh}\n  - {name: other, base_job_template_file: t.json}\n"
+    with pytest.raises(InvalidInput, match=r"work_pools\[1\]\.base_job_template_file: base_job_template" + pattern):
+        apply(seeded, write(tmp_path, doc), dry_run=False)
+    assert snapshot(seeded) == before
+
+
+@pytest.mark.parametrize(
+    ("content", "pattern"),
+    [
+        ('{"work_pools": [{"name": "a", "concurrency_limit": ' + "9" * 5_000 + "}]}", "an integer of thousands"),
+        ('{"work_pools": ' + "[" * 5_000 + "]" * 5_000 + "}", "nested too deeply to read"),
+        ('{"work_pools": [], "work_pools": []}', "the key 'work_pools' appears twice in one object; keep one"),
+    ],
+)
+def test_json_documents_that_python_cannot_read_are_one_sentence(tmp_path: Path, content: str, pattern: str) -> None:
+    path = tmp_path / "doc.json"
+    path.write_text(content)
+    with pytest.raises(InvalidInput, match=pattern) as info:
+        load_document(path)
+    assert str(info.value).startswith(f"{path} is ") and "\n" not in str(info.value)
+
+
+def test_every_model_rule_is_met_in_the_plan_even_one_the_document_schema_misses(
+    seeded: SQLiteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As if the document schema forgot a rule the models have: the plan still builds each object as it will
+    # be written, so the rule stops the plan, not execute half-way.
+    monkeypatch.setattr("dispatcher.apply.check_description", lambda value: value)
+    before = snapshot(seeded)
+    doc = "work_pools:\n  - {name: fresh}\n  - {name: existing, description: " + "d" * 2_001 + "}\n"
+    with pytest.raises(InvalidInput) as info:
+        apply(seeded, write(tmp_path, doc), dry_run=False)
+    assert str(info.value).endswith("work_pools[1]: description must be at most 2,000 characters, got 2,001.")
+    assert snapshot(seeded) == before
+    doc = (
+        "deployments:\n  - {name: good, pool: existing}\n  - {name: old, pool: existing, description: "
+        + "d" * 2_001
+        + "}\n"
+    )
+    with pytest.raises(InvalidInput, match=r"deployments\[1\]: description must be at most 2,000 characters"):
+        apply(seeded, write(tmp_path, doc), dry_run=False)
+    doc = "work_pools:\n  - {name: existing, queues: [{name: new, description: " + "d" * 2_001 + "}]}\n"
+    with pytest.raises(InvalidInput, match=r"work_pools\[0\]\.queues\[0\]: description must be at most 2,000"):
+        apply(seeded, write(tmp_path, doc), dry_run=False)
+    assert snapshot(seeded) == before

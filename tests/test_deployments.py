@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import STORE_BACKENDS
 
 from dispatcher import templating
 from dispatcher.admit_pass import admit_pool
@@ -25,7 +27,7 @@ from dispatcher.pools import create_pool, create_queue
 from dispatcher.scheduler import schedule_all
 from dispatcher.schedules import CronSchedule, IntervalSchedule
 from dispatcher.states import StateType
-from dispatcher.store.base import deployment_slot, pool_slot
+from dispatcher.store.base import Store, deployment_slot, pool_slot
 from dispatcher.store.sqlite import SQLiteStore
 
 TEMPLATE: dict[str, Any] = {
@@ -366,3 +368,127 @@ def test_update_queue(store: SQLiteStore) -> None:
 def test_errors_are_pushpool_errors(store: SQLiteStore) -> None:
     with pytest.raises(PushpoolError):
         run_deployment(store, "ghost", scheduled_time=datetime(2030, 1, 1, tzinfo=UTC))
+
+
+# --- bounds: limits, sizes, tags, scheduled times ------------------------------------------------------
+BIG_PARAMETERS = {"blob": "x" * 500_000}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"concurrency_limit": 10**20},
+            "concurrency_limit must be a whole number of 0 or more and at most 1,000,000 (0 delivers nothing; "
+            "unset means no limit), got 100000000000000000000.",
+        ),
+        ({"parameters": BIG_PARAMETERS}, "parameters may be at most 64 KB (65,536 bytes) as JSON, got 500,011 bytes."),
+        ({"job_variables": {"env": {"A": "x" * 70_000}}}, "job_variables may be at most 64 KB (65,536 bytes) as JSON"),
+        ({"parameters": {"x": float("nan")}}, "parameters.x is nan, which is not a JSON number"),
+        ({"job_variables": {"cpu": float("inf")}}, "job_variables.cpu is inf, which is not a JSON number"),
+        ({"tags": [""]}, "tags[0] must be 1 to 100 characters long, got 0."),
+        ({"tags": ["ok", "t" * 100_000]}, "tags[1] must be 1 to 100 characters long, got 100,000."),
+        ({"tags": [f"t{i}" for i in range(51)]}, "tags may hold at most 50 tags, got 51."),
+        ({"description": "d" * 500_000}, "description must be at most 2,000 characters, got 500,000."),
+    ],
+)
+def test_out_of_bounds_input_names_the_field_and_writes_nothing(
+    store: SQLiteStore, kwargs: dict[str, Any], message: str
+) -> None:
+    create_deployment(store, "old", pool="p", job_variables={"image": "img"}, tags=["a"])
+    before = snapshot(store)
+    with pytest.raises(InvalidInput) as info:
+        create_deployment(store, "etl", pool="p", **kwargs)
+    assert str(info.value).startswith(message)
+    with pytest.raises(InvalidInput) as info:
+        update_deployment(store, "old", **kwargs)
+    assert str(info.value).startswith(message)
+    assert snapshot(store) == before
+
+
+def test_names_with_control_characters_write_nothing(store: SQLiteStore) -> None:
+    before = snapshot(store)
+    with pytest.raises(InvalidInput, match=r"^deployment name 'e\\x1b\[31mred' may not contain control or invisible"):
+        create_deployment(store, "e\x1b[31mred", pool="p")
+    assert snapshot(store) == before
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        "9999-12-31T23:59:59-05:00",
+        "0001-01-01T00:00:00+05:00",
+        "1969-12-31T23:00:00+00:00",
+        "9999-06-01T00:00:00+00:00",
+    ],
+)
+def test_scheduled_time_out_of_range_names_the_field_and_writes_nothing(store: SQLiteStore, at: str) -> None:
+    create_deployment(store, "etl", pool="p", job_variables={"image": "img"})
+    before = snapshot(store)
+    with pytest.raises(InvalidInput) as info:
+        run_deployment(store, "etl", scheduled_time=datetime.fromisoformat(at))
+    assert str(info.value) == f"scheduled_time must be from 1970-01-01T00:00:00Z to 9998-12-31T23:59:59Z, got {at}."
+    assert snapshot(store) == before
+
+
+@pytest.mark.parametrize("at", ["1970-01-01T00:00:00+00:00", "9998-12-31T23:59:59+00:00"])
+def test_scheduled_time_at_the_ends_of_the_range_is_stored(store: SQLiteStore, at: str) -> None:
+    create_deployment(store, "etl", pool="p", job_variables={"image": "img"})
+    run = run_deployment(store, "etl", scheduled_time=datetime.fromisoformat(at))
+    stored = store.get_run(run.id)
+    assert stored is not None and stored.scheduled_time == datetime.fromisoformat(at)
+
+
+def test_run_overrides_are_bounded_and_write_nothing(store: SQLiteStore) -> None:
+    create_deployment(store, "etl", pool="p", job_variables={"image": "img"})
+    before = snapshot(store)
+    with pytest.raises(InvalidInput, match=r"^parameters may be at most 64 KB \(65,536 bytes\) as JSON, got 500,011"):
+        run_deployment(store, "etl", parameters=BIG_PARAMETERS)
+    with pytest.raises(InvalidInput, match=r"^job_variables\.env\.A is nan, which is not a JSON number"):
+        run_deployment(store, "etl", job_variables={"env": {"A": float("nan")}})
+    assert snapshot(store) == before
+
+
+@pytest.fixture(params=sorted(STORE_BACKENDS))
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Each backend (DynamoDB on the session's moto server), with the `p` pool of the `store` fixture."""
+    if request.param == "dynamodb":
+        request.getfixturevalue("dynamodb_endpoint")
+    s = STORE_BACKENDS[request.param](tmp_path)
+    create_pool(s, "p", base_job_template=TEMPLATE, description="é" * 2_000)
+    yield s
+    drop = getattr(s, "drop", None)
+    if callable(drop):
+        drop()
+    s.close()
+
+
+def test_the_largest_deployment_and_run_fit_every_store(any_store: Store) -> None:
+    """Everything at its limit at once still fits a DynamoDB item (400 KB) and reads back unchanged."""
+
+    def near_limit(key: str) -> dict[str, Any]:
+        # Characters of 3 UTF-8 bytes, so the limit is in bytes, not characters.
+        size = 65_536 - len(json.dumps({key: ""}, separators=(",", ":")))
+        return {key: "€" * (size // 3) + "x" * (size % 3)}
+
+    deployment = create_deployment(
+        any_store,
+        "big",
+        pool="p",
+        job_variables={**near_limit("image")},
+        parameters=near_limit("p"),
+        tags=["€" * 100 for _ in range(50)],
+        description="€" * 2_000,
+        concurrency_limit=1_000_000,
+    )
+    assert len(json.dumps(deployment.parameters, separators=(",", ":"), ensure_ascii=False).encode()) == 65_536
+    assert get_deployment(any_store, "big") == deployment
+    run = run_deployment(
+        any_store,
+        "big",
+        parameters=near_limit("q"),
+        job_variables={"command": "c" * 60_000},
+        scheduled_time=datetime(9998, 12, 31, 23, 59, 59, tzinfo=UTC),
+    )
+    stored = any_store.get_run(run.id)
+    assert stored is not None and stored.parameters == run.parameters and stored.job_variables == run.job_variables

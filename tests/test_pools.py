@@ -391,3 +391,132 @@ def test_active_counts_reads_slots(store: SQLiteStore) -> None:
     pool = pools.create_pool(store, "p", concurrency_limit=2)
     counts = pools.active_counts(store, pool, store.list_queues("p"))
     assert counts == {pool_slot("p"): 0, queue_slot("p", "default"): 0}
+
+
+# --- bounds: limits, priorities, names, descriptions ---------------------------------------------------
+# Values beyond SQLite's 64-bit integers used to pass validation and crash on write (OverflowError).
+
+
+@pytest.mark.parametrize("limit", [1_000_001, 2**63, 10**23])
+def test_pool_limit_beyond_the_bound_writes_nothing(store: SQLiteStore, limit: int) -> None:
+    pools.create_pool(store, "p", concurrency_limit=2)
+    message = assert_unchanged(store, InvalidInput, pools.create_pool, "big", concurrency_limit=limit)
+    assert message.startswith("concurrency_limit must be a whole number of 0 or more and at most 1,000,000")
+    assert str(limit) in message
+    assert "concurrency_limit" in assert_unchanged(store, InvalidInput, pools.update_pool, "p", concurrency_limit=limit)
+    assert store.get_pool("big") is None
+
+
+def test_pool_and_queue_limit_at_the_bound_is_stored(store: SQLiteStore) -> None:
+    pools.create_pool(store, "p", concurrency_limit=1_000_000)
+    pools.create_queue(store, "p", "q", concurrency_limit=1_000_000)
+    assert store.slots([pool_slot("p")])[pool_slot("p")].limit == 1_000_000
+    assert store.get_queue("p", "q").concurrency_limit == 1_000_000  # type: ignore[union-attr]
+    pools.update_pool(store, "p", concurrency_limit=0)  # 0 (deliver nothing) and None (no limit) keep their meaning
+    pools.update_queue(store, "p", "q", concurrency_limit=None)
+    assert store.get_pool("p").concurrency_limit == 0  # type: ignore[union-attr]
+    assert store.get_queue("p", "q").concurrency_limit is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("value", [1_000_001, 9223372036854775807, 10**23])
+def test_queue_priority_and_limit_beyond_the_bound_write_nothing(store: SQLiteStore, value: int) -> None:
+    pools.create_pool(store, "p")
+    pools.create_queue(store, "p", "q", priority=2)
+    message = assert_unchanged(store, InvalidInput, pools.create_queue, "p", "x", priority=value)
+    assert (
+        message
+        == f"priority must be a whole number of 1 or more and at most 1,000,000 (1 is the highest), got {value}."
+    )
+    assert "priority" in assert_unchanged(store, InvalidInput, pools.update_queue, "p", "q", priority=value)
+    for fn, args in ((pools.create_queue, ("p", "x")), (pools.update_queue, ("p", "q"))):
+        message = assert_unchanged(store, InvalidInput, fn, *args, concurrency_limit=value)
+        assert message.startswith("concurrency_limit must be a whole number of 0 or more and at most 1,000,000")
+
+
+def test_insert_at_the_last_priority_that_would_push_a_queue_out_of_range_is_refused(store: SQLiteStore) -> None:
+    pools.create_pool(store, "p")
+    pools.create_queue(store, "p", "bottom", priority=1_000_000)
+    message = assert_unchanged(store, InvalidInput, pools.create_queue, "p", "second", priority=1_000_000)
+    assert message == (
+        "priority 1,000,000 for work queue 'second' would push work queue 'bottom' down to 1,000,001, beyond the "
+        "allowed priorities 1 to 1,000,000; pick a free priority, or move 'bottom' up first."
+    )
+    # A chain of taken priorities ending at the bound: the queue at its end is named.
+    pools.create_queue(store, "p", "above", priority=999_999)
+    message = assert_unchanged(store, InvalidInput, pools.update_queue, "p", "default", priority=999_999)
+    assert "work queue 'bottom' down to 1,000,001" in message
+    # A free priority, or an insert with room below, still works.
+    pools.create_queue(store, "p", "second", priority=999_998)
+    pools.update_queue(store, "p", "bottom", priority=5)
+    pools.create_queue(store, "p", "third", priority=999_999)
+    assert priorities(store) == {
+        "default": 1,
+        "bottom": 5,
+        "second": 999_998,
+        "third": 999_999,
+        "above": 1_000_000,
+    }
+
+
+def test_a_queue_without_priority_cannot_go_last_beyond_the_bound(store: SQLiteStore) -> None:
+    pools.create_pool(store, "p")
+    pools.create_queue(store, "p", "bottom", priority=1_000_000)
+    message = assert_unchanged(store, InvalidInput, pools.create_queue, "p", "x")
+    assert message == (
+        "work queue 'x' would go last, at priority 1,000,001, beyond the allowed priorities 1 to 1,000,000; "
+        "give it a free priority."
+    )
+    assert pools.create_queue(store, "p", "x", priority=2).priority == 2
+
+
+def test_placed_is_the_insert_and_shift_rule_within_the_bound() -> None:
+    assert pools.placed({"a": 1, "b": 2}, "c", 1) == {"c": 1, "a": 2, "b": 3}
+    assert pools.placed({"a": 999_999}, "c", 999_999) == {"c": 999_999, "a": 1_000_000}
+    with pytest.raises(InvalidInput, match=r"^priority 999,999 for work queue 'c' would push work queue 'b'"):
+        pools.placed({"a": 999_999, "b": 1_000_000}, "c", 999_999)
+
+
+@pytest.mark.parametrize(("name", "code"), [("e\x1b[31mred", "U+001B"), ("a\x01b", "U+0001"), ("a\u200bb", "U+200B")])
+def test_names_with_control_or_invisible_characters_write_nothing(store: SQLiteStore, name: str, code: str) -> None:
+    pools.create_pool(store, "p")
+    message = assert_unchanged(store, InvalidInput, pools.create_pool, name)
+    assert message.startswith("work pool name ") and code in message and "\x1b" not in message
+    message = assert_unchanged(store, InvalidInput, pools.create_queue, "p", name)
+    assert message.startswith("work queue name ") and code in message
+    assert [p.name for p in store.list_pools()] == ["p"]
+
+
+def test_unicode_pool_and_queue_names_are_stored(store: SQLiteStore) -> None:
+    pools.create_pool(store, "ünïcødé-日本")
+    pools.create_queue(store, "ünïcødé-日本", "Ωμέγα")
+    assert store.get_queue("ünïcødé-日本", "Ωμέγα") is not None
+
+
+def test_descriptions_are_bounded_and_write_nothing(store: SQLiteStore) -> None:
+    pools.create_pool(store, "p", description="short")
+    pools.create_queue(store, "p", "q")
+    long = "x" * 500_000
+    expected = "description must be at most 2,000 characters, got 500,000."
+    assert assert_unchanged(store, InvalidInput, pools.create_pool, "other", description=long) == expected
+    assert assert_unchanged(store, InvalidInput, pools.update_pool, "p", description=long) == expected
+    assert assert_unchanged(store, InvalidInput, pools.create_queue, "p", "x", description=long) == expected
+    assert assert_unchanged(store, InvalidInput, pools.update_queue, "p", "q", description=long) == expected
+    pools.update_pool(store, "p", description="d" * 2_000)
+    assert store.get_pool("p").description == "d" * 2_000  # type: ignore[union-attr]
+
+
+def test_pool_job_variables_and_template_are_bounded(store: SQLiteStore) -> None:
+    pools.create_pool(store, "p", base_job_template=TEMPLATE)
+    big = {"command": "x" * 70_000}
+    message = assert_unchanged(store, InvalidInput, pools.update_pool, "p", job_variables=big)
+    assert message == "job_variables may be at most 64 KB (65,536 bytes) as JSON, got 70,014 bytes."
+    message = assert_unchanged(
+        store, InvalidInput, pools.create_pool, "q", base_job_template=TEMPLATE, job_variables=big
+    )
+    assert message.startswith("job_variables may be at most 64 KB")
+    huge_template = copy.deepcopy(TEMPLATE)
+    huge_template["variables"]["description"] = "x" * 70_000
+    message = assert_unchanged(store, InvalidInput, pools.create_pool, "q", base_job_template=huge_template)
+    assert message.startswith("base_job_template may be at most 64 KB (65,536 bytes) as JSON, got ")
+    message = assert_unchanged(store, InvalidInput, pools.update_pool, "p", job_variables={"cpu": float("nan")})
+    assert message == "job_variables.cpu is nan, which is not a JSON number; use a finite number, a string or null."
