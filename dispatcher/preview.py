@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -9,9 +10,11 @@ from .admit_pass import plan
 from .config import Settings
 from .models import FlowRun, WorkPool, WorkQueue, utcnow
 from .pools import get_pool, get_queue
-from .scheduler import run_key, uncreated_times
+from .scheduler import ScheduleFailed, run_key, uncreated_times
 from .schedules import scheduled_run_id
 from .store.base import Store, pool_slot, queue_slot
+
+log = logging.getLogger("pushpool.preview")
 
 MAX_PREVIEW_HOURS = 24 * 366
 """The furthest a preview looks ahead, in hours (a leap year): the API's `hours` and the CLI's `--hours`."""
@@ -47,6 +50,8 @@ class PoolPreview:
     active: int
     hours: float
     queues: list[QueuePreview] = field(default_factory=list)
+    problems: dict[str, str] = field(default_factory=dict)
+    """deployment name -> why its planned runs are missing: its schedule could not be evaluated."""
 
 
 def _state_name(run: FlowRun, now: datetime, settings: Settings) -> str:
@@ -97,7 +102,13 @@ def preview_pool(
             if deployment.queue != q.name:
                 continue
             key = run_key(store, deployment)
-            for t in uncreated_times(store, deployment, now, until, PREVIEW_WINDOW):
+            try:
+                planned = uncreated_times(store, deployment, now, until, PREVIEW_WINDOW)
+            except ScheduleFailed as exc:  # the other deployments' planned runs are still shown
+                result.problems[deployment.name] = str(exc)
+                log.warning("%s", exc, exc_info=True)
+                continue
+            for t in planned:
                 run_id = scheduled_run_id(key, t)
                 if run_id not in seen:
                     items.append(

@@ -3,10 +3,15 @@
 Run ids derive from (deployment, scheduled time), so repeated or overlapping steps write the same ids and
 the store keeps the first. A per-deployment cursor (the last time covered) keeps each step's writes to the
 new slots only, so a step's cost does not grow with the number of runs already created.
+
+One deployment's trouble stays its own: a schedule that raises while its fire times are computed (data an
+older version stored, or a bug) or runs that cannot be created are noted in `ScheduleResult.problems` and
+logged, and the step goes on with the other deployments.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -14,8 +19,18 @@ from .config import Settings
 from .deployments import new_run
 from .errors import PushpoolError
 from .models import Deployment, FlowRun
-from .schedules import scheduled_run_id, upcoming
+from .schedules import describe, scheduled_run_id, upcoming
 from .store.base import Store
+
+log = logging.getLogger("pushpool.scheduler")
+
+
+class ScheduleFailed(PushpoolError):
+    """A deployment's schedule raised while its fire times were computed; the message names it and the fix."""
+
+
+def _fix_or_pause(name: str) -> str:
+    return f"fix its schedule, or pause it with `pushpool deployment pause-schedule {name}`"
 
 
 def _cursor_key(deployment: Deployment) -> str:
@@ -56,10 +71,19 @@ class ScheduleResult:
 
 
 def planned_times(deployment: Deployment, after: datetime, until: datetime, limit: int) -> list[datetime]:
-    """Every fire time of the deployment's schedules in (after, until], merged and deduplicated."""
+    """Every fire time of the deployment's schedules in (after, until], merged and deduplicated.
+
+    Raises ScheduleFailed, naming the deployment, when a schedule raises anything while it is evaluated.
+    """
     times: set[datetime] = set()
     for schedule in deployment.schedules:
-        times.update(upcoming(schedule, after, until, limit))
+        try:
+            times.update(upcoming(schedule, after, until, limit))
+        except Exception as exc:  # noqa: BLE001 - whatever a schedule raises stays its deployment's problem
+            raise ScheduleFailed(
+                f"deployment {deployment.name!r}: its schedule {describe(schedule)} could not be evaluated "
+                f"({type(exc).__name__}: {str(exc).rstrip('.')}); {_fix_or_pause(deployment.name)}."
+            ) from exc
     return sorted(times)[:limit]
 
 
@@ -98,6 +122,16 @@ def schedule_all(store: Store, now: datetime, settings: Settings | None = None) 
     for deployment in store.scheduled_deployments():
         try:
             result.created.extend(schedule_deployment(store, deployment, now, settings))
+        except ScheduleFailed as exc:
+            result.problems[deployment.name] = str(exc)
+            log.warning("%s", exc, exc_info=True)
         except PushpoolError as exc:
             result.problems[deployment.name] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - one deployment's failure must not stop the others' runs
+            result.problems[deployment.name] = (
+                f"deployment {deployment.name!r}: its scheduled runs could not be created "
+                f"({type(exc).__name__}: {str(exc).rstrip('.')}); see the dispatcher's log, and "
+                f"{_fix_or_pause(deployment.name)}."
+            )
+            log.exception("scheduling deployment %s failed unexpectedly", deployment.name)
     return result

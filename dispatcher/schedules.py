@@ -18,6 +18,13 @@ Daylight saving time, in short (details in :func:`upcoming`):
   change).
 * RRULEs are evaluated on the wall clock of their zone, as RFC 5545 says: a nonexistent local time is
   read with the offset before the gap (02:30 -> 03:30 EDT), an ambiguous one means its first occurrence.
+
+New schedules that can never fire are refused, as cron's "0 0 30 2 *" is: an RRULE (or EXRULE) with COUNT=0,
+one that matches no date (Feb 30), one whose UNTIL comes before its first occurrence; so is INTERVAL < 1.
+Schedules read back from a store (JSON-mode validation) are not refused for these: a deployment an older
+version stored stays readable, so it can be listed, given a new schedule or deleted. At run time an INTERVAL < 1
+raises ValueError from :func:`upcoming` (the scheduler reports it for that deployment alone), and a rule
+that never fires is left out of its set, which changes none of its occurrences.
 """
 
 from __future__ import annotations
@@ -27,12 +34,12 @@ import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import MAXYEAR, UTC, datetime, time, timedelta
 from typing import Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dateutil.rrule import DAILY, HOURLY, MINUTELY, SECONDLY, WEEKLY, rrule, rruleset, rrulestr
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from dateutil.rrule import DAILY, HOURLY, MINUTELY, MONTHLY, SECONDLY, WEEKLY, YEARLY, rrule, rruleset, rrulestr
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 __all__ = [
     "DEFAULT_ANCHOR",
@@ -69,6 +76,10 @@ _FAST_FORWARD_UNIT = {
     SECONDLY: timedelta(seconds=1),
 }
 _FAST_FORWARD_MARGIN = timedelta(days=1)
+_INTERVAL_PART = re.compile(r"(?<![\w-])INTERVAL=([+-]?\d+)\b", re.IGNORECASE)
+_GREGORIAN_CYCLE_YEARS = 400
+"""The Gregorian calendar repeats every 400 years: 146097 days, a whole number of weeks."""
+_MOST_DAYS_IN_PERIOD = {YEARLY: 366, MONTHLY: 31, WEEKLY: 7}
 _MAX_STALLED_CRON_STEPS = 10_000
 _ONE_MICROSECOND = timedelta(microseconds=1)
 
@@ -199,9 +210,16 @@ class RRuleSchedule(BaseModel):
 
     @field_validator("rrule")
     @classmethod
-    def _valid_rrule(cls, value: str) -> str:
-        """Parses with rrulestr."""
-        _parse_rrule(value, "UTC")  # syntax; validity does not depend on the zone
+    def _valid_rrule(cls, value: str, info: ValidationInfo) -> str:
+        """Parses with rrulestr; new input must also have INTERVAL >= 1 and fire at least once.
+
+        JSON-mode validation is how the stores read back what they wrote (every way in for new input, the
+        CLI, the HTTP API and `apply`, validates Python objects): there a rule refused only by these newer
+        checks is kept, so that a deployment stored by an older version can still be read and then fixed or deleted.
+        """
+        parsed = _parse_rrule(value, "UTC")  # syntax; validity does not depend on the zone
+        if info.mode != "json" and parsed.refusal is not None:
+            raise ValueError(parsed.refusal)
         return value
 
     @model_validator(mode="after")
@@ -234,6 +252,11 @@ class _ParsedRule:
     exdates: tuple[datetime, ...]
     dtstart_zone: str | None
     """The TZID of an explicit DTSTART, if it had one."""
+    invalid: str | None = None
+    """Why the rule cannot be evaluated at all (an INTERVAL below 1); :func:`upcoming` raises it."""
+    refusal: str | None = None
+    """Why new input with this text is refused: ``invalid``, or a rule that never fires (``rrules`` and
+    ``exrules`` leave such rules out: they add or remove no occurrence)."""
 
 
 def _tzid_lookup(name: str) -> ZoneInfo:
@@ -255,7 +278,7 @@ def _parse_rrule(text: str, timezone: str) -> _ParsedRule:
     def bad(why: str) -> ValueError:
         return ValueError(f"rrule {text!r} is not a valid RFC 5545 recurrence rule: {why}; {_RRULE_HINT}")
 
-    errors = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
+    errors = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, ZeroDivisionError)
     try:
         # A floating default DTSTART first, so that a floating UNTIL is allowed (RFC 5545 §3.3.10) ...
         parsed = rrulestr(text, dtstart=DEFAULT_ANCHOR, forceset=True, tzids=_tzid_lookup)
@@ -264,7 +287,10 @@ def _parse_rrule(text: str, timezone: str) -> _ParsedRule:
             # ... then an aware one, for a rule without DTSTART whose UNTIL is in UTC.
             parsed = rrulestr(text, dtstart=DEFAULT_ANCHOR.replace(tzinfo=zone), forceset=True, tzids=_tzid_lookup)
         except errors:
-            raise bad(str(first) or type(first).__name__) from first
+            # dateutil's words for INTERVAL=0;BYHOUR=3 are "byxxx generates an empty set": name the real cause.
+            intervals = [int(match) for match in _INTERVAL_PART.findall(text)]
+            why = next((_interval_why(n) for n in intervals if n < 1), None)
+            raise bad(why or str(first) or type(first).__name__) from first
     if not isinstance(parsed, rruleset):  # pragma: no cover - forceset=True always gives a set
         raise bad("expected a recurrence set")
     rules: list[rrule] = list(getattr(parsed, "_rrule", []))
@@ -276,13 +302,163 @@ def _parse_rrule(text: str, timezone: str) -> _ParsedRule:
             raise bad("COUNT and UNTIL are given together, RFC 5545 allows one of them")
     dtstart: datetime = getattr(rules[0], "_dtstart")  # noqa: B009 - private attribute, not in the stubs
     dtstart_zone = dtstart.tzinfo.key if isinstance(dtstart.tzinfo, ZoneInfo) else None
+    local_rules = [_localize_rule(rule, zone) for rule in rules]
+    local_exrules = [_localize_rule(rule, zone) for rule in exrules]
+    invalid = refusal = None
+    bad_interval = next((n for n in map(_interval_of, (*rules, *exrules)) if n < 1), None)
+    if bad_interval is not None:
+        invalid = refusal = str(bad(_interval_why(bad_interval)))
+    else:
+        dead_rules = [_never_fires(rule) for rule in local_rules]
+        dead_exrules = [_never_fires(rule) for rule in local_exrules]
+        refusal = _never_fires_message(text, dead_rules, dead_exrules)
+        local_rules = [rule for rule, why in zip(local_rules, dead_rules, strict=True) if why is None]
+        local_exrules = [rule for rule, why in zip(local_exrules, dead_exrules, strict=True) if why is None]
     return _ParsedRule(
-        rrules=tuple(_localize_rule(rule, zone) for rule in rules),
-        exrules=tuple(_localize_rule(rule, zone) for rule in exrules),
+        rrules=tuple(local_rules),
+        exrules=tuple(local_exrules),
         rdates=tuple(_localize(when, zone) for when in getattr(parsed, "_rdate", [])),
         exdates=tuple(_localize(when, zone) for when in getattr(parsed, "_exdate", [])),
         dtstart_zone=dtstart_zone,
+        invalid=invalid,
+        refusal=refusal,
     )
+
+
+def _interval_of(rule: rrule) -> int:
+    return int(getattr(rule, "_interval"))  # noqa: B009
+
+
+def _interval_why(interval: int) -> str:
+    return f"INTERVAL must be a whole number of 1 or more, got {interval}"
+
+
+def _never_fires_message(text: str, rules: list[str | None], exrules: list[str | None]) -> str | None:
+    """The refusal for ``text`` when one of its RRULEs never fires or one of its EXRULEs never matches."""
+    for kind, whys in (("RRULE", rules), ("EXRULE", exrules)):
+        for number, why in enumerate(whys, start=1):
+            if why is None:
+                continue
+            if kind == "RRULE" and len(rules) == 1:
+                return f"rrule {text!r} never fires ({why}); {_RRULE_HINT}"
+            which = f"{kind} number {number}" if len(whys) > 1 else kind
+            effect = "never fires" if kind == "RRULE" else "never matches, so it excludes nothing"
+            return f"rrule {text!r}: its {which} {effect} ({why}); remove it or fix it, {_RRULE_HINT}"
+    return None
+
+
+def _never_fires(rule: rrule) -> str | None:
+    """Why ``rule`` (INTERVAL >= 1) has no occurrence at all, or None when it has one; bounded, not a scan to 9999.
+
+    dateutil looks for a first occurrence up to the year 9999, one period (or one day) at a time: ten
+    seconds for "FREQ=SECONDLY;BYMONTH=2;BYMONTHDAY=30", forever for "FREQ=SECONDLY;BYSETPOS=2", which has
+    a candidate every second and keeps none. So, in turn: COUNT < 1; a BYSETPOS beyond the most candidate
+    times one period can hold (counted, not searched); no day at all that the day rules (BYMONTH, BYMONTHDAY,
+    BYYEARDAY, BYWEEKNO, BYDAY, BYEASTER, and DTSTART's defaults for them) allow, searched a year per step;
+    then the rule itself. The two searches run on the wall clock, moved forward by whole 400-year Gregorian
+    cycles (the same dates, weekdays and leap days) to between 400 and 800 years before dateutil's end,
+    so neither can step through more than 800 years. A rule whose first occurrence is more than 400 years
+    after its DTSTART may so be called one that never fires. BYEASTER rules are not moved (Easter does not
+    repeat every 400 years): their search runs from DTSTART, still ending at the year 9999.
+    """
+    count: int | None = getattr(rule, "_count")  # noqa: B009
+    if count is not None and count < 1:
+        return f"COUNT is {count}"
+    positions: tuple[int, ...] | None = getattr(rule, "_bysetpos")  # noqa: B009
+    most = _most_candidates(rule)
+    if positions and all(abs(position) > most for position in positions):
+        chosen = ",".join(str(position) for position in positions)
+        times = "time" if most == 1 else "times"
+        return f"BYSETPOS={chosen} picks nothing, a period of this rule has at most {most} candidate {times}"
+    try:
+        moved = _moved_to_last_cycles(rule)
+    except (ValueError, OverflowError):  # pragma: no cover - a rule dateutil built once builds again
+        return None
+    skeleton = _day_skeleton(moved)
+    if skeleton is not None and _first(skeleton) is None:
+        return "no date matches it"
+    if _first(moved) is not None:
+        return None
+    if getattr(moved, "_until") is not None and _first(moved.replace(until=None)) is not None:  # noqa: B009
+        return "its UNTIL is before its first occurrence"
+    return f"no date in the {_GREGORIAN_CYCLE_YEARS} years from its DTSTART matches it"
+
+
+def _most_candidates(rule: rrule) -> int:
+    """The most candidate times one period of ``rule`` can hold: what BYSETPOS picks from."""
+    freq: int = getattr(rule, "_freq")  # noqa: B009
+    if freq == SECONDLY:
+        return 1
+    seconds = len(getattr(rule, "_bysecond"))  # noqa: B009
+    if freq == MINUTELY:
+        return seconds
+    if freq == HOURLY:
+        return len(getattr(rule, "_byminute")) * seconds  # noqa: B009
+    return _MOST_DAYS_IN_PERIOD.get(freq, 1) * len(getattr(rule, "_timeset"))  # noqa: B009
+
+
+def _moved_to_last_cycles(rule: rrule) -> rrule:
+    """``rule`` on the naive wall clock of its DTSTART, moved by whole 400-year cycles to 400-800 years before 9999.
+
+    The move maps every occurrence to the same wall time and date 400 * k years later (BYEASTER rules are
+    not moved), so the moved rule fires within its first n years if and only if ``rule`` does.
+    """
+    dtstart: datetime = getattr(rule, "_dtstart")  # noqa: B009
+    until: datetime | None = getattr(rule, "_until")  # noqa: B009
+    zone = dtstart.tzinfo
+    if until is not None and until.tzinfo is not None and zone is not None:
+        try:
+            until = until.astimezone(zone)
+        except OverflowError:  # an UNTIL at the very end of 9999, past it in this zone: no bound at all
+            until = None
+    start = dtstart.replace(tzinfo=None)
+    until = until.replace(tzinfo=None) if until is not None else None
+    cycles = 0
+    if not getattr(rule, "_byeaster"):  # noqa: B009
+        cycles = max(0, (MAXYEAR - _GREGORIAN_CYCLE_YEARS - start.year) // _GREGORIAN_CYCLE_YEARS)
+    years = cycles * _GREGORIAN_CYCLE_YEARS
+    if until is not None:
+        until = until.replace(year=until.year + years) if until.year + years <= MAXYEAR else None
+    return rule.replace(dtstart=start.replace(year=start.year + years), until=until)
+
+
+def _day_skeleton(rule: rrule) -> rrule | None:
+    """A YEARLY rule over the days that ``rule``'s day rules allow, or None when it has none.
+
+    Every day in a year is one period of a YEARLY rule, so a search through the years is a step per year
+    where ``rule`` itself may step a day at a time. Its days are a superset of ``rule``'s: INTERVAL,
+    BYSETPOS, the time of day and BYDAY's ordinals (1MO) are left out.
+    """
+    monthdays = (*getattr(rule, "_bymonthday"), *getattr(rule, "_bynmonthday"))  # noqa: B009
+    weekdays = set(getattr(rule, "_byweekday") or ())  # noqa: B009
+    weekdays.update(day for day, _ in getattr(rule, "_bynweekday") or ())  # noqa: B009
+    months, yeardays, weeks, easter = (getattr(rule, f"_by{part}") for part in ("month", "yearday", "weekno", "easter"))
+    if not (months or monthdays or yeardays or weeks or weekdays or easter):
+        return None
+    dtstart: datetime = getattr(rule, "_dtstart")  # noqa: B009
+    return rrule(
+        YEARLY,
+        dtstart=datetime.combine(dtstart.date(), time()),
+        wkst=getattr(rule, "_wkst"),  # noqa: B009
+        bymonth=months,
+        bymonthday=monthdays or None,
+        byyearday=yeardays,
+        byweekno=weeks,
+        byweekday=sorted(weekdays) or range(7),  # every weekday: no filter, and no default from DTSTART
+        byeaster=easter,
+        byhour=0,
+        byminute=0,
+        bysecond=0,
+    )
+
+
+def _first(rule: rrule) -> datetime | None:
+    """The first occurrence of ``rule``, or None (also when dateutil runs past the year 9999 looking)."""
+    try:
+        first: datetime | None = next(iter(rule), None)
+    except (ValueError, OverflowError):
+        return None
+    return first
 
 
 def _localize(when: datetime, zone: ZoneInfo) -> datetime:
@@ -314,11 +490,16 @@ def _fast_forward(rule: rrule, after: datetime) -> rrule:
     """
     freq: int = getattr(rule, "_freq")  # noqa: B009
     unit = _FAST_FORWARD_UNIT.get(freq)
-    if unit is None or getattr(rule, "_count", None) is not None:
+    interval = _interval_of(rule)
+    # INTERVAL < 1 never gets here (_rrule_times raises); were it to, no lattice: leave DTSTART where it is.
+    if unit is None or interval < 1 or getattr(rule, "_count", None) is not None:
         return rule
     dtstart: datetime = getattr(rule, "_dtstart")  # noqa: B009
     zone = dtstart.tzinfo
-    step = unit * int(getattr(rule, "_interval"))  # noqa: B009
+    try:
+        step = unit * interval
+    except OverflowError:  # a step of over 999999999 days: any time before 9999 is within the first one
+        return rule
     start = dtstart.replace(tzinfo=None)
     target = after.astimezone(zone).replace(tzinfo=None) - _FAST_FORWARD_MARGIN
     if target <= start + step:
@@ -334,6 +515,8 @@ def _rrule_times(schedule: RRuleSchedule, after: datetime) -> Iterator[datetime]
     rule then fires once per real hour or minute across spring forward).
     """
     parsed = _parse_rrule(schedule.rrule, schedule.timezone)
+    if parsed.invalid is not None:  # stored by an older version: the scheduler reports it for this deployment
+        raise ValueError(parsed.invalid)
     rules = rruleset()
     for rule in parsed.rrules:
         rules.rrule(_fast_forward(rule, after))
@@ -438,7 +621,8 @@ def upcoming(schedule: Schedule, after: datetime, until: datetime, limit: int) -
     (an hourly rule in the skipped hour) is dropped. COUNT, UNTIL, EXDATE/RDATE/EXRULE are honoured.
     Rules without COUNT at WEEKLY frequency or finer are fast-forwarded to ``after`` (see
     :func:`_fast_forward`); rules with COUNT are iterated from DTSTART, so their cost grows with COUNT.
-    A rule that matches no date at all makes dateutil search up to the year 9999 (seconds).
+    A rule that never fires is left out (it would make dateutil search up to the year 9999); an RRULE
+    schedule with INTERVAL < 1 (only ever stored by an older version) raises ValueError.
     """
     _aware("after", after)
     _aware("until", until)

@@ -773,3 +773,38 @@ def test_summary_serialises(world: World) -> None:
     assert data["admitted"] == [run.id]
     assert datetime.fromisoformat(data["started"]) == w.now[0]
     assert "1 admitted" in summary.headline()
+
+
+def test_a_deployment_whose_stored_schedule_cannot_be_evaluated_stops_no_other_run(world: World) -> None:
+    # A schedule an older version stored (INTERVAL=0: a ZeroDivisionError in every pass, for every pool).
+    import sqlite3
+    from contextlib import closing
+
+    from dispatcher.schedules import IntervalSchedule, RRuleSchedule
+
+    w = world
+    simple_pool(w)
+    pools.create_pool(w.store, "q")
+    every_minute = IntervalSchedule(interval=60)
+    deployments.update_deployment(w.store, "d", schedules=[every_minute])
+    deployments.create_deployment(w.store, "broken", pool="q", schedules=[RRuleSchedule(rrule="FREQ=DAILY")])
+    with closing(sqlite3.connect(w.store.url.removeprefix("sqlite:///"))) as db, db:
+        (data,) = db.execute("SELECT data FROM deployments WHERE name = 'broken'").fetchone()
+        document = json.loads(data)
+        document["schedules"] = [{"rrule": "FREQ=DAILY;INTERVAL=0", "timezone": "UTC"}]
+        db.execute("UPDATE deployments SET data = ? WHERE name = 'broken'", (json.dumps(document),))
+
+    first = w.dispatch()
+    assert first.pools == ["p", "q"]
+    assert first.scheduled == 60  # d's runs for the next hour
+    assert list(first.problems) == ["broken"]
+    assert "INTERVAL must be a whole number of 1 or more" in first.problems["broken"]
+    assert "pause-schedule broken" in first.problems["broken"]
+
+    w.advance(61)
+    second = w.dispatch()
+    assert list(second.problems) == ["broken"]
+    assert second.admitted and second.submitted == second.admitted
+    assert {w.run(run_id).deployment for run_id in second.admitted} == {"d"}
+    assert all(w.run(run_id).auto_scheduled for run_id in second.admitted)
+    assert w.store.list_runs("q", limit=10) == []

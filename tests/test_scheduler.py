@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dispatcher import scheduler
 from dispatcher.config import Settings
 from dispatcher.deployments import create_deployment, update_deployment
 from dispatcher.models import Deployment
 from dispatcher.pools import create_pool, update_pool
-from dispatcher.scheduler import planned_times, reset_cursor, schedule_all
-from dispatcher.schedules import CronSchedule, IntervalSchedule, scheduled_run_id
+from dispatcher.preview import preview_pool
+from dispatcher.scheduler import ScheduleFailed, planned_times, reset_cursor, schedule_all
+from dispatcher.schedules import CronSchedule, IntervalSchedule, RRuleSchedule, Schedule, scheduled_run_id, upcoming
 from dispatcher.states import StateType
 from dispatcher.store.sqlite import SQLiteStore
 
@@ -157,3 +163,105 @@ def test_planned_times_merges_and_limits() -> None:
     minutes = [int((t - T0).total_seconds() // 60) for t in got]
     assert minutes == [10, 15, 20, 30, 40, 45, 50, 60]
     assert planned_times(deployment, T0, T0 + timedelta(hours=1), 3) == got[:3]
+
+
+# ------------------------------------------------------------- one deployment's broken schedule stays its own
+
+
+def store_as_an_older_version_did(store: SQLiteStore, name: str, rrule: str) -> None:
+    """Rewrite a deployment's stored schedule behind validation: data an older pushpool version wrote."""
+    with closing(sqlite3.connect(store.url.removeprefix("sqlite:///"))) as db, db:
+        (data,) = db.execute("SELECT data FROM deployments WHERE name = ?", (name,)).fetchone()
+        document = json.loads(data)
+        document["schedules"] = [{"rrule": rrule, "timezone": "UTC"}]
+        db.execute("UPDATE deployments SET data = ? WHERE name = ?", (json.dumps(document), name))
+
+
+def test_a_stored_schedule_that_cannot_be_evaluated_is_that_deployments_problem_only(
+    store: SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    create_pool(store, "other")
+    create_deployment(store, "broken", pool="p", schedules=[RRuleSchedule(rrule="FREQ=DAILY")])
+    create_deployment(store, "same-pool", pool="p", schedules=[EVERY_10_MIN])
+    create_deployment(store, "other-pool", pool="other", schedules=[EVERY_10_MIN])
+    store_as_an_older_version_did(store, "broken", "FREQ=DAILY;INTERVAL=0")  # was a ZeroDivisionError
+    broken = store.get_deployment("broken")  # still readable, so it can be listed, fixed or deleted
+    assert broken is not None and broken.schedules == [RRuleSchedule.model_construct(rrule="FREQ=DAILY;INTERVAL=0")]
+
+    with caplog.at_level(logging.WARNING, logger="pushpool.scheduler"):
+        result = schedule_all(store, T0, HOUR)
+
+    assert set(result.problems) == {"broken"}
+    problem = result.problems["broken"]
+    assert problem.startswith("deployment 'broken': its schedule rrule FREQ=DAILY;INTERVAL=0 (UTC) could not be")
+    assert "INTERVAL must be a whole number of 1 or more, got 0" in problem
+    assert problem.endswith("or pause it with `pushpool deployment pause-schedule broken`.")
+    assert sorted(r.deployment for r in result.created) == ["other-pool"] * 6 + ["same-pool"] * 6
+    assert times(all_runs(store, "other")) == expected(6)
+    assert [r.deployment for r in all_runs(store)] == ["same-pool"] * 6
+    [record] = [r for r in caplog.records if r.name == "pushpool.scheduler"]
+    assert record.levelno == logging.WARNING and "broken" in record.getMessage()
+    assert record.exc_info is not None and isinstance(record.exc_info[1], ScheduleFailed)
+    assert isinstance(record.exc_info[1].__cause__, ValueError)
+
+    # Its cursor did not move: once the schedule is fixed, the next step creates its runs.
+    update_deployment(store, "broken", schedules=[RRuleSchedule(rrule="FREQ=HOURLY")])
+    again = schedule_all(store, T0, HOUR)
+    assert again.problems == {}
+    assert [(r.deployment, r.scheduled_time) for r in again.created] == [("broken", T0 + timedelta(hours=1))]
+
+
+def test_a_schedule_raising_anything_is_named_in_problems(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    odd = IntervalSchedule(interval=700, anchor_date=T0)
+
+    def upcoming_but_odd_raises(schedule: Schedule, after: datetime, until: datetime, limit: int) -> list[datetime]:
+        if schedule == odd:
+            raise ZeroDivisionError("integer division or modulo by zero")
+        return upcoming(schedule, after, until, limit)
+
+    monkeypatch.setattr(scheduler, "upcoming", upcoming_but_odd_raises)
+    create_deployment(store, "a-odd", pool="p", schedules=[EVERY_10_MIN, odd])
+    create_deployment(store, "b-fine", pool="p", schedules=[EVERY_10_MIN])
+    with caplog.at_level(logging.WARNING, logger="pushpool.scheduler"):
+        result = schedule_all(store, T0, HOUR)
+    assert list(result.problems) == ["a-odd"]
+    assert "(ZeroDivisionError: integer division or modulo by zero)" in result.problems["a-odd"]
+    assert "pause-schedule a-odd" in result.problems["a-odd"]
+    assert {r.deployment for r in result.created} == {"b-fine"} and len(result.created) == 6
+    # None of a deployment's runs are created when one of its schedules fails: no half-planned deployment.
+    assert all(r.deployment == "b-fine" for r in all_runs(store))
+    assert [r.levelno for r in caplog.records if r.name == "pushpool.scheduler"] == [logging.WARNING]
+
+
+def test_an_unexpected_failure_creating_runs_is_named_in_problems(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_new_run = scheduler.new_run
+
+    def new_run_failing_for_a(store: SQLiteStore, deployment: Deployment, **kwargs: Any) -> Any:
+        if deployment.name == "a":
+            raise RuntimeError("renderer bug")
+        return real_new_run(store, deployment, **kwargs)
+
+    monkeypatch.setattr(scheduler, "new_run", new_run_failing_for_a)
+    create_deployment(store, "a", pool="p", schedules=[EVERY_10_MIN])
+    create_deployment(store, "b", pool="p", schedules=[EVERY_10_MIN])
+    with caplog.at_level(logging.WARNING, logger="pushpool.scheduler"):
+        result = schedule_all(store, T0, HOUR)
+    assert list(result.problems) == ["a"]
+    assert "could not be created (RuntimeError: renderer bug)" in result.problems["a"]
+    assert {r.deployment for r in result.created} == {"b"} and len(result.created) == 6
+    [record] = [r for r in caplog.records if r.name == "pushpool.scheduler"]
+    assert record.levelno == logging.ERROR and record.exc_info is not None
+
+
+def test_preview_skips_a_schedule_that_cannot_be_evaluated(store: SQLiteStore) -> None:
+    create_deployment(store, "broken", pool="p", schedules=[RRuleSchedule(rrule="FREQ=DAILY")])
+    create_deployment(store, "fine", pool="p", schedules=[EVERY_10_MIN])
+    store_as_an_older_version_did(store, "broken", "FREQ=DAILY;INTERVAL=0")
+    preview = preview_pool(store, "p", hours=1, now=T0)
+    assert [(r.deployment, r.state_name) for r in preview.queues[0].runs] == [("fine", "Planned")] * 6
+    assert list(preview.problems) == ["broken"]
+    assert "INTERVAL must be a whole number of 1 or more" in preview.problems["broken"]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import json
+import re
+import time
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-from dateutil.rrule import rrulestr
+from dateutil.rrule import DAILY, rrule, rrulestr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +19,7 @@ from dispatcher.schedules import (
     CronSchedule,
     IntervalSchedule,
     RRuleSchedule,
+    _fast_forward,
     describe,
     parse_schedule,
     scheduled_run_id,
@@ -475,3 +479,101 @@ def test_json_round_trip(schedule: CronSchedule | IntervalSchedule | RRuleSchedu
 
 def test_cron_whitespace_is_normalised() -> None:
     assert CronSchedule(cron="  0   9 * * *  ").cron == "0 9 * * *"
+
+
+# ----------------------------------------------------------------------- rules that cannot or never fire
+
+
+@pytest.mark.parametrize(
+    ("rrule", "got"),
+    [
+        ("FREQ=DAILY;INTERVAL=0", "0"),
+        ("FREQ=DAILY;INTERVAL=-1", "-1"),
+        ("FREQ=HOURLY;INTERVAL=0;BYHOUR=3", "0"),  # dateutil's own words would be "byxxx generates an empty set"
+        ("DTSTART:20240101T090000\nRRULE:FREQ=WEEKLY;INTERVAL=2\nEXRULE:FREQ=DAILY;INTERVAL=0", "0"),
+    ],
+)
+def test_rrule_interval_below_one_is_refused(rrule: str, got: str) -> None:
+    with pytest.raises(ValueError, match=rf"rrule\n.*INTERVAL must be a whole number of 1 or more, got {got};"):
+        RRuleSchedule(rrule=rrule)
+    with pytest.raises(ValueError, match="is not a valid RFC 5545 recurrence rule: INTERVAL must be"):
+        parse_schedule({"rrule": rrule, "timezone": "Europe/Berlin"})
+
+
+@pytest.mark.parametrize(
+    ("rrule", "why"),
+    [
+        ("FREQ=SECONDLY;COUNT=0", "COUNT is 0"),
+        ("FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30", "no date matches it"),
+        ("FREQ=SECONDLY;BYMONTH=2;BYMONTHDAY=30", "no date matches it"),
+        ("FREQ=MINUTELY;BYMONTH=4;BYMONTHDAY=31;BYHOUR=9", "no date matches it"),
+        ("DTSTART:20240131T090000\nRRULE:FREQ=MONTHLY;BYMONTH=2", "no date matches it"),  # Feb 31, from DTSTART
+        ("FREQ=SECONDLY;BYSETPOS=2", "BYSETPOS=2 picks nothing, a period of this rule has at most 1 candidate time"),
+        ("FREQ=DAILY;BYHOUR=9,17;BYSETPOS=3,-3", "BYSETPOS=3,-3 picks nothing"),
+        ("DTSTART:20240101T000000\nRRULE:FREQ=DAILY;INTERVAL=7;BYDAY=TU", "no date in the 400 years"),  # Mondays only
+        ("DTSTART:20240101T090000\nRRULE:FREQ=DAILY;UNTIL=20231231T000000", "its UNTIL is before its first occurrence"),
+    ],
+)
+def test_rrule_that_never_fires_is_refused_quickly(rrule: str, why: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=r"rrule\n.*never fires \(" + re.escape(why)):
+        RRuleSchedule(rrule=rrule)
+    # dateutil alone looks to the year 9999: 10 s for SECONDLY on Feb 30, forever for SECONDLY;BYSETPOS=2.
+    assert time.perf_counter() - started < 1.0
+
+
+def test_rrule_set_names_the_rule_that_never_fires() -> None:
+    text = "RRULE:FREQ=DAILY\nRRULE:FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30"
+    with pytest.raises(ValueError, match="its RRULE number 2 never fires \\(no date matches it\\); remove it or fix"):
+        RRuleSchedule(rrule=text)
+    exrule = "RRULE:FREQ=DAILY\nEXRULE:FREQ=DAILY;COUNT=0"
+    with pytest.raises(ValueError, match="its EXRULE never matches, so it excludes nothing \\(COUNT is 0\\)"):
+        RRuleSchedule(rrule=exrule)
+
+
+def test_rrule_that_fired_and_finished_is_accepted() -> None:
+    # A schedule whose UNTIL (or COUNT) is behind us did have occurrences: valid, it just creates no more runs.
+    finished = RRuleSchedule(rrule="DTSTART:20240101T090000\nRRULE:FREQ=DAILY;UNTIL=20240103T090000")
+    assert upcoming(finished, utc(2025, 1, 1), utc(2026, 1, 1), 10) == []
+    assert upcoming(finished, utc(2023, 1, 1), utc(2025, 1, 1), 10) == [utc(2024, 1, d, 9) for d in (1, 2, 3)]
+    counted = RRuleSchedule(rrule="DTSTART:20240101T090000\nRRULE:FREQ=HOURLY;COUNT=1")
+    assert upcoming(counted, utc(2023, 1, 1), utc(2030, 1, 1), 10) == [utc(2024, 1, 1, 9)]
+    # Rare but real dates are found: Feb 29 every 4 years, and Feb 29 on a Monday (2044 from 2020).
+    assert upcoming(
+        RRuleSchedule(rrule="FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29"), utc(2025, 1, 1), utc(2030, 1, 1), 5
+    ) == [utc(2028, 2, 29)]
+    leap_monday = RRuleSchedule(rrule="FREQ=DAILY;BYMONTH=2;BYMONTHDAY=29;BYDAY=MO")
+    assert upcoming(leap_monday, utc(2020, 1, 1), utc(2080, 1, 1), 5) == [utc(2044, 2, 29), utc(2072, 2, 29)]
+
+
+def test_a_huge_interval_is_evaluated_without_overflow() -> None:
+    # The fast-forward step (10^9 days) is past timedelta's range: no fast-forward, and no OverflowError.
+    s = RRuleSchedule(rrule="FREQ=DAILY;INTERVAL=1000000000")
+    assert upcoming(s, utc(2019, 1, 1), utc(2030, 1, 1), 5) == [utc(2020, 1, 1)]
+
+
+def test_stored_rules_are_read_back_and_evaluated_safely() -> None:
+    # JSON-mode validation is how the stores read: a rule an older version accepted stays readable ...
+    zero = RRuleSchedule.model_validate_json('{"rrule": "FREQ=DAILY;INTERVAL=0", "timezone": "UTC"}')
+    assert zero.rrule == "FREQ=DAILY;INTERVAL=0"
+    # ... while new input (Python objects, as the CLI, API and apply give) is refused.
+    with pytest.raises(ValueError, match="INTERVAL must be"):
+        RRuleSchedule.model_validate({"rrule": "FREQ=DAILY;INTERVAL=0", "timezone": "UTC"})
+    # At run time, INTERVAL < 1 is a ValueError in words (it used to be a ZeroDivisionError) ...
+    with pytest.raises(ValueError, match="INTERVAL must be a whole number of 1 or more, got 0"):
+        upcoming(zero, utc(2026, 1, 1), utc(2026, 1, 2), 5)
+    # ... and a rule that never fires gives nothing, at once rather than after a search to the year 9999.
+    never = RRuleSchedule.model_validate_json('{"rrule": "FREQ=SECONDLY;BYMONTH=2;BYMONTHDAY=30"}')
+    started = time.perf_counter()
+    assert upcoming(never, utc(2026, 1, 1), utc(2027, 1, 1), 5) == []
+    assert time.perf_counter() - started < 1.0
+    # A set keeps its rules that fire; one that never fires (or an EXRULE that never matches) is left out.
+    text = "RRULE:FREQ=DAILY;BYHOUR=9\nRRULE:FREQ=SECONDLY;COUNT=0\nEXRULE:FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30"
+    mixed = RRuleSchedule.model_validate_json(json.dumps({"rrule": text}))
+    assert upcoming(mixed, utc(2026, 1, 1), utc(2026, 1, 3), 5) == [utc(2026, 1, 1, 9), utc(2026, 1, 2, 9)]
+
+
+def test_fast_forward_leaves_a_rule_without_a_lattice_alone() -> None:
+    # Defence in depth: _rrule_times raises for INTERVAL < 1 first, but the fast-forward must not divide by it.
+    rule = rrule(DAILY, dtstart=datetime(2020, 1, 1, tzinfo=UTC), interval=0)
+    assert _fast_forward(rule, utc(2026, 1, 1)) is rule
