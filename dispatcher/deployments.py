@@ -112,7 +112,9 @@ def update_deployment(
         changes["tags"] = tags
     if description is not None:
         changes["description"] = description
-    updated = build(Deployment, **{**deployment.model_dump(), **changes})
+    # The stored schedules go back as they are (not re-checked as input), so a schedule an older version
+    # accepted never blocks pausing it or changing anything else.
+    updated = build(Deployment, **{**deployment.model_dump(), "schedules": deployment.schedules, **changes})
     store.update_deployment(updated)
     schedule_changed = updated.schedules != deployment.schedules or (
         updated.schedule_paused and not deployment.schedule_paused

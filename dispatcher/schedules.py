@@ -30,12 +30,13 @@ that never fires is left out of its set, which changes none of its occurrences.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import MAXYEAR, UTC, datetime, time, timedelta
-from typing import Any, Self
+from typing import Any, Self, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil.rrule import DAILY, HOURLY, MINUTELY, MONTHLY, SECONDLY, WEEKLY, YEARLY, rrule, rruleset, rrulestr
@@ -507,21 +508,27 @@ def _fast_forward(rule: rrule, after: datetime) -> rrule:
     return rule.replace(dtstart=(start + step * ((target - start) // step)).replace(tzinfo=zone))
 
 
-def _rrule_times(schedule: RRuleSchedule, after: datetime) -> Iterator[datetime]:
-    """The rule's occurrences in UTC, ascending, strictly increasing, from shortly before ``after``.
+def _rrule_times(schedule: RRuleSchedule, after: datetime, until: datetime) -> Iterator[datetime]:
+    """The rule's occurrences up to ``until`` in UTC, ascending, strictly increasing, from shortly before ``after``.
 
     dateutil yields wall-clock order; a nonexistent time read with the offset before the gap lands in
     the next hour, so occurrences not later than one already yielded are dropped (an hourly or minutely
-    rule then fires once per real hour or minute across spring forward).
+    rule then fires once per real hour or minute across spring forward). Each RRULE and EXRULE is cut at
+    ``until`` (a rule set takes any iterable): an EXRULE that removes every occurrence would otherwise
+    leave dateutil searching to the year 9999 for one that is not excluded.
     """
     parsed = _parse_rrule(schedule.rrule, schedule.timezone)
     if parsed.invalid is not None:  # stored by an older version: the scheduler reports it for this deployment
         raise ValueError(parsed.invalid)
+
+    def cut(rule: rrule) -> rrule:
+        return cast(rrule, itertools.takewhile(lambda when: when <= until, _fast_forward(rule, after)))
+
     rules = rruleset()
     for rule in parsed.rrules:
-        rules.rrule(_fast_forward(rule, after))
+        rules.rrule(cut(rule))
     for rule in parsed.exrules:
-        rules.exrule(_fast_forward(rule, after))
+        rules.exrule(cut(rule))
     for when in parsed.rdates:
         rules.rdate(when)
     for when in parsed.exdates:
@@ -636,7 +643,7 @@ def upcoming(schedule: Schedule, after: datetime, until: datetime, limit: int) -
     elif isinstance(schedule, IntervalSchedule):
         times = _interval_times(schedule, after, until)
     elif isinstance(schedule, RRuleSchedule):
-        times = _rrule_times(schedule, after)
+        times = _rrule_times(schedule, after, until)
     else:
         raise TypeError(f"not a schedule: {schedule!r}")
     result: list[datetime] = []

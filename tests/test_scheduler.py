@@ -204,8 +204,12 @@ def test_a_stored_schedule_that_cannot_be_evaluated_is_that_deployments_problem_
     assert record.exc_info is not None and isinstance(record.exc_info[1], ScheduleFailed)
     assert isinstance(record.exc_info[1].__cause__, ValueError)
 
-    # Its cursor did not move: once the schedule is fixed, the next step creates its runs.
-    update_deployment(store, "broken", schedules=[RRuleSchedule(rrule="FREQ=HOURLY")])
+    # It can be paused as the problem says (the stored schedule is kept, not re-checked as input) ...
+    paused = update_deployment(store, "broken", schedule_paused=True)
+    assert paused.schedule_paused and paused.schedules == broken.schedules
+    assert schedule_all(store, T0, HOUR).problems == {}
+    # ... and its cursor did not move: once the schedule is fixed, the next step creates its runs.
+    update_deployment(store, "broken", schedules=[RRuleSchedule(rrule="FREQ=HOURLY")], schedule_paused=False)
     again = schedule_all(store, T0, HOUR)
     assert again.problems == {}
     assert [(r.deployment, r.scheduled_time) for r in again.created] == [("broken", T0 + timedelta(hours=1))]

@@ -577,3 +577,24 @@ def test_fast_forward_leaves_a_rule_without_a_lattice_alone() -> None:
     # Defence in depth: _rrule_times raises for INTERVAL < 1 first, but the fast-forward must not divide by it.
     rule = rrule(DAILY, dtstart=datetime(2020, 1, 1, tzinfo=UTC), interval=0)
     assert _fast_forward(rule, utc(2026, 1, 1)) is rule
+
+
+def test_an_exrule_that_removes_every_occurrence_ends_at_the_window() -> None:
+    # Without the cut at `until`, dateutil would search to the year 9999 for an occurrence not excluded.
+    import threading
+
+    schedule = RRuleSchedule(rrule="RRULE:FREQ=MINUTELY\nEXRULE:FREQ=MINUTELY")
+    half = RRuleSchedule(rrule="RRULE:FREQ=MINUTELY\nEXRULE:FREQ=MINUTELY;INTERVAL=2")
+    start = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    found: dict[str, list[datetime]] = {}
+
+    def work() -> None:
+        found["all"] = upcoming(schedule, start, start + timedelta(hours=1), 10)
+        found["half"] = upcoming(half, start, start + timedelta(hours=1), 100)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "upcoming() kept searching past its window"
+    assert found["all"] == []
+    assert len(found["half"]) == 30 and all(t.minute % 2 == 1 for t in found["half"])
