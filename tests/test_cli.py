@@ -261,6 +261,27 @@ def test_preview_says_why_due_runs_wait(cli: Cli) -> None:
     assert [q["queue"]["name"] for q in one_queue["queues"]] == ["default"]
 
 
+def test_preview_names_a_deployment_whose_stored_schedule_cannot_be_planned(cli: Cli) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    cli.ok("work-pool", "create", "p1")
+    cli.ok("deployment", "create", "broken", "--pool", "p1", "--rrule", "FREQ=DAILY")
+    cli.ok("deployment", "create", "fine", "--pool", "p1", "--interval", "600")
+    # As an older version could have stored it: INTERVAL=0 is refused as input today.
+    with closing(sqlite3.connect(cli.url.removeprefix("sqlite:///"))) as db, db:
+        (data,) = db.execute("SELECT data FROM deployments WHERE name = 'broken'").fetchone()
+        document = json.loads(data)
+        document["schedules"] = [{"rrule": "FREQ=DAILY;INTERVAL=0", "timezone": "UTC"}]
+        db.execute("UPDATE deployments SET data = ? WHERE name = 'broken'", (json.dumps(document),))
+
+    result = cli.run("work-pool", "preview", "p1", "--hours", "1")
+    assert result.exit_code == 0, result.stderr
+    assert "Planned" in result.stdout and "fine" in result.stdout
+    assert result.stderr.startswith("Not planned: deployment 'broken'") and "pause-schedule broken" in result.stderr
+    assert list(cli.json("work-pool", "preview", "p1")["problems"]) == ["broken"]
+
+
 # deployment ------------------------------------------------------------------------------------------------
 def test_deployment_lifecycle(cli: Cli) -> None:
     cli.ok("work-pool", "create", "p1")

@@ -208,6 +208,9 @@ def show_preview(ctx: typer.Context, pool: str, hours: float, queue: str | None,
                     {"queue": jsonable(qp.queue), "active": qp.active, "runs": to_jsonable_python(qp.runs)}
                     for qp in preview.queues
                 ],
+                "problems": preview.problems,
             }
         )
     render.show(*render.preview_tables(preview))
+    for problem in preview.problems.values():
+        typer.echo(f"Not planned: {problem}", err=True)
