@@ -18,7 +18,7 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from . import signing
+from . import json_input, signing
 from .cancelling import get_run
 from .errors import Conflict, InvalidInput
 from .models import FlowRun, utcnow, validation_sentence
@@ -45,10 +45,11 @@ def parse_json_body(model: type[M], body: bytes, what: str = "request body") -> 
     """Validate a JSON body against a request model; the error is one sentence naming the field.
 
     Request models are strict with extra="forbid": a typo'd field or a "5" for a number is refused rather
-    than guessed at, and nothing is written.
+    than guessed at, and nothing is written. NaN, Infinity and 1e999 are refused too (400): pydantic's parser
+    takes them, but they are not JSON numbers, and stored they would come back as null.
     """
     try:
-        return model.model_validate_json(body or b"{}")
+        parsed = model.model_validate_json(body or b"{}")
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
@@ -67,6 +68,8 @@ def parse_json_body(model: type[M], body: bytes, what: str = "request body") -> 
             expected = err.get("ctx", {}).get("expected", "")
             raise InvalidInput(f"{field} must be {expected}, got {err['input']!r}.") from None
         raise InvalidInput(validation_sentence(exc, what)) from None
+    json_input.refuse_non_finite(parsed.model_dump(), f"the {what}", error=MalformedJson)
+    return parsed
 
 
 class CallbackBody(BaseModel):

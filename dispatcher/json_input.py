@@ -3,7 +3,7 @@
 Python's `json` module and pydantic's parser both take `NaN`, `Infinity` and `-Infinity`, and read `1e999` as
 infinity; none of them is a JSON number (RFC 8259), and once stored they come back as `null`. `loads` refuses
 them in one sentence naming where the text came from; `refuse_non_finite` does the same for data parsed some
-other way (YAML's `.nan` and `.inf`).
+other way (YAML's `.nan` and `.inf`; an HTTP body pydantic has parsed, in `callbacks.parse_json_body`).
 """
 
 from __future__ import annotations
