@@ -189,6 +189,11 @@ class TracedProvider:
             segment.put_annotation("infrastructure_id", infrastructure_id)
             return self.inner.status(infrastructure_id)
 
+    def find(self, idempotency_key: str) -> str | None:
+        with self.tracer.provider.in_subsegment(f"## {self.pool_type} find") as segment:
+            segment.put_annotation("idempotency_key", idempotency_key)
+            return self.inner.find(idempotency_key)
+
     def cancel(self, infrastructure_id: str) -> None:
         with self.tracer.provider.in_subsegment(f"## {self.pool_type} cancel") as segment:
             segment.put_annotation("infrastructure_id", infrastructure_id)

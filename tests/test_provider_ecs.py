@@ -508,6 +508,24 @@ def test_a_repeated_or_crashed_submission_finds_the_first_task(
     assert ecs.list_tasks(cluster=cluster)["taskArns"] == [first]
 
 
+def test_find_looks_up_a_run_s_task_by_started_by_in_any_cluster(
+    moto: MotoServer, provider: ECSProvider, ecs: Any, cluster: str, vpc: dict[str, Any]
+) -> None:
+    job = provider.validate(render_job({"image": "flows:1", "cluster": cluster, "vpc_id": vpc["vpc_id"]}))
+    run_id = _run_id(job)
+    assert provider.find(f"{run_id}-1") is None  # nothing launched yet
+    launched = provider.submit(job, idempotency_key=f"{run_id}-1")
+    assert provider.find(f"{run_id}-1") == launched
+    # A fresh dispatcher knows no cluster: it finds the task through ListClusters, and starts nothing.
+    fresh = ECSProvider(region=REGION, endpoint_url=moto.url)
+    run_tasks = _count_calls(fresh, "RunTask")
+    assert fresh.find(f"{run_id}-1") == launched
+    ecs.stop_task(cluster=cluster, task=launched, reason="by hand")
+    assert fresh.find(f"{run_id}-1") == launched  # a stopped task is still the run's launch
+    assert fresh.find(f"{uuid.uuid4()}-1") is None
+    assert run_tasks == [] and ecs.list_tasks(cluster=cluster, desiredStatus="STOPPED")["taskArns"] == [launched]
+
+
 def test_a_task_definition_is_registered_once_per_content_and_found_again_by_a_fresh_provider(
     moto: MotoServer, provider: ECSProvider, ecs: Any, cluster: str, vpc: dict[str, Any]
 ) -> None:

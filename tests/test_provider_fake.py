@@ -34,6 +34,20 @@ def test_same_key_same_id_one_launch() -> None:
     assert fake.infrastructure_id("k1") == "fake-k1" and fake.infrastructure_id("k3") is None
 
 
+def test_find_answers_what_a_key_launched() -> None:
+    fake = FakeProvider()
+    fake.fail_next(transient=True)
+    with pytest.raises(ProviderError):
+        fake.submit(JOB, idempotency_key="k1")
+    assert fake.find("k1") is None  # a failed submit launched nothing
+    fake.submit(JOB, idempotency_key="k1")
+    assert fake.find("k1") == "fake-k1" and fake.find("k2") is None
+    fake.fail_next(transient=True, method="find")
+    with pytest.raises(ProviderError):
+        fake.find("k1")
+    assert fake.find_calls == ["k1", "k1", "k2", "k1"] and len(fake.launches) == 1
+
+
 def test_launches_keep_a_copy_of_the_job() -> None:
     fake = FakeProvider()
     job: dict[str, Any] = {"command": ["a"], "env": {"X": "1"}}

@@ -368,6 +368,25 @@ def test_an_interrupted_launch_is_taken_over(tmp_path: Path) -> None:
     assert [p.name for p in provider.state_dir.iterdir() if p.name.startswith("rstale.interrupted-")]
 
 
+def test_find_names_the_run_directory_of_a_launch(provider: ProcessProvider) -> None:
+    assert provider.find("run-find-1") is None
+    infra_id = provider.submit({"command": ["true"]}, idempotency_key="run-find-1")
+    assert provider.find("run-find-1") == infra_id
+    _wait_state(provider, infra_id, JobState.COMPLETED)
+    assert provider.find("run-find-1") == infra_id  # ended, but launched
+    assert provider.find("flow/run:1") is None
+    assert provider.find("../..") is None
+
+
+def test_find_says_an_interrupted_launch_launched_nothing(tmp_path: Path) -> None:
+    provider = ProcessProvider(tmp_path / "state", launch_wait_seconds=0.3)
+    stale = provider.state_dir / "rhalf-1"
+    stale.mkdir(parents=True)
+    assert provider.find("rhalf-1") == "rhalf-1"  # young: a launch may be under way
+    os.utime(stale, (time.time() - 60, time.time() - 60))
+    assert provider.find("rhalf-1") is None
+
+
 def test_job_reports_through_its_callback(provider: ProcessProvider) -> None:
     received: list[tuple[dict[str, Any], bool]] = []
 

@@ -59,6 +59,16 @@ class Provider(Protocol):
 
     def status(self, infrastructure_id: str) -> JobStatus: ...
 
+    def find(self, idempotency_key: str) -> str | None:
+        """The infrastructure id of a job launched under this key, or None when none was launched.
+
+        The reconciler asks this for a run whose launch was never recorded (a submit that outlived its
+        timeout, a kill between launch and record): an id is recorded and the run is then treated as any
+        other; None, asked after the grace period, means the launch never happened. A launch still under
+        way counts as launched. Starts nothing.
+        """
+        ...
+
     def cancel(self, infrastructure_id: str) -> None:
         """Ask the infrastructure to stop the job; the end is confirmed later through `status`."""
         ...

@@ -79,6 +79,8 @@ DESCRIBE_BATCH = 100
 SUBNET_CACHE_SECONDS = 300.0
 
 LOG_PAGES = 50
+FIND_CLUSTER_PAGES = 10
+"""`find` looks through at most this many pages of ListClusters (100 clusters each)."""
 """GetLogEvents pages `logs()` reads at most (each holds up to 10,000 events or 1 MB)."""
 LOG_STREAM_SEARCH_PAGES = 10
 """DescribeLogStreams pages searched for the stream of a task ECS has forgotten (50 streams each)."""
@@ -417,8 +419,11 @@ def _tag_list(
 def _run_id(config: ECSJobConfiguration, idempotency_key: str) -> str:
     """The run a job belongs to: PUSHPOOL_RUN_ID, else its run label, else the key without its `-<attempt>`."""
     run_id = config.env.get(_RUN_ID_ENV) or config.labels.get(_RUN_ID_LABEL)
-    if run_id:
-        return run_id
+    return run_id or _run_id_of_key(idempotency_key)
+
+
+def _run_id_of_key(idempotency_key: str) -> str:
+    """The run id in a dispatcher key (`<run id>-<attempt>`), or the whole key when it has no attempt."""
     head, _, attempt = idempotency_key.rpartition("-")
     return head if head and attempt.isdigit() else idempotency_key
 
@@ -765,6 +770,8 @@ class ECSProvider:
         self._hash_locks: dict[str, threading.Lock] = {}
         self._subnets: dict[str, tuple[float, list[str]]] = {}
         self._described: dict[str, dict[str, Any]] = {}
+        self._clusters: dict[str | None, None] = {}
+        """The clusters this provider launched in, in first-use order (an ordered set)."""
 
     # -- clients -----------------------------------------------------------------------------------------------
 
@@ -835,6 +842,8 @@ class ECSProvider:
             raise ProviderError(str(exc), transient=False) from None
         run_id = _run_id(config, idempotency_key)
         cluster = config.task_run_request.cluster
+        with self._lock:
+            self._clusters.setdefault(cluster, None)  # where `find` looks first
 
         if resubmission or not _first_attempt(idempotency_key):
             orphan = self._find_orphan(cluster, started_by(run_id))
@@ -893,6 +902,43 @@ class ECSProvider:
                 batch = arns[start : start + DESCRIBE_BATCH]
                 result.update(self._describe(cluster, batch, wanted))
         return result
+
+    def find(self, idempotency_key: str) -> str | None:
+        """The task launched for this key's run, found as a resubmission finds it: ListTasks(startedBy=run id).
+
+        The key alone does not say which cluster its job ran in, so the clusters this provider launched in
+        come first, then the account's clusters (ListClusters, which includes `default`). Like the
+        resubmission's lookup it answers for the run, so a task of an earlier attempt that was never
+        recorded counts too: the run's launch has happened. ECS forgets a stopped task after about an hour.
+        """
+        by = started_by(_run_id_of_key(idempotency_key))
+        for cluster in self._clusters_to_search():
+            try:
+                orphan = self._find_orphan(cluster, by)
+            except ProviderError as exc:
+                if "ClusterNotFound" in str(exc):
+                    continue  # a remembered cluster that was deleted since
+                raise
+            if orphan is not None:
+                return make_infrastructure_id(orphan, cluster)
+        return None
+
+    def _clusters_to_search(self) -> list[str | None]:
+        with self._lock:
+            clusters: list[str | None] = list(self._clusters)
+        kwargs: dict[str, Any] = {}
+        for _ in range(FIND_CLUSTER_PAGES):
+            page = self._call("ListClusters", self.client.list_clusters, **kwargs)
+            clusters += [arn for arn in page.get("clusterArns") or [] if not self._known_cluster(arn, clusters)]
+            if not page.get("nextToken"):
+                break
+            kwargs["nextToken"] = page["nextToken"]
+        return clusters or [None]
+
+    @staticmethod
+    def _known_cluster(arn: str, clusters: list[str | None]) -> bool:
+        name = arn.rsplit("/", 1)[-1]
+        return arn in clusters or name in clusters or (name == "default" and None in clusters)
 
     def cancel(self, infrastructure_id: str) -> None:
         """StopTask with pushpool's reason; the end is confirmed later by `status` (CANCELLED)."""

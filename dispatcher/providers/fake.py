@@ -18,7 +18,7 @@ from .base import JobState, JobStatus
 
 __all__ = ["FakeProvider"]
 
-Method = Literal["submit", "status", "cancel"]
+Method = Literal["submit", "status", "cancel", "find"]
 
 _TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CRASHED, JobState.CANCELLED})
 
@@ -29,6 +29,7 @@ class FakeProvider:
     - `launches`: every job actually started, as `(idempotency_key, job)`; a repeated key adds nothing.
     - `submit_calls`: every submit attempt's key, including repeats and scripted failures.
     - `status_calls`, `cancelled`: the ids asked about and the ids cancelled, in call order.
+    - `find_calls`: every key `find` was asked about.
     - `hang_seconds`: each submit sleeps this long first (outside the lock), to test the dispatcher's timeouts.
     - `initial_status`: the status of a job just launched (PENDING, like a container being placed).
 
@@ -42,10 +43,11 @@ class FakeProvider:
         self.submit_calls: list[str] = []
         self.status_calls: list[str] = []
         self.cancelled: list[str] = []
+        self.find_calls: list[str] = []
         self._lock = threading.Lock()
         self._ids: dict[str, str] = {}
         self._statuses: dict[str, JobStatus] = {}
-        self._failures: dict[str, deque[ProviderError]] = {"submit": deque(), "status": deque(), "cancel": deque()}
+        self._failures: dict[str, deque[ProviderError]] = {m: deque() for m in ("submit", "status", "cancel", "find")}
 
     # -- scripting ---------------------------------------------------------------------------------------------
 
@@ -109,6 +111,13 @@ class FakeProvider:
             return self._statuses.get(
                 infrastructure_id, JobStatus(JobState.MISSING, message=f"fake job {infrastructure_id} not found")
             )
+
+    def find(self, idempotency_key: str) -> str | None:
+        """The id a key launched (a scripted failed submit launched nothing), or None."""
+        with self._lock:
+            self.find_calls.append(idempotency_key)
+            self._raise_scripted("find")
+            return self._ids.get(idempotency_key)
 
     def cancel(self, infrastructure_id: str) -> None:
         """Record the cancel; a job still going becomes CANCELLED, a finished one keeps its real outcome."""

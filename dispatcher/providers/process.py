@@ -200,6 +200,24 @@ class ProcessProvider:
             return JobStatus(JobState.CANCELLED, message=f"process {pid} was stopped on request")
         return JobStatus(JobState.MISSING, message=f"process {pid} is gone without an exit code")
 
+    def find(self, idempotency_key: str) -> str | None:
+        """The run directory's name for this key if a launch happened there (or is under way), else None.
+
+        A directory left by a launch interrupted before its process started (no pid, no exit, older than
+        `launch_wait_seconds`) launched nothing: None, as `status` calls it MISSING.
+        """
+        infra_id = _sanitise(idempotency_key)
+        run_dir = self._existing_run_dir(infra_id)
+        if run_dir is None:
+            return None
+        if self._read_pid(run_dir) is not None or (run_dir / "exit").exists():
+            return infra_id
+        try:
+            age = time.time() - run_dir.stat().st_mtime
+        except FileNotFoundError:  # a failed launch removed it just now
+            return None
+        return infra_id if age < self.launch_wait_seconds else None
+
     def cancel(self, infrastructure_id: str) -> None:
         """Stop the run's process group with SIGTERM; a repeat after `kill_grace_seconds` sends SIGKILL.
 
