@@ -30,6 +30,8 @@ SECRET_SETTING = "callback_secret"
 SAVE_ATTEMPTS = 5
 """Writes tried when the dispatcher or the reconciler moves the run between our read and our write."""
 MAX_MESSAGE = 2000
+_NO_DEPLOYMENT = "\x00no deployment"
+"""Stands in for the deployment of an unknown run: no deployment id can contain NUL, so no token matches."""
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -132,16 +134,22 @@ def apply_callback(
 ) -> FlowRun:
     """Verify a run's callback and record it; returns the run as stored.
 
-    Refused with nothing changed: an unknown run (NotFound), a missing, wrong or stale signature and a replay
-    of a message already recorded (SignatureError, 401), a body that breaks the contract (InvalidInput). The
+    Refused with nothing changed: a missing, wrong or stale signature, an unknown run (the same answer, so
+    an unauthenticated caller cannot tell which run ids exist) and a replay of a message already recorded
+    (SignatureError, 401), a body that breaks the contract (InvalidInput). The
     signature is checked before the body is even parsed, so an unauthenticated caller learns nothing of it.
     Duplicate, stale and out-of-order reports are accepted and recorded as no-ops (SPEC §2).
     """
     now = now or utcnow()
-    run = get_run(store, run_id)
-    digest = signing.verify(
-        run_token(master_secret(store), run.deployment_id, run.id), body, signature, now.timestamp()
-    )
+    secret = master_secret(store)
+    run = store.get_run(run_id)
+    if run is None:
+        # An unknown run is answered exactly as a bad signature, so run ids cannot be probed: the header is
+        # checked against a token no caller can hold, which fails the way this header fails (missing,
+        # malformed, stale or not matching), with the same words and about the same work.
+        signing.verify(run_token(secret, _NO_DEPLOYMENT, run_id), body, signature, now.timestamp())
+        raise signing.SignatureError(signing.MISMATCH)
+    digest = signing.verify(run_token(secret, run.deployment_id, run.id), body, signature, now.timestamp())
     source = _source(digest)
     report = parse_json_body(CallbackBody, body, "callback body")
     for _ in range(SAVE_ATTEMPTS):

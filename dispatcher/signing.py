@@ -22,6 +22,8 @@ TOLERANCE_SECONDS = 300
 """How far a signature's timestamp may be from the verifier's clock, either way, in seconds."""
 
 _HEX_DIGITS = frozenset("0123456789abcdef")
+MISMATCH = f"the {SIGNATURE_HEADER} signature does not match the body and the run's token."
+"""The refusal of a well-formed, fresh signature that is wrong (also what an unknown run gets)."""
 
 
 class SignatureError(PushpoolError):
@@ -75,5 +77,5 @@ def verify(token: str, body: bytes, header: str | None, now: float) -> str:
     # Compare every candidate, without stopping early, so the timing says nothing about which one failed.
     matched = [candidate for candidate in candidates if hmac.compare_digest(candidate, expected)]
     if not matched:
-        raise SignatureError(f"the {SIGNATURE_HEADER} signature does not match the body and the run's token.")
+        raise SignatureError(MISMATCH)
     return matched[0]

@@ -26,7 +26,7 @@ from dispatcher.callbacks import (
     run_token,
 )
 from dispatcher.cancelling import cancel_run
-from dispatcher.errors import InvalidInput, NotFound
+from dispatcher.errors import InvalidInput
 from dispatcher.http_server import make_server
 from dispatcher.models import FlowRun, utcnow
 from dispatcher.signing import SIGNATURE_HEADER, SignatureError, sign
@@ -210,10 +210,32 @@ def test_concurrent_copies_of_one_callback_apply_once(base_url: str, store: SQLi
     assert slots_active(store) == (0, 0)
 
 
-def test_an_unknown_run_is_404(base_url: str, store: SQLiteStore) -> None:
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "garbage",
+        "t=1,v1=" + "0" * 64,  # stale
+        "t={now},v1=" + "0" * 64,  # fresh and wrong
+        "t={now},v1={right}",  # right for the known run: for an unknown id it is simply wrong
+    ],
+)
+def test_an_unknown_run_is_answered_as_a_bad_signature(base_url: str, store: SQLiteStore, header: str | None) -> None:
+    """Run ids cannot be probed: an unknown run gets the very answer a known run gets for a bad signature."""
+    run = new_run(store)
     body = b'{"state": "RUNNING"}'
-    status, answer = post(base_url, "no-such-run", body, sign("x", body, int(time.time())))
-    assert status == 404 and "no-such-run" in answer["error"]
+    now = int(time.time())
+    right = sign(token_of(store, run), body, now).partition("v1=")[2]
+    signature = None if header is None else header.format(now=now, right=right)
+    if header is not None and "{right}" in header:
+        known_bad = post(base_url, run.id, body, sign("0" * 64, body, now))
+    else:
+        known_bad = post(base_url, run.id, body, signature)
+    unknown = post(base_url, "no-such-run", body, signature)
+    assert known_bad[0] == 401
+    assert unknown == known_bad
+    assert "no-such-run" not in json.dumps(unknown[1])
+    assert stored(store, run).state is StateType.PENDING
 
 
 @pytest.mark.parametrize(
@@ -305,7 +327,7 @@ def test_apply_callback_uses_the_given_clock(store: SQLiteStore) -> None:
 
 
 def test_apply_callback_errors_are_pushpool_errors(store: SQLiteStore) -> None:
-    with pytest.raises(NotFound):
+    with pytest.raises(SignatureError):
         apply_callback(store, "nope", b"{}", None)
     run = new_run(store)
     with pytest.raises(InvalidInput):
