@@ -481,6 +481,28 @@ def test_submit_starts_one_task_with_the_run_s_overrides_tags_and_network(
     assert CONTENT_HASH_TAG in _tags(definition["tags"])
 
 
+def test_nothing_of_the_dispatcher_s_environment_reaches_the_task_or_its_definition(
+    provider: ECSProvider, ecs: Any, cluster: str, vpc: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task gets the job's env and its run context only; the dispatcher's secrets stay with the dispatcher."""
+    secrets = {"PUSHPOOL_SECRET": "master-secret-value", "PUSHPOOL_API_TOKEN": "api-token-value"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    job = provider.validate(
+        render_job({"image": "flows:1", "cluster": cluster, "vpc_id": vpc["vpc_id"], "env": {"MODE": "full"}})
+    )
+    infra_id = provider.submit(job, idempotency_key=f"{_run_id(job)}-1")
+    task = ecs.describe_tasks(cluster=cluster, tasks=[infra_id])["tasks"][0]
+    definition = ecs.describe_task_definition(taskDefinition=task["taskDefinitionArn"])["taskDefinition"]
+    env = {item["name"] for item in task["overrides"]["containerOverrides"][0]["environment"]}
+    assert env == set(job["env"])
+    assert not any(container.get("environment") for container in definition["containerDefinitions"])
+    sent = json.dumps([task, definition])
+    for name, value in secrets.items():
+        assert name not in sent and value not in sent, name
+    assert "AWS_SECRET_ACCESS_KEY" not in sent and "AWS_SESSION_TOKEN" not in sent
+
+
 def test_a_repeated_or_crashed_submission_finds_the_first_task(
     moto: MotoServer, provider: ECSProvider, ecs: Any, cluster: str, vpc: dict[str, Any]
 ) -> None:

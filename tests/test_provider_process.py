@@ -97,6 +97,7 @@ def test_runs_with_job_env_and_working_dir(
 ) -> None:
     monkeypatch.setenv("PUSHPOOL_TEST_INHERITED", "from-dispatcher")
     monkeypatch.setenv("PUSHPOOL_TEST_DROPPED", "should-vanish")
+    monkeypatch.setenv("TZ", "UTC")
     work = tmp_path / "work"
     work.mkdir()
     command = _py(
@@ -104,20 +105,26 @@ def test_runs_with_job_env_and_working_dir(
         import os, pathlib
         pathlib.Path("out.txt").write_text("\\n".join([
             os.environ["GREETING"],
-            os.environ["PUSHPOOL_TEST_INHERITED"],
+            os.environ.get("PUSHPOOL_TEST_INHERITED", "not inherited"),
             os.environ.get("PUSHPOOL_TEST_DROPPED", "unset"),
+            os.environ.get("TZ", "no TZ"),
             os.getcwd(),
         ]))
         """
     )
     job = provider.validate(
-        {"command": command, "env": {"GREETING": "hello", "PUSHPOOL_TEST_DROPPED": None}, "working_dir": str(work)}
+        {
+            "command": command,
+            "env": {"GREETING": "hello", "PUSHPOOL_TEST_DROPPED": None, "TZ": None},
+            "working_dir": str(work),
+        }
     )
     infra_id = provider.submit(job, idempotency_key="run-env")
     assert infra_id == "run-env"
     status = _wait_state(provider, infra_id, JobState.COMPLETED, JobState.FAILED, JobState.MISSING)
     assert status == JobStatus(JobState.COMPLETED, exit_code=0)
-    assert (work / "out.txt").read_text().splitlines() == ["hello", "from-dispatcher", "unset", str(work)]
+    # Only the job's env and a few basics reach it (a null unsets a basic too), never the dispatcher's others.
+    assert (work / "out.txt").read_text().splitlines() == ["hello", "not inherited", "unset", "no TZ", str(work)]
 
 
 def test_default_working_dir_is_the_run_directory(provider: ProcessProvider) -> None:

@@ -27,16 +27,18 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ..errors import InvalidInput, NotFound, ProviderError
+from ..private_files import DIR_MODE, private_dir, pushpool_home
 from ..runner import signal_name, write_atomic
 from .base import JobState, JobStatus, split_command
 
-__all__ = ["STATE_DIR_ENV", "ProcessJob", "ProcessProvider"]
+__all__ = ["INHERITED_ENV", "STATE_DIR_ENV", "ProcessJob", "ProcessProvider", "job_environment"]
 
 STATE_DIR_ENV = "PUSHPOOL_PROCESS_DIR"
 
@@ -73,6 +75,28 @@ class ProcessJob(BaseModel):
     def _blank_is_none(cls, value: Any) -> Any:
         # A blank working_dir is what a template renders when nobody set one: it means "the default".
         return None if value == "" else value
+
+
+INHERITED_ENV = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR"})
+"""The dispatcher's variables a process job inherits (with every `LC_*`): what a program needs to start and to
+read text and time as the machine does. Nothing else of the dispatcher's environment reaches a job (SPEC §8):
+not `PUSHPOOL_SECRET`, `PUSHPOOL_API_TOKEN`, cloud credentials, nor anything an operator exported for the
+dispatcher. A job that needs more gets it through its template's `env`."""
+
+
+def job_environment(job_env: Mapping[str, str | None], dispatcher_env: Mapping[str, str]) -> dict[str, str]:
+    """The whole environment of a process job: the harmless basics of `dispatcher_env` (`INHERITED_ENV`,
+    `LC_*`), then the rendered job's `env` (which carries the run's PUSHPOOL_* context and its own token).
+
+    A null in `job_env` unsets a basic, as it unsets a variable a lower template level set.
+    """
+    env = {key: value for key, value in dispatcher_env.items() if key in INHERITED_ENV or key.startswith("LC_")}
+    for key, value in job_env.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -141,7 +165,9 @@ class ProcessProvider:
         infra_id = _sanitise(idempotency_key)
         run_dir = self.state_dir / infra_id
         try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
+            # 0700: run directories hold the jobs' output and job.json. The default one is pushpool's own, so
+            # one an older version left wider is narrowed; a directory the operator named is left as it is.
+            private_dir(self.state_dir, tighten=self.state_dir.parent == pushpool_home())
         except OSError as exc:
             raise ProviderError(
                 f"cannot create the process state directory {self.state_dir}: {exc}", transient=False
@@ -149,7 +175,8 @@ class ProcessProvider:
 
         while True:
             try:
-                os.mkdir(run_dir)
+                os.mkdir(run_dir, DIR_MODE)
+                os.chmod(run_dir, DIR_MODE)  # mkdir's mode passes through the umask; this is the mode
                 break
             except FileExistsError:
                 if self._await_pid(run_dir):
@@ -285,12 +312,7 @@ class ProcessProvider:
         return path
 
     def _launch(self, spec: ProcessJob, run_dir: Path, cwd: Path) -> None:
-        env = dict(os.environ)
-        for key, value in spec.env.items():
-            if value is None:
-                env.pop(key, None)  # null unsets a variable the dispatcher's environment would pass on
-            else:
-                env[key] = value
+        env = job_environment(spec.env, os.environ)
         record = {"command": spec.command, "name": spec.name, "labels": spec.labels, "working_dir": str(cwd)}
         argv = [
             sys.executable,

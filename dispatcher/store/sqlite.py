@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import Conflict, NotFound, StoreError
 from ..models import Deployment, FlowRun, WorkPool, WorkQueue
+from ..private_files import FILE_MODE, narrow, private_dir, private_file, pushpool_home
 from ..states import ACTIVE, StateType
 from .base import (
     DEFAULT_LIST_LIMIT,
@@ -62,6 +63,17 @@ SLOT_COLUMNS_ADDED = {"ver": "INTEGER NOT NULL DEFAULT 0", "changed": "REAL NOT 
 """Columns later versions added to `slots`: a store file made before them gets them when it is opened."""
 
 
+def _private_store_file(path: Path) -> None:
+    """The store file 0600 in a 0700 directory: it holds the master secret every run token derives from.
+
+    A directory pushpool creates is 0700; an existing one is narrowed only when it is `~/.pushpool`, which
+    pushpool owns (a directory the user chose may hold other things and is theirs to set).
+    """
+    parent = path.absolute().parent
+    private_dir(parent, tighten=parent == pushpool_home())
+    private_file(path)
+
+
 class SQLiteStore:
     """The embedded default store (`sqlite:///PATH`)."""
 
@@ -70,9 +82,13 @@ class SQLiteStore:
         self._lock = threading.RLock()
         try:
             if path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _private_store_file(Path(path))
             self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
+            if path != ":memory:":
+                # SQLite gives these the database file's mode; ones an older version left are narrowed.
+                for suffix in ("-wal", "-shm", "-journal"):
+                    narrow(Path(path + suffix), FILE_MODE)
             self._db.execute("PRAGMA busy_timeout=60000")
             self._db.executescript(SCHEMA)
             self._add_slot_columns()

@@ -1,0 +1,190 @@
+"""What a hostile job or template can reach (SPEC §8, docs/security.md), tried with real processes and files.
+
+Each test is one threat of issue 18: the job's environment, injection through job variables, `{{ $NAME }}`,
+file modes, and what a job's words can do to an operator's terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatcher import deployments, pools
+from dispatcher.callbacks import SECRET_ENV, master_secret, run_token
+from dispatcher.config import Settings
+from dispatcher.dispatch import Dispatcher
+from dispatcher.models import FlowRun, utcnow
+from dispatcher.providers.base import JobState, Providers
+from dispatcher.providers.process import ProcessProvider
+from dispatcher.store import DEFAULT_URL, open_store
+from dispatcher.store.sqlite import SQLiteStore
+
+SECRETS = {
+    SECRET_ENV: "master-secret-value",
+    "PUSHPOOL_API_TOKEN": "api-token-value",
+    "AWS_ACCESS_KEY_ID": "AKIAEXAMPLEEXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "aws-secret-value",
+    "AWS_SESSION_TOKEN": "aws-session-value",
+    "GOOGLE_APPLICATION_CREDENTIALS": "/secret/gcp.json",
+    "AZURE_CLIENT_SECRET": "azure-secret-value",
+    "OPERATOR_ONLY_SETTING": "operator-value",
+}
+
+
+class World:
+    """A SQLite store, a process pool `p` with deployment `d`, and a dispatcher whose environment holds secrets."""
+
+    def __init__(self, tmp_path: Path, template: dict[str, Any] | None = None) -> None:
+        self.tmp_path = tmp_path
+        self.store = SQLiteStore(str(tmp_path / "s.db"))
+        self.provider = ProcessProvider(tmp_path / "procs")
+        self.dispatcher = Dispatcher(
+            self.store,
+            providers=Providers({"process": self.provider}),
+            settings=Settings(provider_timeout_seconds=10.0),
+            callback_base_url="http://127.0.0.1:9",  # nothing listens: the runner's report fails fast
+        )
+        pools.create_pool(self.store, "p", base_job_template=template)
+
+    def run(self, job_variables: dict[str, Any]) -> FlowRun:
+        """Create a run of `d` with these variables, dispatch it, and wait for its process to end."""
+        if self.store.get_deployment("d") is None:
+            deployments.create_deployment(self.store, "d", pool="p")
+        run = deployments.run_deployment(
+            self.store, "d", job_variables=job_variables, scheduled_time=utcnow() - timedelta(seconds=1)
+        )
+        summary = self.dispatcher.run_pass(pool="p")
+        assert run.id in summary.submitted, summary
+        stored = self.store.get_run(run.id)
+        assert stored is not None and stored.infrastructure_id
+        deadline = time.monotonic() + 20
+        while self.provider.status(stored.infrastructure_id).state in (JobState.PENDING, JobState.RUNNING):
+            assert time.monotonic() < deadline, "the job never ended"
+            time.sleep(0.05)
+        return stored
+
+    def close(self) -> None:
+        self.dispatcher.close()
+        for pid_file in self.provider.state_dir.glob("*/pid"):
+            try:
+                os.killpg(int(pid_file.read_text().strip()), signal.SIGKILL)
+            except (ValueError, OSError):
+                pass
+        self.store.close()
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    w = World(tmp_path)
+    yield w
+    w.close()
+
+
+# 1. a job's environment ------------------------------------------------------------------------------------
+def test_a_process_job_sees_its_env_and_its_own_token_and_nothing_of_the_dispatcher(world: World) -> None:
+    out = world.tmp_path / "env.json"
+    dump = f"import json, os; open({str(out)!r}, 'w').write(json.dumps(dict(os.environ)))"
+    run = world.run({"command": [sys.executable, "-c", dump], "env": {"GREETING": "hello"}})
+    seen = json.loads(out.read_text())
+
+    for name, value in SECRETS.items():
+        assert name not in seen, name
+        assert value not in json.dumps(seen), name
+    assert seen["GREETING"] == "hello"
+    assert seen["PUSHPOOL_RUN_ID"] == run.id
+    assert seen["PUSHPOOL_CALLBACK_TOKEN"] == run_token(master_secret(world.store), run.deployment_id, run.id)
+    assert seen["PATH"] == os.environ["PATH"]
+    # Nothing beyond the job's env, the run context and the documented basics.
+    extra = {
+        name
+        for name in seen
+        if not name.startswith(("PUSHPOOL_", "LC_"))
+        and name not in {"GREETING", "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR"}
+    }
+    assert extra == set()
+
+
+# 4. file modes ---------------------------------------------------------------------------------------------
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_a_new_store_and_the_directories_made_for_it_are_private(tmp_path: Path, umask_022: None) -> None:
+    os.chmod(tmp_path, 0o755)
+    path = tmp_path / "made" / "by-pushpool" / "s.db"
+    store = SQLiteStore(str(path))
+    secret = master_secret(store)  # the secret generated and kept in the store
+    assert secret
+    assert _mode(path) == 0o600
+    assert _mode(path.parent) == 0o700 and _mode(path.parent.parent) == 0o700
+    for suffix in ("-wal", "-shm"):
+        assert _mode(Path(f"{path}{suffix}")) == 0o600, suffix
+    assert _mode(tmp_path) == 0o755  # the user's own directory above is theirs
+    store.close()
+
+
+def test_an_existing_default_store_left_readable_is_narrowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask_022: None
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    home = tmp_path / ".pushpool"
+    home.mkdir(mode=0o755)
+    old = SQLiteStore(str(home / "pushpool.db"))
+    master_secret(old)
+    old.close()
+    for path, mode in [(home, 0o755), (home / "pushpool.db", 0o644), (home / "pushpool.db-wal", 0o664)]:
+        path.touch()
+        os.chmod(path, mode)
+
+    store = open_store(DEFAULT_URL)
+    assert _mode(home) == 0o700
+    assert _mode(home / "pushpool.db") == 0o600
+    assert _mode(home / "pushpool.db-wal") == 0o600
+    store.close()
+
+
+def test_a_store_in_a_directory_the_user_chose_is_private_but_the_directory_is_left(
+    tmp_path: Path, umask_022: None
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    store = SQLiteStore(str(shared / "s.db"))
+    assert _mode(shared / "s.db") == 0o600 and _mode(shared) == 0o755
+    store.close()
+
+
+def test_process_state_and_run_directories_are_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask_022: None
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("PUSHPOOL_PROCESS_DIR", raising=False)
+    (tmp_path / ".pushpool").mkdir(mode=0o755)
+    (tmp_path / ".pushpool" / "processes").mkdir(mode=0o755)  # as an older version left it
+    provider = ProcessProvider()
+    infra_id = provider.submit({"command": [sys.executable, "-c", "pass"]}, idempotency_key="run-modes")
+    assert _mode(provider.state_dir) == 0o700
+    assert _mode(provider.run_dir(infra_id)) == 0o700
+    deadline = time.monotonic() + 20
+    while provider.status(infra_id).state in (JobState.PENDING, JobState.RUNNING):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
