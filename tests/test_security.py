@@ -6,6 +6,7 @@ file modes, and what a job's words can do to an operator's terminal.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -76,10 +77,8 @@ class World:
     def close(self) -> None:
         self.dispatcher.close()
         for pid_file in self.provider.state_dir.glob("*/pid"):
-            try:
+            with contextlib.suppress(ValueError, OSError):
                 os.killpg(int(pid_file.read_text().strip()), signal.SIGKILL)
-            except (ValueError, OSError):
-                pass
         self.store.close()
 
 
