@@ -2,7 +2,7 @@
 
 Plain data checks, no AWS and no deploy tool (`make deploy-check` runs cfn-lint, sam validate, serverless
 package and checkov): the table is dispatcher/store/dynamodb_schema.TABLE; the dispatcher runs on
-`rate(1 minute)` with reserved concurrency 1, a timeout below the rate and a DLQ; ECS events reach their
+`rate(1 minute)` with no reserved concurrency by default, a timeout below the rate and a DLQ; ECS events reach their
 function through SQS with a DLQ and partial batch failure; the alarms exist; every handler named imports and
 is callable; and each function's role is least privilege.
 """
@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import importlib
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from dispatcher.providers.ecs import started_by
 from dispatcher.store import dynamodb_schema
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,7 +146,7 @@ def refs(value: Any) -> set[str]:
         for inner in value:
             found |= refs(inner)
     elif isinstance(value, str):
-        found |= {m.split(".")[0] for m in re.findall(r"\$\{([A-Za-z0-9_.]+)\}", value)}
+        found |= {m.split(".")[0] for m in re.findall(r"\$\{([A-Za-z0-9_.:]+)\}", value)}
         found |= {f"param:{m}" for m in re.findall(r"\$\{param:(\w+)\}", value)}
     return found
 
@@ -218,6 +220,7 @@ def test_table_ttl_pitr_and_encryption(sam: dict[str, Any], sls: dict[str, Any])
             assert table["TimeToLiveSpecification"] == dynamodb_schema.TIME_TO_LIVE, name
         assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True, name
         assert table["SSESpecification"]["SSEEnabled"] is True, name
+        assert table["DeletionProtectionEnabled"] is True, f"{name}: a stray delete-table must not take the runs"
 
 
 def test_table_survives_stack_deletion(sam: dict[str, Any], sls: dict[str, Any]) -> None:
@@ -271,11 +274,25 @@ def test_dispatcher_schedule_concurrency_and_timeout(sam: dict[str, Any], sls: d
     parameter = sam["Parameters"]["ScheduleRate"]
     assert parameter["Default"] == "rate(1 minute)"
     pattern = re.compile(parameter["AllowedPattern"])
-    assert pattern.fullmatch("rate(5 minutes)") and not pattern.fullmatch("cron(* * * * ? *)")
+    # EventBridge: the singular unit for 1 only, the plural for any other value.
+    for good in ("rate(1 minute)", "rate(5 minutes)", "rate(10 minutes)", "rate(1 hour)", "rate(2 days)"):
+        assert pattern.fullmatch(good), good
+    for bad in ("rate(1 minutes)", "rate(5 minute)", "rate(0 minutes)", "rate(01 minute)", "cron(* * * * ? *)"):
+        assert not pattern.fullmatch(bad), bad
     dispatch = sam_function(sam, "dispatch")
     [event] = dispatch["Events"].values()
     assert event["Type"] == "Schedule" and event["Properties"]["Schedule"] == {"Ref": "ScheduleRate"}
-    assert dispatch["ReservedConcurrentExecutions"] == 1
+    # No reserved concurrency unless asked for: an account with the new-account quota of 10 cannot reserve any
+    # ("decreases account's UnreservedConcurrentExecution below its minimum value of [10]"), and overlapping
+    # passes are safe because admission is atomic.
+    reserved = dispatch["ReservedConcurrentExecutions"]
+    assert reserved == {
+        "Fn::If": ["ReserveDispatchConcurrency", {"Ref": "DispatchReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+    }
+    assert sam["Parameters"]["DispatchReservedConcurrency"]["Default"] == 0
+    assert sam["Conditions"]["ReserveDispatchConcurrency"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "DispatchReservedConcurrency"}, 0]}]
+    }
     assert dispatch["Timeout"] < _rate_seconds(parameter["Default"])
     assert dispatch["Timeout"] < 60, "the shortest rate is one minute"
 
@@ -284,7 +301,13 @@ def test_dispatcher_schedule_concurrency_and_timeout(sam: dict[str, Any], sls: d
     [event] = fn["events"]
     rates = [sls_param(sls, r) for r in as_list(event["schedule"]["rate"])]
     assert rates == ["rate(1 minute)"] and event["schedule"]["rate"] != ["rate(1 minute)"], "a parameter"
-    assert fn["reservedConcurrency"] == 1
+    assert "reservedConcurrency" not in fn
+    extension = sls["resources"]["extensions"][SLS_LOGICAL["dispatch"]]["Properties"]
+    assert extension["ReservedConcurrentExecutions"]["Fn::If"][0] == "ReserveDispatchConcurrency"
+    assert sls_param(sls, extension["ReservedConcurrentExecutions"]["Fn::If"][1]) == "0"
+    assert sls["resources"]["Conditions"]["ReserveDispatchConcurrency"] == {
+        "Fn::Not": [{"Fn::Equals": ["${param:dispatchReservedConcurrency}", "0"]}]
+    }
     assert fn["timeout"] == dispatch["Timeout"]
 
 
@@ -321,9 +344,24 @@ def test_ecs_events_pipeline(sam: dict[str, Any], sls: dict[str, Any]) -> None:
         pattern = rule["Properties"]["EventPattern"]
         assert pattern["source"] == ["aws.ecs"] and pattern["detail-type"] == ["ECS Task State Change"], name
         assert refs(pattern["detail"]["clusterArn"]) & {"ClusterArns", "param:clusterArns"}, name
+        # A shared cluster's service tasks stay out (EventBridge matches a field only where it is present).
+        assert pattern["detail"]["startedBy"] == [{"anything-but": {"prefix": "ecs-svc/"}}], name
+        assert not started_by(str(uuid.uuid4())).startswith("ecs-svc/") and not started_by("x" * 80).startswith("ecs")
         assert [refs(t["Arn"]) for t in rule["Properties"]["Targets"]] == [{queue}], name
-        [policy] = [r for r in resources.values() if r["Type"] == "AWS::SQS::QueuePolicy"]
-        assert refs(policy["Properties"]["Queues"]) == {queue}, name
+        # What EventBridge cannot deliver goes to the DLQ after bounded retries, and the DLQ lets it in.
+        [target] = rule["Properties"]["Targets"]
+        assert refs(target["DeadLetterConfig"]["Arn"]) == {dlq}, name
+        assert 0 < target["RetryPolicy"]["MaximumEventAgeInSeconds"] <= 86400, name
+        policies = {
+            frozenset(refs(r["Properties"]["Queues"])): r["Properties"]["PolicyDocument"]
+            for r in resources.values()
+            if r["Type"] == "AWS::SQS::QueuePolicy"
+        }
+        assert set(policies) == {frozenset({queue}), frozenset({dlq})}, name
+        for document in policies.values():
+            [statement] = document["Statement"]
+            assert statement["Principal"] == {"Service": "events.amazonaws.com"}, name
+            assert refs(statement["Condition"]["ArnEquals"]["aws:SourceArn"]) == {"EcsEventsRule"}, name
         # Visibility timeout at least the function's timeout (Lambda refuses less).
         timeout = (sam_function(sam, "ecs_events")["Timeout"], sls_function(sls, "ecs_events")["timeout"])
         assert props["VisibilityTimeout"] >= max(timeout), name
@@ -351,12 +389,32 @@ def test_http_api_routes_and_auth(sam: dict[str, Any], sls: dict[str, Any]) -> N
         assert ("ANY", prefix) in sam_routes and ("ANY", prefix + "/{proxy+}") in sam_routes
 
 
+def test_http_api_is_throttled_so_the_open_callback_route_cannot_be_flooded(
+    sam: dict[str, Any], sls: dict[str, Any]
+) -> None:
+    sam_settings = sam_resources(sam)["HttpApi"]["Properties"]["DefaultRouteSettings"]
+    sls_settings = sls["resources"]["extensions"]["HttpApiStage"]["Properties"]["DefaultRouteSettings"]
+    assert refs(sam_settings["ThrottlingRateLimit"]) == {"CallbackRateLimit"}
+    assert refs(sam_settings["ThrottlingBurstLimit"]) == {"CallbackBurstLimit"}
+    assert sls_param(sls, sls_settings["ThrottlingRateLimit"]) == str(sam["Parameters"]["CallbackRateLimit"]["Default"])
+    assert sls_param(sls, sls_settings["ThrottlingBurstLimit"]) == str(
+        sam["Parameters"]["CallbackBurstLimit"]["Default"]
+    )
+
+
 def test_alarms(sam: dict[str, Any], sls: dict[str, Any]) -> None:
     for name, resources in both(sam, sls):
         alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
-        watched = {(a["Namespace"], a["MetricName"]) for a in alarms}
+        watched = {(str(a["Namespace"]), a["MetricName"]) for a in alarms}
         assert ("AWS/Lambda", "Errors") in watched, f"{name}: dispatcher errors"
-        assert ("pushpool", "DispatchLag") in watched, f"{name}: dispatch lag"
+        [lag] = [a for a in alarms if a["MetricName"] == "DispatchLag"]
+        assert refs(lag["Namespace"]) == {"AWS::StackName"}, f"{name}: the stack's own metric namespace"
+        # No data means no run was admitted late: it must not alarm at a schedule slower than the period.
+        assert lag["TreatMissingData"] == "notBreaching", name
+        [silent] = [a for a in alarms if a["MetricName"] == "Invocations"]
+        assert silent["Namespace"] == "AWS/Lambda" and silent["ComparisonOperator"] == "LessThanThreshold", name
+        assert silent["TreatMissingData"] == "breaching", f"{name}: a dispatcher that never runs alarms"
+        assert refs(silent["Dimensions"]) in ({"DispatchFunction"}, {"DispatchLambdaFunction"}), name
         dlq_alarms = {
             frozenset(refs(a["Dimensions"]))
             for a in alarms
@@ -368,9 +426,14 @@ def test_alarms(sam: dict[str, Any], sls: dict[str, Any]) -> None:
 
 
 def test_lag_alarm_watches_what_the_handler_emits(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    sam_lag = next(r for r in sam_resources(sam).values() if r["Properties"].get("MetricName") == "DispatchLag")
+    sls_lag = next(r for r in sls_resources(sls).values() if r["Properties"].get("MetricName") == "DispatchLag")
     for function in FUNCTIONS:
-        assert sam_function(sam, function)["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"] == "pushpool"
-        assert sls_function(sls, function)["environment"]["POWERTOOLS_METRICS_NAMESPACE"] == "pushpool"
+        sam_namespace = sam_function(sam, function)["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"]
+        assert sam_namespace == sam_lag["Properties"]["Namespace"] == {"Fn::Sub": "pushpool/${AWS::StackName}"}
+        sls_namespace = sls_function(sls, function)["environment"]["POWERTOOLS_METRICS_NAMESPACE"]
+        assert sls_namespace == sls_lag["Properties"]["Namespace"]
+        assert sls_namespace == {"Fn::Join": ["", ["pushpool/", {"Ref": "AWS::StackName"}]]}
     aws_lambda = importlib.import_module("handlers.aws_lambda")
     assert aws_lambda.SERVICE == "pushpool"  # Powertools' default dimension: service=pushpool
 
@@ -396,6 +459,13 @@ def test_environment(sam: dict[str, Any], sls: dict[str, Any]) -> None:
     for name, resources in both(sam, sls):
         assert resources["CallbackSecret"]["Type"] == "AWS::SecretsManager::Secret", name
     assert "PUSHPOOL_CALLBACK_BASE_URL" in sam_function(sam, "dispatch")["Environment"]["Variables"]
+    # Task output goes to the stack's log group, which has a retention; the execution role need not create it.
+    assert refs(sam_function(sam, "dispatch")["Environment"]["Variables"]["PUSHPOOL_ECS_LOG_GROUP"]) == {"TaskLogGroup"}
+    assert refs(sls_function(sls, "dispatch")["environment"]["PUSHPOOL_ECS_LOG_GROUP"]) == {"TaskLogGroup"}
+    for name, resources in both(sam, sls):
+        group = resources["TaskLogGroup"]
+        assert group["Type"] == "AWS::Logs::LogGroup", name
+        assert refs(group["Properties"]["RetentionInDays"]) & {"TaskLogRetentionDays", "param:taskLogRetentionDays"}
     assert "HttpApi" in refs(sam_function(sam, "dispatch")["Environment"]["Variables"]["PUSHPOOL_CALLBACK_BASE_URL"])
 
 
@@ -416,6 +486,16 @@ def test_parameters(sam: dict[str, Any], sls: dict[str, Any]) -> None:
     for name in ("ClusterArns", "TaskRoleArns", "ExecutionRoleArns"):
         assert "Default" not in sam["Parameters"][name]
         assert name[0].lower() + name[1:] not in sls["params"]["default"]
+    # Each ARN is checked by CloudFormation before anything is created (per item of a CommaDelimitedList).
+    arns = {
+        "ClusterArns": ("arn:aws:ecs:us-east-1:123456789012:cluster/pushpool", "pushpool"),
+        "TaskRoleArns": ("arn:aws:iam::123456789012:role/pushpool-task", "arn:aws:iam::123456789012:user/x"),
+        "ExecutionRoleArns": ("arn:aws-cn:iam::123456789012:role/path/exec", "role/exec"),
+    }
+    for name, (good, bad) in arns.items():
+        pattern = re.compile(sam["Parameters"][name]["AllowedPattern"])
+        assert pattern.fullmatch(good) and not pattern.fullmatch(bad), name
+        assert sam["Parameters"][name]["ConstraintDescription"], name
 
 
 # least privilege --------------------------------------------------------------------------------------------
@@ -495,9 +575,28 @@ def test_pass_role_and_ecs_are_scoped(sam: dict[str, Any], sls: dict[str, Any]) 
                     "ecs:DescribeTaskDefinition",
                     "ecs:TagResource",
                     "ec2:DescribeSubnets",
+                    "ec2:DescribeVpcs",
                     "xray:PutTraceSegments",
                     "xray:PutTelemetryRecords",
                 }, f"{name}: {statement.get('Sid')} needs a resource"
+
+
+def test_the_dispatch_role_allows_every_ec2_call_the_ecs_provider_makes(
+    sam: dict[str, Any], sls: dict[str, Any]
+) -> None:
+    # The provider names each AWS operation it calls (`_call("DescribeVpcs", ec2.describe_vpcs, ...)`); a call the
+    # role does not allow is an AccessDenied that CRASHES every run of a pool without vpc_id on a real account.
+    source = (ROOT / "dispatcher" / "providers" / "ecs.py").read_text()
+    called = {f"ec2:{op}" for op in re.findall(r'"(Describe(?:Vpcs|Subnets|RouteTables|SecurityGroups))"', source)}
+    assert {"ec2:DescribeVpcs", "ec2:DescribeSubnets"} <= called
+    for name, resources in both(sam, sls):
+        granted = set().union(*(actions(s) for s in role_statements(resources, ROLES["dispatch"])))
+        assert called <= granted, f"{name}: the dispatch role lacks {called - granted}"
+
+
+def test_serverless_deployment_bucket_can_be_removed(sls: dict[str, Any]) -> None:
+    # `serverless remove` cannot empty a versioned deployment bucket, so the stack could never be removed.
+    assert not sls["provider"]["deploymentBucket"].get("versioning")
 
 
 def test_roles_match_between_files(sam: dict[str, Any], sls: dict[str, Any]) -> None:

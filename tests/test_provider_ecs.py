@@ -31,6 +31,7 @@ from dispatcher.providers.base import JobState, Provider, Providers, provider_lo
 from dispatcher.providers.ecs import (
     CANCEL_REASON,
     CONTENT_HASH_TAG,
+    LOG_GROUP_ENV,
     ECSJobConfiguration,
     ECSProvider,
     build_run_request,
@@ -354,6 +355,27 @@ def test_the_task_definition_carries_resources_logs_and_a_family_per_deployment(
         },
     }
     assert "environment" not in container, "the run's env goes in the overrides, so the definition stays shared"
+
+
+def test_a_log_group_the_stack_made_is_used_without_asking_the_execution_role_to_create_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # awslogs-create-group needs logs:CreateLogGroup on the task execution role, which AWS's managed
+    # AmazonECSTaskExecutionRolePolicy lacks: with the stack's group (it has a retention) the option is left out.
+    variables = {
+        "image": "flows:1",
+        "configure_cloudwatch_logs": True,
+        "execution_role_arn": "arn:aws:iam::123456789012:role/exec",
+    }
+    config = ECSJobConfiguration.model_validate(render_job(variables))
+    definition = build_task_definition(config, region=REGION, log_group="/pushpool/prod/tasks")
+    options = definition["containerDefinitions"][0]["logConfiguration"]["options"]
+    assert options["awslogs-group"] == "/pushpool/prod/tasks"
+    assert "awslogs-create-group" not in options
+    monkeypatch.setenv(LOG_GROUP_ENV, "/pushpool/prod/tasks")
+    assert ECSProvider(region=REGION)._log_group == "/pushpool/prod/tasks"
+    monkeypatch.delenv(LOG_GROUP_ENV)
+    assert ECSProvider(region=REGION)._log_group is None
 
 
 def test_an_ec2_task_definition_gets_container_resources_and_keeps_ecs_network_default() -> None:

@@ -34,6 +34,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -65,6 +66,7 @@ DEFAULT_CONTAINER_NAME = "pushpool"
 DEFAULT_CPU = 1024
 DEFAULT_MEMORY = 2048
 DEFAULT_LOG_GROUP = "pushpool"
+LOG_GROUP_ENV = "PUSHPOOL_ECS_LOG_GROUP"
 
 CONTENT_HASH_TAG = "pushpool.io/content-hash"
 """Tag on every task definition pushpool registers: the sha256 of its content, so any instance can find it."""
@@ -471,8 +473,13 @@ def _is_fargate(launch_type: str | None, strategy: list[dict[str, Any]] | None) 
     return launch_type == "FARGATE"
 
 
-def build_task_definition(config: ECSJobConfiguration, *, region: str) -> dict[str, Any]:
-    """The RegisterTaskDefinition request of a job (without the hash tag). Pure: `region` is for awslogs only."""
+def build_task_definition(config: ECSJobConfiguration, *, region: str, log_group: str | None = None) -> dict[str, Any]:
+    """The RegisterTaskDefinition request of a job (without the hash tag). Pure: `region` is for awslogs only.
+
+    `log_group` is a CloudWatch log group that exists already (the stack's `TaskLogGroup`, with a retention):
+    tasks then write to it without `awslogs-create-group`, which would need `logs:CreateLogGroup` on the task
+    execution role. Without one, the group is `pushpool` and the awslogs driver creates it when missing.
+    """
     definition: dict[str, Any] = config.task_definition.model_dump(exclude_none=True)
     definition = _drop_empty(definition)
     containers: list[dict[str, Any]] = definition.setdefault("containerDefinitions", [])
@@ -513,11 +520,15 @@ def build_task_definition(config: ECSJobConfiguration, *, region: str) -> dict[s
         prefix = config.cloudwatch_logs_prefix or _slug(
             "_".join(["pushpool-logs", *(part for part in (pool, deployment) if part)]), 200
         )
+        group = (
+            {"awslogs-group": log_group}
+            if log_group
+            else {"awslogs-create-group": "true", "awslogs-group": DEFAULT_LOG_GROUP}
+        )
         container["logConfiguration"] = {
             "logDriver": "awslogs",
             "options": {
-                "awslogs-create-group": "true",
-                "awslogs-group": DEFAULT_LOG_GROUP,
+                **group,
                 "awslogs-region": region,
                 "awslogs-stream-prefix": prefix,
                 **config.cloudwatch_logs_options,
@@ -759,8 +770,11 @@ class ECSProvider:
         store_hashes: MutableMapping[str, str] | None = None,
         ec2_client: Any = None,
         logs_client: Any = None,
+        log_group: str | None = None,
     ) -> None:
         self._client = client
+        # The deploy files set PUSHPOOL_ECS_LOG_GROUP to the log group they create (with a retention).
+        self._log_group = log_group or os.environ.get(LOG_GROUP_ENV) or None
         self._ec2 = ec2_client
         self._logs: dict[str | None, Any] = {None: logs_client} if logs_client is not None else {}
         self._region = region
@@ -1005,14 +1019,15 @@ class ECSProvider:
     def _logs_of_forgotten_task(self, task_id: str) -> str:
         """Logs of a task ECS no longer describes: its stream, found by task id in the default log group."""
         client = self.logs_client()
-        kwargs: dict[str, Any] = {"logGroupName": DEFAULT_LOG_GROUP, "orderBy": "LastEventTime", "descending": True}
+        default_group = self._log_group or DEFAULT_LOG_GROUP
+        kwargs: dict[str, Any] = {"logGroupName": default_group, "orderBy": "LastEventTime", "descending": True}
         try:
             for _ in range(LOG_STREAM_SEARCH_PAGES):
                 response = client.describe_log_streams(**kwargs)
                 for item in response.get("logStreams") or []:
                     name = str(item.get("logStreamName") or "")
                     if name.endswith(f"/{task_id}"):
-                        return self._read_stream(None, DEFAULT_LOG_GROUP, name)
+                        return self._read_stream(None, default_group, name)
                 if not response.get("nextToken"):
                     break
                 kwargs["nextToken"] = response["nextToken"]
@@ -1023,7 +1038,7 @@ class ECSProvider:
             raise _logs_error(exc, "DescribeLogStreams") from None
         raise ProviderError(
             f"ECS no longer knows task {task_id} (stopped tasks are kept about an hour) and log group "
-            f"{DEFAULT_LOG_GROUP} has no recent stream of it; look for it in the log group its pool configures",
+            f"{default_group} has no recent stream of it; look for it in the log group its pool configures",
             transient=False,
         )
 
@@ -1101,7 +1116,7 @@ class ECSProvider:
         if config.task_definition_arn:
             return config.task_definition_arn, self._describe_task_definition(config.task_definition_arn)
         region = self.client.meta.region_name or ""
-        definition = build_task_definition(config, region=region)
+        definition = build_task_definition(config, region=region, log_group=self._log_group)
         digest = content_hash(definition)
         with self._lock:
             lock = self._hash_locks.setdefault(digest, threading.Lock())
