@@ -1,0 +1,337 @@
+"""A local HTTP server speaking the Cloud Run Admin API v2 REST routes pushpool's provider uses.
+
+It is a real `http.server` on 127.0.0.1 (port 0) that google-cloud-run's own client talks to over HTTP
+(`transport="rest"`, an `http://` api_endpoint, AnonymousCredentials), so the provider is tested through the
+SDK's request building, JSON encoding, long-running operations and error mapping, not around them.
+
+Routes (all under /v2/): jobs create (`POST .../jobs?jobId=`), get and delete; `POST <job>:run`, whose
+long-running operation carries the new execution as its metadata; operations get; executions get, list and
+`POST <execution>:cancel`; and Cloud Logging's `POST /v2/entries:list` for `logs()`.
+
+Tests script it: `fail(route, status, times)` answers the next calls of a route with an error in Google's
+JSON shape (409, 429, 503, 404, ...); `delay(route, seconds)` answers slowly (after doing the work, as a
+slow network would); `finish(execution, ...)` moves an execution to its end. Every request is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+_STATUS_WORDS = {
+    400: "INVALID_ARGUMENT",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+_JOBS = re.compile(r"/v2/(projects/[^/]+/locations/[^/]+)/jobs")
+_JOB = re.compile(r"/v2/(projects/[^/]+/locations/[^/]+/jobs/[^/:]+)")
+_RUN = re.compile(r"/v2/(projects/[^/]+/locations/[^/]+/jobs/[^/:]+):run")
+_EXECUTIONS = re.compile(r"/v2/(projects/[^/]+/locations/[^/]+/jobs/[^/:]+)/executions")
+_EXECUTION = re.compile(r"/v2/(projects/[^/]+/locations/[^/]+/jobs/[^/:]+/executions/[^/:]+)")
+_CANCEL = re.compile(r"/v2/(projects/[^/]+/locations/[^/]+/jobs/[^/:]+/executions/[^/:]+):cancel")
+_OPERATION = re.compile(r"/v2/(projects/[^/]+/locations/[^/]+/operations/[^/:]+)")
+
+ROUTES = (
+    "create_job",
+    "list_jobs",
+    "get_job",
+    "delete_job",
+    "run_job",
+    "get_operation",
+    "get_execution",
+    "list_executions",
+    "cancel_execution",
+    "list_entries",
+)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+class CloudRunStub:
+    """The server and its state. Thread-safe; use as a context manager or call `start()` / `stop()`."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.executions: dict[str, dict[str, Any]] = {}
+        self.operations: dict[str, dict[str, Any]] = {}
+        self.log_entries: dict[str, list[str]] = {}
+        """execution name -> lines its container wrote (served by entries:list)."""
+        self.requests: list[tuple[str, str]] = []
+        """(route, path) of every request, in arrival order."""
+        self.bodies: dict[str, list[Any]] = {route: [] for route in ROUTES}
+        self.lock = threading.Lock()
+        self._failures: dict[str, deque[int]] = {route: deque() for route in ROUTES}
+        self._delays: dict[str, deque[float]] = {route: deque() for route in ROUTES}
+        self._hangs: dict[str, deque[float]] = {route: deque() for route in ROUTES}
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # keep test output clean
+                pass
+
+            def do_GET(self) -> None:
+                stub._handle(self, "GET")
+
+            def do_POST(self) -> None:
+                stub._handle(self, "POST")
+
+            def do_DELETE(self) -> None:
+                stub._handle(self, "DELETE")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> CloudRunStub:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> CloudRunStub:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- scripting ---------------------------------------------------------------------------------------------
+
+    def fail(self, route: str, status: int, times: int = 1) -> None:
+        """Answer the next `times` calls of `route` with HTTP `status`, doing nothing else."""
+        with self.lock:
+            self._failures[route].extend([status] * times)
+
+    def delay(self, route: str, seconds: float, times: int = 1) -> None:
+        """Do the next `times` calls of `route`, then wait `seconds` before answering."""
+        with self.lock:
+            self._delays[route].extend([seconds] * times)
+
+    def hang(self, route: str, seconds: float, times: int = 1) -> None:
+        """Wait `seconds` on the next `times` calls of `route`, then answer 503 having done nothing: the caller
+        gives up first, as a dispatcher that died mid-call would."""
+        with self.lock:
+            self._hangs[route].extend([seconds] * times)
+
+    def calls(self, route: str) -> int:
+        with self.lock:
+            return sum(1 for name, _ in self.requests if name == route)
+
+    def executions_of(self, job_name: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [e for e in self.executions.values() if e["job"] == job_name.rsplit("/", 1)[-1]]
+
+    def start_running(self, execution: str) -> None:
+        """The execution's task container started."""
+        with self.lock:
+            e = self.executions[execution]
+            e["startTime"] = _now()
+            e["runningCount"] = 1
+            e["conditions"] = [{"type": "Started", "state": "CONDITION_SUCCEEDED"}]
+
+    def finish(self, execution: str, *, exit_code: int = 0, never_started: str | None = None) -> None:
+        """End an execution as Cloud Run reports it: succeeded, a task failed with `exit_code`, or never started."""
+        with self.lock:
+            e = self.executions[execution]
+            e["runningCount"] = 0
+            e["completionTime"] = _now()
+            self._ended(e)
+            if never_started is not None:
+                e["conditions"] = [
+                    {"type": "Completed", "state": "CONDITION_FAILED", "message": never_started},
+                    {"type": "ResourcesAvailable", "state": "CONDITION_FAILED", "reason": "CONTAINER_MISSING",
+                     "message": never_started},
+                ]  # fmt: skip
+            elif exit_code == 0:
+                e["succeededCount"] = 1
+                e["conditions"] = [{"type": "Completed", "state": "CONDITION_SUCCEEDED", "message": ""}]
+            else:
+                e["failedCount"] = 1
+                message = (
+                    f"Task {e['job']}-task0 failed with message: The container exited with an exit code of {exit_code}."
+                )
+                e["conditions"] = [
+                    {"type": "Completed", "state": "CONDITION_FAILED", "executionReason": "NON_ZERO_EXIT_CODE",
+                     "message": message},
+                ]  # fmt: skip
+
+    # -- HTTP --------------------------------------------------------------------------------------------------
+
+    def _handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
+        url = urlsplit(request.path)
+        length = int(request.headers.get("Content-Length") or 0)
+        raw = request.rfile.read(length) if length else b""
+        body = json.loads(raw) if raw else {}
+        route, match = self._route(method, url.path)
+        with self.lock:
+            self.requests.append((route, url.path))
+            if route in self.bodies:
+                self.bodies[route].append(body)
+            failure = self._failures[route].popleft() if route in self._failures and self._failures[route] else None
+            delay = self._delays[route].popleft() if route in self._delays and self._delays[route] else 0.0
+            hang = self._hangs[route].popleft() if route in self._hangs and self._hangs[route] else 0.0
+        if hang:
+            time.sleep(hang)
+            failure = 503
+        if failure is not None:
+            self._reply(request, failure, _error(failure, f"scripted {failure} for {route}"))
+            return
+        with self.lock:
+            status, payload = self._serve(route, match, parse_qs(url.query), body)
+        if delay:
+            time.sleep(delay)
+        self._reply(request, status, payload)
+
+    @staticmethod
+    def _route(method: str, path: str) -> tuple[str, re.Match[str] | None]:
+        table = [
+            ("POST", _CANCEL, "cancel_execution"),
+            ("POST", _RUN, "run_job"),
+            ("GET", _OPERATION, "get_operation"),
+            ("GET", _EXECUTIONS, "list_executions"),
+            ("GET", _EXECUTION, "get_execution"),
+            ("POST", _JOBS, "create_job"),
+            ("GET", _JOBS, "list_jobs"),
+            ("GET", _JOB, "get_job"),
+            ("DELETE", _JOB, "delete_job"),
+        ]
+        if method == "POST" and path == "/v2/entries:list":
+            return "list_entries", None
+        for verb, pattern, route in table:
+            match = pattern.fullmatch(path)
+            if verb == method and match is not None:
+                return route, match
+        return "unknown", None
+
+    def _serve(
+        self, route: str, match: re.Match[str] | None, query: dict[str, list[str]], body: Any
+    ) -> tuple[int, Any]:
+        name = match.group(1) if match else ""
+        if route == "create_job":
+            job_id = query.get("jobId", [""])[0]
+            full = f"{name}/jobs/{job_id}"
+            if full in self.jobs:
+                return 409, _error(409, f"Resource '{job_id}' already exists.")
+            job = {**body, "name": full, "uid": str(uuid.uuid4()), "createTime": _now(), "generation": "1"}
+            self.jobs[full] = job
+            return 200, self._operation(name, job, "Job", done=True)
+        if route == "list_jobs":
+            return 200, {"jobs": [job for key, job in self.jobs.items() if key.startswith(name + "/jobs/")]}
+        if route == "get_job":
+            return (200, self.jobs[name]) if name in self.jobs else (404, _error(404, f"Resource '{name}' not found."))
+        if route == "delete_job":
+            if name not in self.jobs:
+                return 404, _error(404, f"Resource '{name}' not found.")
+            job = self.jobs.pop(name)
+            for execution in [e for e in self.executions if e.startswith(name + "/")]:
+                del self.executions[execution]
+            return 200, self._operation(name.split("/jobs/")[0], job, "Job", done=True)
+        if route == "run_job":
+            if name not in self.jobs:
+                return 404, _error(404, f"Resource '{name}' not found.")
+            job_id = name.rsplit("/", 1)[-1]
+            execution_name = f"{name}/executions/{job_id[:40]}-{uuid.uuid4().hex[:5]}"
+            execution = {
+                "name": execution_name,
+                "uid": str(uuid.uuid4()),
+                "job": job_id,
+                "createTime": _now(),
+                "taskCount": 1,
+                "parallelism": 1,
+                "labels": dict((self.jobs[name].get("template") or {}).get("labels") or {}),
+                "logUri": f"https://console.cloud.google.com/logs/viewer?execution={execution_name}",
+                "conditions": [{"type": "Completed", "state": "CONDITION_PENDING"}],
+            }
+            self.executions[execution_name] = execution
+            self.jobs[name]["latestCreatedExecution"] = {"name": execution_name, "createTime": execution["createTime"]}
+            execution["template"] = (self.jobs[name].get("template") or {}).get("template") or {}
+            return 200, self._operation(name.split("/jobs/")[0], execution, "Execution", done=False)
+        if route == "get_operation":
+            if name not in self.operations:
+                return 404, _error(404, f"Operation '{name}' not found.")
+            operation = self.operations[name]
+            operation["done"] = True
+            operation["response"] = operation["metadata"]
+            return 200, operation
+        if route == "get_execution":
+            if name not in self.executions:
+                return 404, _error(404, f"Resource '{name}' not found.")
+            return 200, self.executions[name]
+        if route == "list_executions":
+            if name not in self.jobs:
+                return 404, _error(404, f"Resource '{name}' not found.")
+            found = [e for key, e in self.executions.items() if key.startswith(name + "/executions/")]
+            found.sort(key=lambda e: e["createTime"], reverse=True)
+            return 200, {"executions": found}
+        if route == "cancel_execution":
+            if name not in self.executions:
+                return 404, _error(404, f"Resource '{name}' not found.")
+            e = self.executions[name]
+            if "completionTime" not in e:
+                e.update(completionTime=_now(), runningCount=0, cancelledCount=1)
+                self._ended(e)
+                e["conditions"] = [
+                    {"type": "Completed", "state": "CONDITION_FAILED", "executionReason": "CANCELLED",
+                     "message": "The execution was cancelled."},
+                ]  # fmt: skip
+            return 200, self._operation(name.split("/jobs/")[0], e, "Execution", done=False)
+        if route == "list_entries":
+            wanted = str(body.get("filter", ""))
+            lines = next((v for k, v in self.log_entries.items() if k.rsplit("/", 1)[-1] in wanted), [])
+            return 200, {"entries": [{"textPayload": line, "logName": "x"} for line in lines]}
+        return 404, _error(404, "no such route in the stub")
+
+    def _ended(self, execution: dict[str, Any]) -> None:
+        job = self.jobs.get(execution["name"].split("/executions/")[0])
+        if job is not None and job.get("latestCreatedExecution", {}).get("name") == execution["name"]:
+            job["latestCreatedExecution"]["completionTime"] = execution["completionTime"]
+
+    def _operation(self, location: str, resource: dict[str, Any], kind: str, *, done: bool) -> dict[str, Any]:
+        name = f"{location}/operations/{uuid.uuid4()}"
+        metadata = {"@type": f"type.googleapis.com/google.cloud.run.v2.{kind}", **resource}
+        operation: dict[str, Any] = {"name": name, "metadata": metadata, "done": done}
+        if done:
+            operation["response"] = metadata
+        self.operations[name] = operation
+        return operation
+
+    @staticmethod
+    def _reply(request: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        try:
+            request.send_response(status)
+            request.send_header("Content-Type", "application/json")
+            request.send_header("Content-Length", str(len(data)))
+            request.end_headers()
+            request.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up waiting (a timeout test)
+
+
+def _error(status: int, message: str) -> dict[str, Any]:
+    """Google's JSON error shape, which google-api-core turns into its exception classes."""
+    return {"error": {"code": status, "message": message, "status": _STATUS_WORDS.get(status, "UNKNOWN")}}
