@@ -18,8 +18,11 @@ interpreter's own start is left out and printed apart):
   venv without them, the missing SDKs are named and the ratio is marked FAIL, since it cannot be judged.
 
 Then `-X importtime`'s top entries (cumulative) of the lazy and the eager import, side by side.
-Targets (issue 5): the lazy import <= 400 ms and <= 1/4 of the eager one. Prints PASS or FAIL for each and
-exits 1 when one is missed.
+Targets (issue 5): the lazy import <= 400 ms and <= 1/4 of the eager one. Target (issue 12): a dispatch pass
+over an `ecs:push` pool, its submission reaching the ECS client, loads no Google module (judged only where
+google-cloud-run is installed; the same process then passes over a `cloud-run-v2:push` pool, and the Google
+modules that pass loads are counted, for contrast). Prints PASS or FAIL for each and exits 1 when one is
+missed.
 
     .bench/sdk-venv/bin/python benchmarks/cold_start.py [--repeat 7]
 """
@@ -116,6 +119,50 @@ def top(rows: list[tuple[float, float, str]], n: int) -> list[str]:
     return [f"{cum:7.1f} {own:6.1f}  {name}" for cum, own, name in best]
 
 
+PASS_PROBE = """
+import json, os, sys, tempfile
+from dispatcher import deployments, pools
+from dispatcher.config import Settings
+from dispatcher.dispatch import Dispatcher
+from dispatcher.store.sqlite import SQLiteStore
+
+def google():
+    return sorted(m for m in sys.modules if m == "google" or m.startswith("google."))
+
+store = SQLiteStore(os.path.join(tempfile.mkdtemp(), "pushpool.db"))
+pools.create_pool(store, "ecs", type="ecs:push",
+                  job_variables={"image": "x", "cluster": "c", "network_configuration": {"subnets": ["subnet-1"]}})
+pools.create_pool(store, "gcp", type="cloud-run-v2:push", job_variables={"image": "x"})
+deployments.create_deployment(store, "on-ecs", pool="ecs")
+deployments.create_deployment(store, "on-gcp", pool="gcp")
+deployments.run_deployment(store, "on-ecs")
+deployments.run_deployment(store, "on-gcp")
+os.environ["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"  # nothing listens: the submission fails at once, transiently
+dispatcher = Dispatcher(store, settings=Settings(provider_timeout_seconds=20), callback_base_url="https://cb.example")
+ecs = dispatcher.run_pass(pool="ecs")
+after_ecs = google()
+gcp = dispatcher.run_pass(pool="gcp")
+print(json.dumps({"ecs_reached": "boto3" in sys.modules and bool(ecs.retrying or ecs.submitted),
+                  "after_ecs": after_ecs, "after_gcp": len(google()),
+                  "run_v2": "google.cloud.run_v2" in sys.modules}))
+"""
+
+
+def pass_probe() -> dict[str, object]:
+    """Run PASS_PROBE in a fresh interpreter: which Google modules an ECS pass, then a Cloud Run pass, load."""
+    import json
+
+    env = {k: v for k, v in child_env(None).items() if k != "PUSHPOOL_STORE"}
+    env["GOOGLE_CLOUD_PROJECT"] = "cold-start-probe"
+    result = subprocess.run(
+        [sys.executable, "-c", PASS_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"the pass probe failed: {result.stderr.strip()[-500:]}")
+    answer: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    return answer
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5, help="fresh subprocesses per figure (median)")
@@ -165,8 +212,21 @@ def main() -> int:
         print(f"{a:{column}}{b}")
     print()
 
+    probe = pass_probe()
+    gcp_installed = installed("google.cloud.run_v2")
+    after_ecs = ", ".join(str(m) for m in probe["after_ecs"]) or "none"  # type: ignore[attr-defined]
+    reached = probe["ecs_reached"]
+    print(f"an ecs:push pass (its submission reached the ECS client: {reached}): Google modules loaded: {after_ecs}")
+    print(f"a cloud-run-v2:push pass after it: {probe['after_gcp']} Google modules loaded (run_v2: {probe['run_v2']})")
+    print()
+
     ratio = lazy / eager if eager else float("nan")
     verdicts = [
+        (
+            "an ecs:push pass imports nothing of Google's"
+            + ("" if gcp_installed else " (not judged: google-cloud-run is not installed here)"),
+            bool(probe["ecs_reached"]) and not probe["after_ecs"] and bool(probe["run_v2"]) and gcp_installed,
+        ),
         (f"lazy import {lazy:.0f} ms <= {TARGET_MS:.0f} ms", lazy <= TARGET_MS),
         (
             f"lazy / eager = {lazy:.0f} / {eager:.0f} = {ratio:.2f} <= {TARGET_RATIO}",

@@ -1,4 +1,4 @@
-"""What a dispatch pass costs on top of the ECS calls it exists to make.
+"""What a dispatch pass costs on top of the ECS and Cloud Run calls it exists to make.
 
 N runs (default 50) of an `ecs:push` pool are dispatched to moto's ECS by one `Dispatcher.run_pass()`
 (schedule, reconcile, admit atomically, render, validate, submit with the dispatcher's thread pool, record),
@@ -12,7 +12,12 @@ registered: what a warm Lambda instance has). Between rounds the runs are ended,
 with no active runs. Target (issue 5): pass / raw <= 1.3; prints PASS or FAIL and the ECS calls per run (a first
 submission makes one RunTask; the orphan lookup by startedBy runs only on re-submissions).
 
-    .venv/bin/python benchmarks/dispatch_overhead.py [-n 50] [--repeat 3]
+The same for a `cloud-run-v2:push` pool: N runs through one pass against the local Cloud Run stub
+(tests/cloud_run_stub.py, in its own process), vs the same raw google-cloud-run calls a first submission
+makes (create_job, whose operation the stub completes at once, then run_job) with the same clients'
+settings and concurrency. Target (issue 12): pass / raw <= 1.3.
+
+    .venv/bin/python benchmarks/dispatch_overhead.py [-n 50] [--repeat 3] [--only ecs|cloud-run]
 """
 
 from __future__ import annotations
@@ -87,14 +92,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=50, help="runs per pass")
     parser.add_argument("--repeat", type=int, default=3, help="rounds (median)")
+    parser.add_argument("--only", choices=["ecs", "cloud-run"], help="one provider (default: both)")
     args = parser.parse_args()
     os.environ.update(AWS_ENV)
     for key in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
         os.environ.pop(key, None)
 
-    with moto_server() as url, tempfile.TemporaryDirectory() as tmp:
-        os.environ["AWS_ENDPOINT_URL"] = url
-        return bench(url, Path(tmp), args.n, args.repeat)
+    failed = 0
+    if args.only in (None, "ecs"):
+        with moto_server() as url, tempfile.TemporaryDirectory() as tmp:
+            os.environ["AWS_ENDPOINT_URL"] = url
+            failed |= bench(url, Path(tmp), args.n, args.repeat)
+    if args.only in (None, "cloud-run"):
+        from cloud_run_overhead import bench_cloud_run
+
+        if args.only is None:
+            print()
+        with tempfile.TemporaryDirectory() as tmp:
+            failed |= bench_cloud_run(Path(tmp), args.n, args.repeat)
+    return failed
 
 
 def bench(url: str, tmp: Path, n: int, repeat: int) -> int:

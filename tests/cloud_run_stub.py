@@ -335,3 +335,12 @@ class CloudRunStub:
 def _error(status: int, message: str) -> dict[str, Any]:
     """Google's JSON error shape, which google-api-core turns into its exception classes."""
     return {"error": {"code": status, "message": message, "status": _STATUS_WORDS.get(status, "UNKNOWN")}}
+
+
+if __name__ == "__main__":
+    # In a process of its own (benchmarks/dispatch_overhead.py): print the endpoint, serve until stdin closes.
+    import sys
+
+    with CloudRunStub() as served:
+        print(served.endpoint, flush=True)
+        sys.stdin.read()
