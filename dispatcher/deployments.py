@@ -8,7 +8,17 @@ from typing import Any
 
 from . import templating
 from .errors import Conflict, InvalidInput, NotFound
-from .models import Deployment, FlowRun, StateRecord, build, check_json_document, check_scheduled_time, utcnow
+from .models import (
+    Deployment,
+    FlowRun,
+    StateRecord,
+    build,
+    check_json_document,
+    check_name,
+    check_scheduled_time,
+    check_tags,
+    utcnow,
+)
 from .pools import UNSET, default_pool_name, get_pool, get_queue, limit_arg
 from .schedules import Schedule
 from .states import StateType
@@ -16,6 +26,20 @@ from .store.base import Store, deployment_slot
 
 EVERY_RUN = 1_000_000_000
 """A page size that reads all of a deployment's runs, where every one of them must be seen."""
+
+
+def resolve_name(store: Store, name: str) -> str:
+    """The stored deployment a name given as Prefect spells it means: `flow/dep` or `dep`.
+
+    Deployment names cannot hold `/`, so `flow/dep` is Prefect's `<flow name>/<deployment name>`: it means
+    the deployment `flow-dep` when one exists (how `import prefect` names a deployment whose name another
+    flow's deployment also has), else `dep`. Any other name is returned unchanged.
+    """
+    flow, sep, deployment = name.rpartition("/")
+    if not sep or not flow or not deployment:
+        return name
+    joined = f"{flow}-{deployment}"
+    return joined if store.get_deployment(joined) is not None else deployment
 
 
 def get_deployment(store: Store, name: str) -> Deployment:
@@ -184,6 +208,8 @@ def new_run(
     job_variables: dict[str, Any] | None = None,
     run_id: str | None = None,
     auto_scheduled: bool = False,
+    name: str | None = None,
+    tags: list[str] | None = None,
 ) -> FlowRun:
     """A SCHEDULED run of a deployment, its merged job variables validated (required enforced).
 
@@ -199,10 +225,16 @@ def new_run(
     run_parameters = _check_object("parameters", parameters or {})
     templating.resolve_job_variables(pool.base_job_template, pool.job_variables, deployment.job_variables, overrides)
     run_id = run_id or str(uuid.uuid4())
+    try:
+        run_name = check_name("flow run", name) if name is not None else f"{deployment.name}-{run_id[:8]}"
+        run_tags = check_tags(list(tags)) if tags is not None else []
+    except ValueError as exc:
+        raise InvalidInput(f"{exc}.") from None
     now = utcnow()
     return FlowRun(
         id=run_id,
-        name=f"{deployment.name}-{run_id[:8]}",
+        name=run_name,
+        tags=run_tags,
         deployment=deployment.name,
         deployment_id=deployment.id,
         pool=deployment.pool,
@@ -232,8 +264,10 @@ def run_deployment(
     parameters: dict[str, Any] | None = None,
     job_variables: dict[str, Any] | None = None,
     scheduled_time: datetime | None = None,
+    run_name: str | None = None,
+    tags: list[str] | None = None,
 ) -> FlowRun:
-    """Create an ad-hoc run (now, or at `scheduled_time`)."""
+    """Create an ad-hoc run (now, or at `scheduled_time`), optionally named and tagged."""
     deployment = get_deployment(store, name)
     run = new_run(
         store,
@@ -241,6 +275,8 @@ def run_deployment(
         scheduled_time=scheduled_time or utcnow(),
         parameters=parameters,
         job_variables=job_variables,
+        name=run_name,
+        tags=tags,
     )
     store.create_runs([run])
     return run

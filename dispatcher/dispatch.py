@@ -381,5 +381,10 @@ def _cheap_status(provider: Provider) -> bool:
 
 
 def idempotency_key(run: FlowRun) -> str:
-    """One key per submission attempt: a retry of the same attempt finds the first launch."""
-    return f"{run.id}-{run.submission_attempts}"
+    """One key per submission attempt: a retry of the same attempt finds the first launch.
+
+    A run sent back by `flow-run retry` gets a new head (`<id>-r<N>`), so no provider finds the launch of
+    its earlier life as its own (ECS looks for orphans by the head, which becomes its `startedBy`).
+    """
+    head = run.id if not run.retries else f"{run.id}-r{run.retries}"
+    return f"{head}-{run.submission_attempts}"

@@ -406,6 +406,9 @@ class FlowRun(_Model):
     state_name: str = "Scheduled"
     infrastructure_id: str | None = None
     submission_attempts: int = 0
+    retries: int = 0
+    """How often `flow-run retry` sent this run back to SCHEDULED; each retry is a new identity for providers."""
+    tags: list[str] = Field(default_factory=list)
     state_history: list[StateRecord] = Field(default_factory=list)
     version: int = 0
     created: datetime = Field(default_factory=utcnow)

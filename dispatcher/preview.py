@@ -54,7 +54,8 @@ class PoolPreview:
     """deployment name -> why its planned runs are missing: its schedule could not be evaluated."""
 
 
-def _state_name(run: FlowRun, now: datetime, settings: Settings) -> str:
+def shown_state_name(run: FlowRun, now: datetime, settings: Settings) -> str:
+    """The state name a run shows now: a Scheduled run past its time by more than `late_after` is Late."""
     if run.state_name == "Scheduled" and now - run.scheduled_time > settings.late_after:
         return "Late"
     return run.state_name
@@ -92,7 +93,7 @@ def preview_pool(
                 r.deployment,
                 r.queue,
                 r.scheduled_time,
-                _state_name(r, now, settings),
+                shown_state_name(r, now, settings),
                 None if r.id in admissible else decision.waiting.get(r.id),
                 r.scheduled_time <= now,
             )

@@ -73,18 +73,30 @@ def _fields(title: str, rows: Iterable[tuple[str, RenderableType]]) -> Table:
 
 
 # pools -----------------------------------------------------------------------------------------------------
-def pools_table(pools: list[WorkPool], active: Mapping[str, int]) -> Table:
+def pools_table(pools: list[WorkPool], active: Mapping[str, int], *, verbose: bool = False) -> Table:
+    """One row per pool; `verbose` (Prefect's `work-pool ls -v`) adds paused, template variables and times."""
     table = Table(title="Work pools", title_justify="left")
-    for column in ("Name", "Type", "Status", "Concurrency", "Description"):
-        table.add_column(column)
+    columns = ["Name", "Type", "Status", "Concurrency", "Description"]
+    if verbose:
+        columns += ["Paused", "Variables", "Created", "Updated"]
+    for column in columns:
+        table.add_column(column, overflow="fold")
     for pool in pools:
-        table.add_row(
+        row: list[RenderableType] = [
             pool.name,
             pool.type,
             status_text(pool.status),
             limit_text(active.get(pool.name, 0), pool.concurrency_limit),
             pool.description or "",
-        )
+        ]
+        if verbose:
+            row += [
+                str(pool.paused).lower(),
+                ", ".join(template_variables(pool)) or "-",
+                time_text(pool.created),
+                time_text(pool.updated),
+            ]
+        table.add_row(*row)
     return table
 
 

@@ -40,7 +40,16 @@ from typing import Any, Self, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil.rrule import DAILY, HOURLY, MINUTELY, MONTHLY, SECONDLY, WEEKLY, YEARLY, rrule, rruleset, rrulestr
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 __all__ = [
     "DEFAULT_ANCHOR",
@@ -142,7 +151,24 @@ def _aware(name: str, value: datetime) -> datetime:
 # -------------------------------------------------------------------------------------------- models
 
 
-class CronSchedule(BaseModel):
+class _Pausable(BaseModel):
+    """What every schedule has: `active` (Prefect's word); false keeps the schedule but it creates no runs.
+
+    `active` is written only when false, so a schedule's JSON (stored, planned by `apply`, shown by `-o
+    json`) is what it was before schedules could be paused.
+    """
+
+    active: bool = Field(default=True, description="false: the schedule is kept but creates no runs (paused)")
+
+    @model_serializer(mode="wrap")
+    def _omit_active(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.active:
+            data.pop("active", None)
+        return data
+
+
+class CronSchedule(_Pausable):
     """Fire whenever the wall clock in ``timezone`` matches a 5-field cron expression."""
 
     model_config = ConfigDict(extra="forbid")
@@ -162,7 +188,7 @@ class CronSchedule(BaseModel):
         return _check_timezone(value)
 
 
-class IntervalSchedule(BaseModel):
+class IntervalSchedule(_Pausable):
     """Fire every ``interval`` elapsed seconds, at ``anchor_date + k * interval`` for every integer k."""
 
     model_config = ConfigDict(extra="forbid")
@@ -191,7 +217,7 @@ class IntervalSchedule(BaseModel):
         return _check_timezone(value)
 
 
-class RRuleSchedule(BaseModel):
+class RRuleSchedule(_Pausable):
     """Fire at the occurrences of an RFC 5545 recurrence rule (``rrulestr`` syntax, DTSTART optional).
 
     Floating (naive) times and the default DTSTART (2020-01-01T00:00) are read in ``timezone``. A DTSTART
@@ -603,8 +629,8 @@ def upcoming(schedule: Schedule, after: datetime, until: datetime, limit: int) -
     """The schedule's fire times ``t`` with ``after < t <= until``, ascending, at most ``limit`` of them.
 
     ``after`` and ``until`` must be timezone-aware (ValueError otherwise); the result is timezone-aware
-    UTC, strictly increasing. An empty window (``until <= after``) or ``limit == 0`` gives ``[]``; a
-    negative ``limit`` is a ValueError.
+    UTC, strictly increasing. An empty window (``until <= after``), ``limit == 0`` or a paused schedule
+    (``active`` false) gives ``[]``; a negative ``limit`` is a ValueError.
 
     Cron (croniter, on the wall clock of ``schedule.timezone``):
 
@@ -635,7 +661,7 @@ def upcoming(schedule: Schedule, after: datetime, until: datetime, limit: int) -
     _aware("until", until)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise ValueError(f"limit must be a whole number of 0 or more, got {limit!r}")
-    if limit == 0 or until <= after:
+    if limit == 0 or until <= after or not schedule.active:
         return []
     times: Iterator[datetime]
     if isinstance(schedule, CronSchedule):
@@ -675,7 +701,15 @@ def _seconds(value: float) -> str:
 
 
 def describe(schedule: Schedule) -> str:
-    """Short human text for tables: "cron 0 9 * * * (Europe/Berlin)", "every 300s", "rrule FREQ=DAILY (UTC)"."""
+    """Short human text for tables: "cron 0 9 * * * (Europe/Berlin)", "every 300s", "rrule FREQ=DAILY (UTC)".
+
+    A paused schedule (``active`` false) ends in " [paused]".
+    """
+    text = _describe(schedule)
+    return text if schedule.active else f"{text} [paused]"
+
+
+def _describe(schedule: Schedule) -> str:
     if isinstance(schedule, CronSchedule):
         return f"cron {schedule.cron} ({schedule.timezone})"
     if isinstance(schedule, IntervalSchedule):

@@ -429,3 +429,21 @@ def test_a_sqlite_store_made_before_slot_versions_gains_them_when_opened(tmp_pat
         assert store.slots(["pool:old"])["pool:old"].version == 1
     finally:
         store.close()
+
+
+def test_delete_run_only_at_its_version_and_never_an_active_one(store: Store) -> None:
+    make_pool(store)
+    deployment = make_deployment(store)
+    first, second = make_run(deployment, 1), make_run(deployment, 2)
+    store.create_runs([first, second])
+    stale = first.model_copy(update={"version": first.version + 1})
+    assert store.delete_run(stale) is False  # another writer moved it on: nothing deleted
+    assert store.get_run(first.id) is not None
+    assert store.delete_run(first) is True
+    assert store.get_run(first.id) is None
+    assert store.delete_run(first) is False  # already gone
+    [admitted] = store.admit([pending(second)])
+    with pytest.raises(ValueError, match="active run"):
+        store.delete_run(admitted)
+    assert store.get_run(second.id) is not None
+    assert store.runs_of_deployment(deployment.name) == [store.get_run(second.id)]

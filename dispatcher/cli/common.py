@@ -82,8 +82,12 @@ TemplateOpt = Annotated[
 TEN_YEARS = timedelta(days=3653)
 """The furthest `deployment run --start-in` looks ahead and `work-pool timeline --since` looks back."""
 HoursOpt = Annotated[
-    float, typer.Option("--hours", help=f"How far ahead to look: above 0, at most {MAX_PREVIEW_HOURS} (a year).")
+    float,
+    typer.Option("--hours", "-h", help=f"How far ahead to look: above 0, at most {MAX_PREVIEW_HOURS} (a year)."),
 ]
+HELP_ONLY_LONG = {"help_option_names": ["--help"]}
+"""Context settings of a command where `-h` means something else, as in Prefect's CLI (`preview -h 2` is hours,
+`flow-run logs -h` is head); `--help` still shows the help."""
 # A negative limit given as a positional argument must reach the core (which names the rule), not the parser.
 NEGATIVE_ARGS = {"ignore_unknown_options": True}
 STORE_HELP = "sqlite:///PATH or dynamodb://TABLE?region=R; default: $PUSHPOOL_STORE, else ~/.pushpool/pushpool.db."

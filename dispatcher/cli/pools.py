@@ -16,6 +16,7 @@ from ..models import utcnow
 from ..pool_types import KNOWN_TYPES, default_template
 from ..store.base import pool_slot
 from .common import (
+    HELP_ONLY_LONG,
     NEGATIVE_ARGS,
     TEN_YEARS,
     DescriptionOpt,
@@ -104,7 +105,11 @@ def pool_update(
 
 
 @pool_app.command("ls")
-def pool_ls(ctx: typer.Context, output: OutputOpt = Output.table) -> None:
+def pool_ls(
+    ctx: typer.Context,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also paused, variables, created, updated.")] = False,
+    output: OutputOpt = Output.table,
+) -> None:
     """List work pools."""
     with opened(ctx) as store:
         pools = store.list_pools()
@@ -112,7 +117,7 @@ def pool_ls(ctx: typer.Context, output: OutputOpt = Output.table) -> None:
     if output is Output.json:
         return print_json(pools)
     active = {p.name: s.active for p in pools if (s := slots.get(pool_slot(p.name))) is not None}
-    render.show(render.pools_table(pools, active))
+    render.show(render.pools_table(pools, active, verbose=verbose))
 
 
 @pool_app.command("inspect")
@@ -154,7 +159,7 @@ def pool_delete(ctx: typer.Context, name: NameArg) -> None:
     say(f"Deleted work pool {name!r}.")
 
 
-@pool_app.command("preview")
+@pool_app.command("preview", context_settings=HELP_ONLY_LONG)
 def pool_preview(
     ctx: typer.Context,
     name: NameArg,

@@ -10,11 +10,11 @@ from .. import pools as pool_ops
 from .. import render_tables as render
 from ..store.base import queue_slot
 from .common import (
+    HELP_ONLY_LONG,
     NEGATIVE_ARGS,
     DescriptionOpt,
     HoursOpt,
     LimitArg,
-    LimitOpt,
     NameArg,
     Output,
     OutputOpt,
@@ -28,6 +28,11 @@ from .common import (
     show_preview,
 )
 
+QueueLimitOpt = Annotated[
+    int | None,
+    typer.Option("--concurrency-limit", "--limit", "-l", help="Most active runs at once; 0 delivers nothing."),
+]
+
 
 @queue_app.command("create")
 def queue_create(
@@ -35,7 +40,7 @@ def queue_create(
     name: NameArg,
     pool: PoolOpt,
     priority: Annotated[int | None, typer.Option(help="1 is the highest; a taken one is inserted at.")] = None,
-    concurrency_limit: LimitOpt = None,
+    concurrency_limit: QueueLimitOpt = None,
     description: DescriptionOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
@@ -56,7 +61,7 @@ def queue_update(
     pool: PoolOpt,
     priority: Annotated[int | None, typer.Option(help="1 is the highest; a taken one is inserted at.")] = None,
     description: DescriptionOpt = None,
-    concurrency_limit: LimitOpt = None,
+    concurrency_limit: QueueLimitOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Change a queue's priority, description or limit; the rest stays."""
@@ -71,15 +76,25 @@ def queue_update(
 
 
 @queue_app.command("ls")
-def queue_ls(ctx: typer.Context, pool: PoolOpt, output: OutputOpt = Output.table) -> None:
-    """List a pool's queues in priority order."""
+def queue_ls(
+    ctx: typer.Context,
+    pool: Annotated[
+        str | None, typer.Option("--pool", "-p", help="Only this pool's queues; default: every pool.")
+    ] = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """List queues in priority order: one pool's, or every pool's (one table per pool) without --pool."""
     with opened(ctx) as store:
-        work_pool = pool_ops.get_pool(store, pool)
-        queues = store.list_queues(pool)
-        counts = pool_ops.active_counts(store, work_pool, queues)
+        work_pools = [pool_ops.get_pool(store, pool)] if pool is not None else store.list_pools()
+        listed = []
+        for work_pool in work_pools:
+            queues = store.list_queues(work_pool.name)
+            listed.append((queues, name_counts(work_pool, queues, pool_ops.active_counts(store, work_pool, queues))))
     if output is Output.json:
-        return print_json(queues)
-    render.show(render.queues_table(queues, name_counts(work_pool, queues, counts)))
+        return print_json([q for queues, _ in listed for q in queues])
+    if not listed:
+        return say("No work pools yet; create one with `pushpool work-pool create NAME`.")
+    render.show(*(render.queues_table(queues, counts) for queues, counts in listed))
 
 
 @queue_app.command("inspect")
@@ -118,7 +133,7 @@ def queue_delete(ctx: typer.Context, name: NameArg, pool: PoolOpt) -> None:
     say(f"Deleted work queue {name!r} from pool {pool!r}.")
 
 
-@queue_app.command("preview")
+@queue_app.command("preview", context_settings=HELP_ONLY_LONG)
 def queue_preview(
     ctx: typer.Context,
     name: NameArg,

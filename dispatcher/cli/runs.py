@@ -1,4 +1,4 @@
-"""`pushpool flow-run ...`: list, inspect and cancel flow runs, and print their logs."""
+"""`pushpool flow-run ...`: list, inspect, cancel, retry and delete flow runs, and print their logs."""
 
 from __future__ import annotations
 
@@ -9,10 +9,18 @@ import typer
 from .. import pools as pool_ops
 from .. import render_tables as render
 from ..cancelling import cancel_run, get_run
-from ..errors import PushpoolError
+from ..config import Settings
+from ..errors import InvalidInput, PushpoolError
+from ..flow_runs import delete_run, retry_run, state_filter
+from ..models import utcnow
+from ..preview import shown_state_name
 from ..providers.base import provider_logs
-from ..states import StateType
-from .common import Output, OutputOpt, opened, print_json, run_app, say
+from ..states import NAMES_BY_TYPE, StateType
+from .common import HELP_ONLY_LONG, Output, OutputOpt, opened, print_json, run_app, say
+
+NAME_SCAN = 10_000
+"""Runs read per pool and state type when `--state` names a state (Late, AwaitingRetry, ...): the name is
+matched after reading, so more than the shown page is read, newest first."""
 
 
 @run_app.command("ls")
@@ -20,18 +28,39 @@ def run_ls(
     ctx: typer.Context,
     pool: Annotated[str | None, typer.Option("--pool", "-p", help="Only this pool's runs.")] = None,
     queue: Annotated[str | None, typer.Option("--queue", "-q", help="Only runs of queues with this name.")] = None,
-    state: Annotated[StateType | None, typer.Option(case_sensitive=False, help="Only runs in this state.")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="Show at most this many runs.")] = 50,
+    state: Annotated[
+        list[str] | None,
+        typer.Option(help="A state name (Late, AwaitingRetry, Completed, ...) or type (SCHEDULED, ...); repeatable."),
+    ] = None,
+    state_type: Annotated[
+        list[str] | None, typer.Option("--state-type", help="A state type (SCHEDULED, RUNNING, ...); repeatable.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=NAME_SCAN, help="Show at most this many runs.")] = 50,
     output: OutputOpt = Output.table,
 ) -> None:
     """List flow runs, newest scheduled time first (every pool's, merged, without --pool)."""
+    types, names = state_filter(state or [], state_type or [])
+    # A name is read through its type: Late and AwaitingRetry are SCHEDULED runs, InfrastructurePending PENDING.
+    reads: list[tuple[StateType | None, int]] = [(t, limit) for t in sorted(types)]
+    reads += [(t, NAME_SCAN) for t in sorted({t for t, ns in NAMES_BY_TYPE.items() if names & set(ns)})]
+    now, settings = utcnow(), Settings.from_env()
     with opened(ctx) as store:
         if pool is not None:
             pool_ops.get_pool(store, pool)
             if queue is not None:
                 pool_ops.get_queue(store, pool, queue)
-        names = [pool] if pool is not None else [p.name for p in store.list_pools()]
-        runs = [r for p in names for r in store.list_runs(p, queue=queue, state=state, limit=limit)]
+        pools = [pool] if pool is not None else [p.name for p in store.list_pools()]
+        found = {
+            r.id: r
+            for p in pools
+            for kind, most in (reads or [(None, limit)])
+            for r in store.list_runs(p, queue=queue, state=kind, limit=most)
+        }
+    runs = [
+        r
+        for r in found.values()
+        if not (types or names) or r.state in types or shown_state_name(r, now, settings) in names
+    ]
     runs = sorted(runs, key=lambda r: (r.scheduled_time, r.id), reverse=True)[:limit]
     if output is Output.json:
         return print_json(runs)
@@ -65,24 +94,69 @@ def run_cancel(
         say(f"Cancelling flow run {run.name!r} ({run.id}); it becomes Cancelled once its infrastructure stops.")
 
 
-@run_app.command("logs")
-def run_logs(ctx: typer.Context, run_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
-    """Print a flow run's state history, then its output where the provider keeps it (process pools)."""
+@run_app.command("logs", context_settings=HELP_ONLY_LONG)
+def run_logs(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(metavar="ID")],
+    head: Annotated[bool, typer.Option("--head", "-h", help="Only the first lines (20, or -n).")] = False,
+    tail: Annotated[bool, typer.Option("--tail", "-t", help="Only the last lines (20, or -n).")] = False,
+    num_logs: Annotated[
+        int | None, typer.Option("--num-logs", "-n", min=1, help="How many lines --head or --tail shows.")
+    ] = None,
+) -> None:
+    """Print a flow run's state history, then its output where the provider keeps it (process pools).
+
+    --head/-h and --tail/-t (with -n) keep the first or last lines, as in Prefect; --help is the help.
+    """
+    if head and tail:
+        raise InvalidInput("pass either --head or --tail, not both.")
+    if num_logs is not None and not (head or tail):
+        tail = True  # Prefect's -n alone shows the most recent lines
     with opened(ctx) as store:
         run = get_run(store, run_id)
         pool = store.get_pool(run.pool)
-    for line in render.log_lines(run):
+    lines = render.log_lines(run)
+    note = None
+    if run.infrastructure_id is not None:
+        if pool is None:
+            note = f"No output shown: pool {run.pool!r} no longer exists, so its provider is unknown."
+        else:
+            try:
+                output = provider_logs(pool.type, run.infrastructure_id)
+            except PushpoolError as exc:
+                output, note = None, f"No output shown: {exc}"
+            if output is not None:
+                lines += [f"--- output of {run.infrastructure_id} ---", *output.splitlines()]
+    count = num_logs or DEFAULT_LOG_LINES
+    if head:
+        lines = lines[:count]
+    elif tail:
+        lines = lines[-count:]
+    for line in lines:
         typer.echo(line)
-    if run.infrastructure_id is None:
-        return
-    if pool is None:
-        typer.echo(f"No output shown: pool {run.pool!r} no longer exists, so its provider is unknown.", err=True)
-        return
-    try:
-        output = provider_logs(pool.type, run.infrastructure_id)
-    except PushpoolError as exc:
-        typer.echo(f"No output shown: {exc}", err=True)
-        return
-    if output is not None:
-        typer.echo(f"--- output of {run.infrastructure_id} ---")
-        typer.echo(output, nl=False)
+    if note is not None:
+        typer.echo(note, err=True)
+
+
+DEFAULT_LOG_LINES = 20
+"""Lines `flow-run logs --head/--tail` shows without -n (Prefect's default)."""
+
+
+@run_app.command("retry")
+def run_retry(
+    ctx: typer.Context, run_id: Annotated[str, typer.Argument(metavar="ID")], output: OutputOpt = Output.table
+) -> None:
+    """Send an ended run (Completed, Failed, Crashed, Cancelled) back to Scheduled/AwaitingRetry, due now."""
+    with opened(ctx) as store:
+        run = retry_run(store, run_id)
+    if output is Output.json:
+        return print_json(run)
+    say(f"Flow run {run.name!r} ({run.id}) is {run.state_name} again; the next dispatch pass admits it.")
+
+
+@run_app.command("delete")
+def run_delete(ctx: typer.Context, run_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Delete a flow run that is not active (refused while Pending, Running or Cancelling)."""
+    with opened(ctx) as store:
+        run = delete_run(store, run_id)
+    say(f"Deleted flow run {run.name!r} ({run.id}).")

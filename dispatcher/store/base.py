@@ -173,6 +173,13 @@ class Store(Protocol):
         Returns False (and writes nothing) when another writer got there first.
         """
 
+    def delete_run(self, run: FlowRun) -> bool:
+        """Delete a run that holds no slot if the stored run is still at `run`'s version.
+
+        Returns False (and deletes nothing) when it is gone or another writer got there first.
+        """
+        ...
+
     def slots(self, keys: Sequence[str]) -> dict[str, Slot]:
         """Current slot records by key; a missing key is absent from the answer."""
 

@@ -968,6 +968,18 @@ class DynamoDBStore:
                 log.warning("slot %s read 0 when run %s released it; the reconciler recounts it", key, before.id)
             keys = [k for k in keys if k not in drifted]
 
+    def delete_run(self, run: FlowRun) -> bool:
+        if run.state in ACTIVE:
+            raise ValueError("an active run holds slots; it is never deleted")
+        delete = self._delete(_run_key(run.id), "#version = :version")["Delete"]
+        delete["ExpressionAttributeNames"] = {"#version": "version"}
+        delete["ExpressionAttributeValues"] = {":version": _n(run.version)}
+        try:
+            self._call("delete_item", ("ConditionalCheckFailedException",), **delete)
+        except ClientError:
+            return False
+        return True
+
     def _release(self, key: str) -> dict[str, Any]:
         update: dict[str, Any] = {
             "TableName": self.table,

@@ -412,6 +412,13 @@ class SQLiteStore:
                 )
         return True
 
+    def delete_run(self, run: FlowRun) -> bool:
+        if run.state in ACTIVE:
+            raise ValueError("an active run holds slots; it is never deleted")
+        with self._write() as db:
+            cur = db.execute("DELETE FROM runs WHERE id = ? AND version = ?", (run.id, run.version))
+            return cur.rowcount == 1
+
     # slots ----------------------------------------------------------------------------------------------
     def _upsert_slot(self, db: sqlite3.Connection, key: str, limit: int | None) -> None:
         db.execute(
