@@ -474,7 +474,8 @@ BAD_DOCUMENTS = {
         "deployments:\n"
         + VALID_DEPLOYMENT
         + "  - {name: bad, pool: existing, schedules: [{rrule: FREQ=DAILY, tz: UTC}]}\n",
-        r"deployments\[1\]\.schedules\[0\]\.tz: extra inputs are not permitted; the allowed keys are active, rrule, timezone",
+        r"deployments\[1\]\.schedules\[0\]\.tz: extra inputs are not permitted; "
+        r"the allowed keys are active, rrule, timezone",
     ),
     "bad interval": (
         "deployments:\n" + VALID_DEPLOYMENT + "  - {name: bad, pool: existing, schedules: [{interval: -5}]}\n",

@@ -163,9 +163,7 @@ def test_start_at_and_its_refusals(dep: Cli) -> None:
         2031, 5, 6, 7, 8, tzinfo=UTC
     )
     dep.fails("deployment", "run", "etl", "--start-at", "tomorrow 9am", says=("ISO 8601", "--start-in"))
-    dep.fails(
-        "deployment", "run", "etl", "--start-at", "2030-01-01T00:00", "--start-in", "5m", says=("not both",)
-    )
+    dep.fails("deployment", "run", "etl", "--start-at", "2030-01-01T00:00", "--start-in", "5m", says=("not both",))
 
 
 def test_tag_and_flow_run_name(dep: Cli) -> None:
@@ -208,8 +206,8 @@ def test_watch_follows_the_run_and_exits_0_when_it_completes(dep: Cli) -> None:
     thread.join(5)
     assert result.exit_code == 0, (result.stdout, result.stderr)
     lines = result.stdout.splitlines()
-    shown = [name for name in ("Pending", "Running", "Completed (COMPLETED): exit 0") if any(name in ln for ln in lines)]
-    assert shown == ["Pending", "Running", "Completed (COMPLETED): exit 0"], result.stdout
+    expected = ["Pending", "Running", "Completed (COMPLETED): exit 0"]
+    assert [name for name in expected if any(name in line for line in lines)] == expected, result.stdout
     assert "ended Completed" in lines[-1]
 
 
@@ -252,9 +250,7 @@ def test_watch_timeout_exits_1_saying_so(dep: Cli) -> None:
 def test_deployment_schedule_verbs(dep: Cli) -> None:
     created = dep.json("deployment", "schedule", "create", "flow/etl", "--cron", "0 9 * * *", "--timezone", "UTC")
     assert created == [{"cron": "0 9 * * *", "timezone": "UTC"}]
-    dep.ok(
-        "deployment", "schedule", "create", "etl", "--interval", "3600", "--anchor-date", "2024-01-01T00:00:00Z"
-    )
+    dep.ok("deployment", "schedule", "create", "etl", "--interval", "3600", "--anchor-date", "2024-01-01T00:00:00Z")
     dep.ok("deployment", "schedule", "create", "etl", "--rrule", "FREQ=DAILY;BYHOUR=6", "--inactive")
     listed = dep.json("deployment", "schedule", "ls", "etl")
     assert [(s["number"], s.get("active", True)) for s in listed] == [(1, True), (2, True), (3, False)]
