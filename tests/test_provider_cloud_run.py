@@ -395,7 +395,9 @@ def test_status_follows_the_execution_and_deletes_the_ended_job(provider: CloudR
     done = provider.status(infra_id)
     assert (done.state, done.exit_code) == (JobState.COMPLETED, 0)
     assert job_name(run_id) not in stub.jobs, "the job is deleted once its run ended"
-    assert provider.status(infra_id).state is JobState.MISSING
+    assert provider.status(infra_id) == done, "the instance that deleted it still knows how it ended"
+    cold = CloudRunProvider(credentials=AnonymousCredentials(), api_endpoint=stub.endpoint, sweep_interval=None)
+    assert cold.status(infra_id).state is JobState.MISSING
 
 
 def test_keep_job_keeps_the_ended_job(provider: CloudRunProvider, stub: CloudRunStub) -> None:
@@ -475,13 +477,14 @@ def test_find_without_any_project_cannot_say_none(stub: CloudRunStub, monkeypatc
 
 def test_logs_give_the_log_uri_and_the_entries(provider: CloudRunProvider, stub: CloudRunStub) -> None:
     _, infra_id = submit(provider)
-    stub.log_entries[infra_id] = ["starting", "rows loaded: 42"]
+    stub.log_entries[infra_id] = ["starting", "rows loaded: 42", "\x1b[2Jcleared?"]
     text = provider.logs(infra_id)
     assert text.splitlines() == [
         f"Logs: https://console.cloud.google.com/logs/viewer?execution={infra_id}",
         "starting",
         "rows loaded: 42",
-    ]
+        "\\x1b[2Jcleared?",
+    ], "what the job wrote is shown with its control characters escaped"
     request = stub.bodies["list_entries"][-1]
     assert 'labels."run.googleapis.com/execution_name"="' + infra_id.rsplit("/", 1)[-1] in request["filter"]
     assert provider_logs("cloud-run-v2:push", infra_id, Providers({"cloud-run-v2:push": provider})) == text

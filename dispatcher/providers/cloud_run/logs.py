@@ -15,7 +15,15 @@ from ...errors import ProviderError
 from .clients import CloudRunClients
 from .errors import http_status, provider_error
 
-__all__ = ["execution_logs", "log_filter"]
+__all__ = ["execution_logs", "log_filter", "visible"]
+
+# C0 and C1 control characters but tab and newline: a job's output must not drive the reader's terminal.
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x00, 0x20), *range(0x7F, 0xA0)) if code not in (9, 10)}
+
+
+def visible(text: str) -> str:
+    """Text a job wrote, with control characters escaped (SPEC §8): `\\x1b[31m` instead of a colour change."""
+    return text.translate(_CONTROL)
 
 
 def log_filter(execution: str) -> str:
@@ -66,7 +74,7 @@ def execution_logs(
         )
         for entry in entries:
             payload = entry.payload
-            lines.append(payload if isinstance(payload, str) else str(payload))
+            lines.append(visible(payload if isinstance(payload, str) else str(payload)))
     except ProviderError:
         raise
     except Exception as exc:

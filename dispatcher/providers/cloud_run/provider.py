@@ -44,6 +44,7 @@ PROJECT_ENV = "PUSHPOOL_CLOUD_RUN_PROJECT"
 TOKEN_ENV = "PUSHPOOL_CALLBACK_TOKEN"
 _TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CRASHED, JobState.CANCELLED})
 _LOG_ENTRIES = 5000
+_ENDED_KEPT = 10000
 
 
 def make_infrastructure_id(execution: str, credentials_file: str | None) -> str:
@@ -105,6 +106,9 @@ class CloudRunProvider:
         self._locations: dict[str, str | None] = {}
         """`projects/P/locations/R` this instance submitted to -> its credentials file (for find and sweep)."""
         self._swept: dict[str, float] = {}
+        self._ended: dict[str, JobStatus] = {}
+        """Ended statuses this instance saw before deleting their jobs: once the job is gone Cloud Run answers
+        404, and a run whose end was not yet recorded (a save that lost a race) must not turn MISSING here."""
         self._sweeper: threading.Thread | None = None
 
     # -- Provider protocol -------------------------------------------------------------------------------------
@@ -139,6 +143,9 @@ class CloudRunProvider:
             execution = clients.executions.get_execution(name=name, retry=None, timeout=self.call_timeout)
         except Exception as exc:
             if http_status(exc) == 404:
+                remembered = self._ended.get(name)
+                if remembered is not None:
+                    return remembered
                 short = name.rsplit("/", 1)[-1]
                 return JobStatus(
                     JobState.MISSING, message=f"Cloud Run has no execution {short} (or its job was deleted)"
@@ -147,6 +154,10 @@ class CloudRunProvider:
         data = type(execution).to_dict(execution, use_integers_for_enums=False)
         status = execution_status(data)
         if status.state in _TERMINAL and (data.get("labels") or {}).get(KEEP_JOB_LABEL) != "true":
+            with self._lock:
+                if len(self._ended) >= _ENDED_KEPT:
+                    self._ended.pop(next(iter(self._ended)))  # the oldest: a bounded memory
+                self._ended[name] = status
             self._delete_job(clients, _job_of(name))
         return status
 
