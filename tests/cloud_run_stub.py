@@ -72,6 +72,13 @@ class CloudRunStub:
         self.operations: dict[str, dict[str, Any]] = {}
         self.log_entries: dict[str, list[str]] = {}
         """execution name -> lines its container wrote (served by entries:list)."""
+        self.start_at_once = False
+        """When True, a new execution's task is running at once (the conformance harness wants RUNNING)."""
+        self.started = 0
+        """Executions ever started (run_job calls that created one), deleted ones included."""
+        self.held: set[str] = set()
+        """Routes whose requests wait, unanswered, until `release()`."""
+        self._released = threading.Condition()
         self.requests: list[tuple[str, str]] = []
         """(route, path) of every request, in arrival order."""
         self.bodies: dict[str, list[Any]] = {route: [] for route in ROUTES}
@@ -137,6 +144,22 @@ class CloudRunStub:
         with self.lock:
             self._hangs[route].extend([seconds] * times)
 
+    def clear_faults(self) -> None:
+        """Forget every scripted failure, delay and hang not yet used."""
+        with self.lock:
+            for queue in (*self._failures.values(), *self._delays.values(), *self._hangs.values()):
+                queue.clear()
+
+    def hold(self, route: str) -> None:
+        """Keep every request of `route` waiting, unanswered, until `release()`; then they are served."""
+        with self._released:
+            self.held.add(route)
+
+    def release(self) -> None:
+        with self._released:
+            self.held.clear()
+            self._released.notify_all()
+
     def calls(self, route: str) -> int:
         with self.lock:
             return sum(1 for name, _ in self.requests if name == route)
@@ -197,6 +220,8 @@ class CloudRunStub:
         if hang:
             time.sleep(hang)
             failure = 503
+        with self._released:
+            self._released.wait_for(lambda: route not in self.held, timeout=60)
         if failure is not None:
             self._reply(request, failure, _error(failure, f"scripted {failure} for {route}"))
             return
@@ -267,6 +292,10 @@ class CloudRunStub:
                 "conditions": [{"type": "Completed", "state": "CONDITION_PENDING"}],
             }
             self.executions[execution_name] = execution
+            self.started += 1
+            if self.start_at_once:
+                execution.update(startTime=_now(), runningCount=1)
+                execution["conditions"] = [{"type": "Started", "state": "CONDITION_SUCCEEDED"}]
             self.jobs[name]["latestCreatedExecution"] = {"name": execution_name, "createTime": execution["createTime"]}
             execution["template"] = (self.jobs[name].get("template") or {}).get("template") or {}
             return 200, self._operation(name.split("/jobs/")[0], execution, "Execution", done=False)

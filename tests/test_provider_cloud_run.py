@@ -307,6 +307,23 @@ def test_a_repeated_or_crashed_submission_finds_the_first_execution(
     assert len(stub.executions_of(job_name(run_id))) == 1
 
 
+def test_submits_of_one_attempt_racing_from_several_dispatchers_start_one_execution(stub: CloudRunStub) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    run_id = str(uuid.uuid4())
+    providers = [
+        CloudRunProvider(
+            credentials=AnonymousCredentials(), api_endpoint=stub.endpoint, project=PROJECT, sweep_interval=None
+        )
+        for _ in range(4)
+    ]
+    job = providers[0].validate(render_job({"image": "flows:1"}, run_id=run_id))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        ids = list(pool.map(lambda p: p.submit(job, idempotency_key=f"{run_id}-1"), providers))
+    assert len(set(ids)) == 1
+    assert [e["name"] for e in stub.executions_of(job_name(run_id))] == ids[:1]
+
+
 def test_a_crash_between_create_and_run_reuses_the_job_and_starts_one_execution(
     provider: CloudRunProvider, stub: CloudRunStub
 ) -> None:

@@ -6,7 +6,12 @@ Submission (SPEC §5), for a rendered job (templates/cloud-run-v2-push.json):
    A 409 (the job is there: an earlier attempt created it, then crashed or timed out) reuses that job.
 2. When the job already existed, or this is a resubmission or a later attempt, the job's executions are
    listed first: an execution found there is the run's (an earlier attempt started it and never recorded it),
-   and no second one is started. A fresh job cannot have one, so a first attempt skips the lookup.
+   and no second one is started. A fresh job cannot have one, so a first attempt skips the lookup. A first
+   attempt that is not a resubmission and finds the job already created, with no execution yet, is racing
+   another submit of the same attempt: it waits a moment (`creator_wait`) for that one's execution. Cloud
+   Run's run_job takes no request id, so two submits whose create and run are further apart than that
+   could still start two executions; the dispatcher never races itself so (admission hands an attempt to
+   one pass, and the reconciler resubmits only after its grace period, as a resubmission).
 3. run_job; its long-running operation carries the new execution as metadata, so the execution's name is
    known at once, without waiting for the operation.
 
@@ -45,6 +50,7 @@ TOKEN_ENV = "PUSHPOOL_CALLBACK_TOKEN"
 _TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CRASHED, JobState.CANCELLED})
 _LOG_ENTRIES = 5000
 _ENDED_KEPT = 10000
+_CREATOR_POLL = 0.2
 
 
 def make_infrastructure_id(execution: str, credentials_file: str | None) -> str:
@@ -77,6 +83,8 @@ class CloudRunProvider:
     - `region`: where `find()` looks besides the locations this instance submitted to
       (default `$PUSHPOOL_CLOUD_RUN_REGION`, then us-central1, Prefect's default).
     - `call_timeout`: seconds for each Cloud Run call; `operation_timeout`: for create_job's operation.
+    - `creator_wait`: how long a first attempt that finds its job already created (by a submit racing it) waits
+      for that submit's execution before starting one itself.
     - `sweep_interval`: seconds between automatic sweeps of ended jobs (in a background thread, after a submit);
       None turns them off.
     """
@@ -94,6 +102,7 @@ class CloudRunProvider:
         call_timeout: float = 10.0,
         operation_timeout: float = 20.0,
         sweep_interval: float | None = 600.0,
+        creator_wait: float = 3.0,
     ) -> None:
         self._clients = Clients(credentials=credentials, api_endpoint=api_endpoint)
         self._api_endpoint = api_endpoint
@@ -102,6 +111,7 @@ class CloudRunProvider:
         self.call_timeout = call_timeout
         self.operation_timeout = operation_timeout
         self.sweep_interval = sweep_interval
+        self.creator_wait = creator_wait
         self._lock = threading.Lock()
         self._locations: dict[str, str | None] = {}
         """`projects/P/locations/R` this instance submitted to -> its credentials file (for find and sweep)."""
@@ -241,8 +251,13 @@ class CloudRunProvider:
             body["template"]["labels"][KEEP_JOB_LABEL] = "true"
 
         created = self._create_job(clients, location, job_id, body)
-        if not created or resubmission or not key.endswith("-1"):
+        first_attempt = key.rpartition("-")[2] == "1"
+        if not created or resubmission or not first_attempt:
             existing = self._latest_execution(clients, job_name)
+            if existing is None and not created and first_attempt and not resubmission:
+                # Another submit of this very attempt created the job a moment ago (two dispatchers racing):
+                # it is about to run it, so wait for its execution rather than start a second one.
+                existing = self._wait_for_execution(clients, job_name)
             if existing is not None:
                 return make_infrastructure_id(existing, credentials_file)
         try:
@@ -286,6 +301,17 @@ class CloudRunProvider:
             return None
         newest = max(executions, key=lambda e: (e.create_time is not None, e.create_time or 0, e.name))
         return str(newest.name)
+
+    def _wait_for_execution(self, clients: CloudRunClients, job_name: str) -> str | None:
+        """The job's execution once one appears, polling for `creator_wait` seconds; None if none does (its
+        creator died between create and run, and this submit starts it instead)."""
+        deadline = time.monotonic() + self.creator_wait
+        while time.monotonic() < deadline:
+            time.sleep(_CREATOR_POLL)
+            found = self._latest_execution(clients, job_name)
+            if found is not None:
+                return found
+        return None
 
     def _default_location(self) -> str | None:
         project = self._project
