@@ -338,7 +338,10 @@ def test_a_crash_between_create_and_run_reuses_the_job_and_starts_one_execution(
     assert [e["name"] for e in stub.executions_of(job_name(run_id))] == [infra_id]
 
 
-@pytest.mark.parametrize(("route", "status"), [("create_job", 429), ("create_job", 503), ("run_job", 429)])
+@pytest.mark.parametrize(
+    ("route", "status"),
+    [("create_job", 429), ("create_job", 503), ("create_job", 504), ("create_job", 500), ("run_job", 429)],
+)
 def test_throttling_and_unavailability_are_transient(
     provider: CloudRunProvider, stub: CloudRunStub, route: str, status: int
 ) -> None:
@@ -347,6 +350,8 @@ def test_throttling_and_unavailability_are_transient(
         submit(provider)
     assert failed.value.transient
     assert f"Cloud Run {route} failed: scripted {status} for {route} (HTTP {status}" in str(failed.value)
+    words = {429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED", 500: "INTERNAL"}[status]
+    assert str(failed.value).endswith(f"{words})"), "Google's own status word is kept"
 
 
 @pytest.mark.parametrize(
@@ -542,7 +547,9 @@ def test_sweep_deletes_ended_jobs_but_not_running_or_kept_ones(provider: CloudRu
     kept, kept_id = submit(provider, {"keep_job": True})
     stub.finish(ended_id)
     stub.finish(kept_id)
-    deleted = provider.sweep(f"projects/{PROJECT}/locations/us-central1")
+    location = f"projects/{PROJECT}/locations/us-central1"
+    assert job_name(ended) not in provider.sweep(location), "an end just now is left for the reconciler to read"
+    deleted = provider.sweep(location, min_age_seconds=0)
     assert job_name(ended) in deleted and job_name(ended) not in stub.jobs
     assert job_name(running) in stub.jobs and job_name(kept) in stub.jobs
 

@@ -29,6 +29,7 @@ import logging
 import os
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ...errors import InvalidInput, ProviderError
@@ -51,6 +52,7 @@ _TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CRASHED, Jo
 _LOG_ENTRIES = 5000
 _ENDED_KEPT = 10000
 _CREATOR_POLL = 0.2
+SWEEP_MIN_AGE_SECONDS = 3600.0
 
 
 def make_infrastructure_id(execution: str, credentials_file: str | None) -> str:
@@ -332,12 +334,23 @@ class CloudRunProvider:
             if http_status(exc) != 404:
                 log.warning("could not delete Cloud Run job %s: %s", job_name, provider_error(exc, "delete_job"))
 
-    def sweep(self, location: str, credentials_file: str | None = None, *, max_deletes: int = 20) -> list[str]:
+    def sweep(
+        self,
+        location: str,
+        credentials_file: str | None = None,
+        *,
+        max_deletes: int = 20,
+        min_age_seconds: float = SWEEP_MIN_AGE_SECONDS,
+    ) -> list[str]:
         """Delete pushpool's ended jobs in a location (`projects/P/locations/R`), except those to keep.
 
         A run that ends through its callback is never looked at by status(), so its job would stay: this finds
-        jobs labelled `pushpool-run-id` whose latest execution has completed. Returns the deleted job names.
+        jobs labelled `pushpool-run-id` whose latest execution completed at least `min_age_seconds` ago. The
+        age leaves the reconciler time to read the end of a run whose callback was lost (it asks about runs
+        silent for 5 minutes): deleting its job first would make that run look vanished. Returns the deleted
+        job names.
         """
+        cutoff = datetime.now(UTC) - timedelta(seconds=min_age_seconds)
         clients = self._clients.get(credentials_file)
         try:
             jobs = list(clients.jobs.list_jobs(parent=location, retry=None, timeout=self.call_timeout))
@@ -347,7 +360,7 @@ class CloudRunProvider:
         for job in jobs:
             labels = dict(job.labels)
             latest = job.latest_created_execution
-            ended = latest is not None and bool(latest.completion_time)
+            ended = latest is not None and bool(latest.completion_time) and latest.completion_time <= cutoff
             if RUN_LABEL in labels and labels.get(KEEP_JOB_LABEL) != "true" and ended:
                 self._delete_job(clients, str(job.name))
                 deleted.append(str(job.name))
