@@ -21,7 +21,8 @@ Then `-X importtime`'s top entries (cumulative) of the lazy and the eager import
 Targets (issue 5): the lazy import <= 400 ms and <= 1/4 of the eager one. Target (issue 12): a dispatch pass
 over an `ecs:push` pool, its submission reaching the ECS client, loads no Google module (judged only where
 google-cloud-run is installed; the same process then passes over a `cloud-run-v2:push` pool, and the Google
-modules that pass loads are counted, for contrast). Prints PASS or FAIL for each and exits 1 when one is
+modules that pass loads are counted, for contrast). Target (issue 13): that ECS pass, run with the Lambda
+handler module loaded, loads no `azure` module either. Prints PASS or FAIL for each and exits 1 when one is
 missed.
 
     .bench/sdk-venv/bin/python benchmarks/cold_start.py [--repeat 7]
@@ -121,6 +122,7 @@ def top(rows: list[tuple[float, float, str]], n: int) -> list[str]:
 
 PASS_PROBE = """
 import json, os, sys, tempfile
+import handlers.aws_lambda  # what the Lambda dispatch function has loaded when its pass runs
 from dispatcher import deployments, pools
 from dispatcher.config import Settings
 from dispatcher.dispatch import Dispatcher
@@ -141,15 +143,16 @@ os.environ["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"  # nothing listens: the su
 dispatcher = Dispatcher(store, settings=Settings(provider_timeout_seconds=20), callback_base_url="https://cb.example")
 ecs = dispatcher.run_pass(pool="ecs")
 after_ecs = google()
+azure_after_ecs = sorted(m for m in sys.modules if m == "azure" or m.startswith("azure."))
 gcp = dispatcher.run_pass(pool="gcp")
 print(json.dumps({"ecs_reached": "boto3" in sys.modules and bool(ecs.retrying or ecs.submitted),
-                  "after_ecs": after_ecs, "after_gcp": len(google()),
+                  "after_ecs": after_ecs, "azure_after_ecs": azure_after_ecs, "after_gcp": len(google()),
                   "run_v2": "google.cloud.run_v2" in sys.modules}))
 """
 
 
 def pass_probe() -> dict[str, object]:
-    """Run PASS_PROBE in a fresh interpreter: which Google modules an ECS pass, then a Cloud Run pass, load."""
+    """Run PASS_PROBE in a fresh interpreter: the Google and Azure modules an ECS pass, then a Cloud Run pass, load."""
     import json
 
     env = {k: v for k, v in child_env(None).items() if k != "PUSHPOOL_STORE"}
@@ -221,11 +224,16 @@ def main() -> int:
     print()
 
     ratio = lazy / eager if eager else float("nan")
+    azure_after_ecs = [str(m) for m in probe["azure_after_ecs"]]  # type: ignore[attr-defined]
     verdicts = [
         (
             "an ecs:push pass imports nothing of Google's"
             + ("" if gcp_installed else " (not judged: google-cloud-run is not installed here)"),
             bool(probe["ecs_reached"]) and not probe["after_ecs"] and bool(probe["run_v2"]) and gcp_installed,
+        ),
+        (
+            f"an ecs:push pass loads no azure module ({', '.join(azure_after_ecs) or 'none'})",
+            bool(probe["ecs_reached"]) and not azure_after_ecs,
         ),
         (f"lazy import {lazy:.0f} ms <= {TARGET_MS:.0f} ms", lazy <= TARGET_MS),
         (

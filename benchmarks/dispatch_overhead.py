@@ -1,4 +1,4 @@
-"""What a dispatch pass costs on top of the ECS and Cloud Run calls it exists to make.
+"""What a dispatch pass costs on top of the ECS, Cloud Run and ACI calls it exists to make.
 
 N runs (default 50) of an `ecs:push` pool are dispatched to moto's ECS by one `Dispatcher.run_pass()`
 (schedule, reconcile, admit atomically, render, validate, submit with the dispatcher's thread pool, record),
@@ -17,7 +17,11 @@ The same for a `cloud-run-v2:push` pool: N runs through one pass against the loc
 makes (create_job, whose operation the stub completes at once, then run_job) with the same clients'
 settings and concurrency. Target (issue 12): pass / raw <= 1.3.
 
-    .venv/bin/python benchmarks/dispatch_overhead.py [-n 50] [--repeat 3] [--only ecs|cloud-run]
+The same for an `azure-container-instance:push` pool against the ARM stub (tests/aci_stub.py, in its own
+process) vs raw container group PUTs with the Azure SDK; see benchmarks/aci_overhead.py. Target (issue 13):
+pass / raw <= 1.3.
+
+    .venv/bin/python benchmarks/dispatch_overhead.py [-n 50] [--repeat 3] [--only ecs|cloud-run|aci]
 """
 
 from __future__ import annotations
@@ -92,7 +96,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=50, help="runs per pass")
     parser.add_argument("--repeat", type=int, default=3, help="rounds (median)")
-    parser.add_argument("--only", choices=["ecs", "cloud-run"], help="one provider (default: both)")
+    parser.add_argument("--only", choices=["ecs", "cloud-run", "aci"], help="one provider (default: all)")
     args = parser.parse_args()
     os.environ.update(AWS_ENV)
     for key in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
@@ -110,6 +114,13 @@ def main() -> int:
             print()
         with tempfile.TemporaryDirectory() as tmp:
             failed |= bench_cloud_run(Path(tmp), args.n, args.repeat)
+    if args.only in (None, "aci"):
+        from aci_overhead import bench_aci
+
+        if args.only is None:
+            print()
+        with tempfile.TemporaryDirectory() as tmp:
+            failed |= bench_aci(Path(tmp), args.n, args.repeat)
     return failed
 
 

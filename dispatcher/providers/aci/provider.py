@@ -4,11 +4,12 @@ The Azure SDK (azure-mgmt-containerinstance, azure-identity) is imported only wh
 so loading this provider, or checking a template with it, needs neither the SDK nor credentials.
 
 Submission (SPEC §5): the group is named from the run id (`model.group_name`), so every attempt of a run
-shares it. Before the PUT a GET looks for it, because a PUT on a live group would restart it: a
-re-submission after a crash, or a retry after a PUT whose answer was lost, returns the group found. A PUT
-that meets a 409 (another dispatcher's PUT of the same group under way) does the same. The PUT is a
-long-running operation: the provider follows its Azure-AsyncOperation for up to `provision_wait_seconds`,
-long enough to see a provisioning that fails at once, and otherwise leaves the rest to `status()`.
+shares it. Before every PUT a GET looks for it, because a PUT on a live group would restart it: a re-submission after
+a crash, or a retry after a PUT whose answer was lost, returns the group found. The PUT carries
+`If-None-Match: *`; a 412 or a 409 (another PUT of the same group under way) is answered by a GET too. The
+PUT is a long-running operation: the provider polls its Azure-AsyncOperation for up to
+`provision_wait_seconds`, long enough to see a provisioning that fails at once, and leaves the rest to
+`status()`.
 
 The infrastructure id is the group's ARM resource id, which names the subscription and resource group that
 `status`, `cancel` and `logs` need. Credentials come from DefaultAzureCredential and are never stored.
@@ -16,12 +17,13 @@ The infrastructure id is the group's ARM resource id, which names the subscripti
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
 import re
 import threading
+import time
+from collections import OrderedDict
 from typing import Any
 
 from ...errors import InvalidInput, ProviderError
@@ -37,6 +39,8 @@ __all__ = ["ACIProvider", "provider_error", "resource_id"]
 SUBSCRIPTION_ENV = "AZURE_SUBSCRIPTION_ID"
 RESOURCE_GROUP_ENV = "PUSHPOOL_ACI_RESOURCE_GROUP"
 RESOURCE_GROUPS_API = "2021-04-01"
+REMEMBERED_OUTCOMES = 10_000
+"""Outcomes of deleted groups a provider keeps answering with (a few MB at most)."""
 FIND_PAGES = 20
 """Pages of a subscription's container groups `find` reads at most, when the group is not where expected."""
 
@@ -100,6 +104,14 @@ def _request_id(exc: Any) -> str:
     return f"request id {request_id}" if request_id else ""
 
 
+def _retry_after(headers: Any, default: float | None) -> float:
+    """Seconds to wait before the next poll: Azure's Retry-After, else the provider's interval, else 5."""
+    try:
+        return max(0.0, float(headers.get("Retry-After")))
+    except (TypeError, ValueError):
+        return 5.0 if default is None else default
+
+
 def _status_of(exc: Exception) -> int | None:
     status = getattr(exc, "status_code", None)
     return status if isinstance(status, int) else None
@@ -145,6 +157,8 @@ class ACIProvider:
         self._identity_of: dict[str, _CredentialsKey] = {}
         """subscription -> the identity its last submit used, for status/cancel/logs, which see only the id."""
         self._locations: dict[tuple[str, str], str] = {}
+        self._ended: OrderedDict[str, JobStatus] = OrderedDict()
+        """Outcomes of the groups this provider deleted (or stopped on request), oldest first, bounded."""
         self._seen: dict[tuple[str, str], None] = {}
         """(subscription, resource group) pairs this provider launched in: where `find` looks first."""
 
@@ -207,7 +221,9 @@ class ACIProvider:
     def submit(self, job: dict[str, Any], *, idempotency_key: str, resubmission: bool = False) -> str:
         """Create the run's container group unless it exists; return its resource id (see the module docstring).
 
-        The GET runs before every PUT, resubmission or not: it is what keeps a PUT from restarting a group.
+        The GET runs before every PUT, resubmission or not: a PUT on a live group would restart it. The PUT
+        itself carries `If-None-Match: *`, so a group created between the two is answered 412 (or 409 while
+        its creation is under way) rather than restarted, and then found by a second GET.
         """
         try:
             config = parse_job(job)
@@ -227,21 +243,33 @@ class ACIProvider:
         location = literal_location(config) or self._location(client, subscription, resource_group)
         body = json.dumps(container_group_body(config, location=location)).encode()
         try:
-            poller = client.container_groups.begin_create_or_update(
-                resource_group, name, io.BytesIO(body), content_type="application/json"
-            )
+            operation = client.container_groups.begin_create_or_update(
+                resource_group,
+                name,
+                body,
+                content_type="application/json",
+                headers={"If-None-Match": "*"},
+                polling=False,
+                cls=lambda response, _model, _headers: response.http_response.headers.get("Azure-AsyncOperation"),
+            ).result()
         except Exception as exc:
-            if _status_of(exc) == 409 and self._get(client, resource_group, name, "GET container group"):
+            if _status_of(exc) in (409, 412) and self._get(client, resource_group, name, "GET container group"):
                 return infra_id  # another submit of this run created it first
             raise provider_error(exc, "PUT container group") from None
-        self._follow(poller, client, config, name)
+        if operation:
+            self._follow(client, str(operation), config, name)
         return infra_id
 
     def status(self, infrastructure_id: str) -> JobStatus:
         """The run's status from its group's instance view (see `status.group_status`); MISSING once it is gone.
 
-        A group whose run has ended is deleted here unless it is kept (`keep_container_group`).
+        A group whose run has ended is deleted here unless it is kept (`keep_container_group`). This provider
+        remembers the outcome of the groups it deleted, so it keeps answering the same for them; another
+        instance answers MISSING, by which time the run has been moved on.
         """
+        ended = self._ended.get(infrastructure_id)
+        if ended is not None:
+            return ended
         subscription, resource_group, name = _split(infrastructure_id)
         client = self.client(subscription)
         group = self._get(client, resource_group, name, "GET container group")
@@ -250,23 +278,32 @@ class ACIProvider:
         status = group_status(group)
         if status.state in _TERMINAL and not is_kept(group):
             self._delete_quietly(client, resource_group, name)
+            self._remember(infrastructure_id, status)
         return status
 
     def cancel(self, infrastructure_id: str) -> None:
-        """Stop the group, then delete it unless it is kept; a group already gone is a no-op."""
+        """Stop the group, then delete it unless it is kept; a group already gone or ended is not stopped."""
+        if infrastructure_id in self._ended:
+            return
         subscription, resource_group, name = _split(infrastructure_id)
         client = self.client(subscription)
         group = self._get(client, resource_group, name, "GET container group")
         if group is None:
             return
-        try:
-            client.container_groups.stop(resource_group, name)
-        except Exception as exc:
-            if _status_of(exc) == 404:
-                return
-            raise provider_error(exc, "stop container group") from None
+        outcome = group_status(group)
+        if outcome.state not in _TERMINAL:
+            try:
+                client.container_groups.stop(resource_group, name)
+            except Exception as exc:
+                if _status_of(exc) == 404:
+                    return
+                raise provider_error(exc, "stop container group") from None
+            outcome = JobStatus(JobState.CANCELLED, message=f"container group {name} stopped on request")
         if not is_kept(group):
             self._delete(client, resource_group, name)
+            self._remember(infrastructure_id, outcome)
+        elif outcome.state is JobState.CANCELLED:
+            self._remember(infrastructure_id, outcome)
 
     def find(self, idempotency_key: str) -> str | None:
         """The container group launched for this key's run, or None when there is none.
@@ -324,7 +361,7 @@ class ACIProvider:
         """The group's ARM JSON as Azure sent it (REST spelling, instance views included), or None on a 404."""
         try:
             group: dict[str, Any] = client.container_groups.get(
-                resource_group, name, cls=lambda response, _model, _headers: response.http_response.json()
+                resource_group, name, cls=lambda response, _model, _headers: json.loads(response.http_response.text())
             )
         except Exception as exc:
             if _status_of(exc) == 404:
@@ -364,22 +401,46 @@ class ACIProvider:
         self._locations[key] = location
         return location
 
-    def _follow(self, poller: Any, client: Any, config: ACIJobConfiguration, name: str) -> None:
-        """Follow the PUT's Azure-AsyncOperation for a while: a provisioning that fails at once is permanent.
+    def _follow(self, client: Any, operation_url: str, config: ACIJobConfiguration, name: str) -> None:
+        """Poll the PUT's Azure-AsyncOperation for a while: a provisioning that fails at once is permanent.
 
-        A poll that fails for a transient reason (or takes longer than the wait) is not the group's failure:
-        the group was accepted, and `status()` follows it from here.
+        Only the operation's outcome matters here, so the group itself is not fetched again (the SDK's poller
+        would GET it at the end). A poll that fails, or an operation still running at the deadline, is not the
+        group's failure: the group was accepted, and `status()` follows it from here.
         """
-        try:
-            poller.wait(timeout=self.provision_wait_seconds)
-        except Exception as exc:
-            error = provider_error(exc, "provisioning of the container group")
-            if error.transient:
-                log.warning("following the PUT of %s failed; status() takes over: %s", name, error)
+        from azure.core.rest import HttpRequest
+
+        deadline = time.monotonic() + self.provision_wait_seconds
+        while True:
+            try:
+                response = client._send_request(HttpRequest("GET", operation_url))
+                response.raise_for_status()
+                answer = response.json()
+            except Exception as exc:
+                log.warning("following the PUT of %s failed; status() takes over: %s", name, exc)
                 return
+            state = str(answer.get("status") or "").lower()
+            if state not in ("failed", "canceled"):
+                delay = _retry_after(response.headers, self._polling_interval)
+                if state == "succeeded" or time.monotonic() + delay > deadline:
+                    return
+                time.sleep(delay)
+                continue
+            error = answer.get("error") or {}
+            words = str(error.get("message") or f"the operation ended {state}")
+            code = f" ({error['code']})" if error.get("code") else ""
             if not config.keep_container_group:
                 self._delete_quietly(client, config.resource_group_name, name)
-            raise error from None
+            raise ProviderError(
+                f"Azure Container Instances provisioning of the container group failed: {words}{code}",
+                transient=False,
+            )
+
+    def _remember(self, infrastructure_id: str, status: JobStatus) -> None:
+        with self._lock:
+            self._ended[infrastructure_id] = status
+            while len(self._ended) > REMEMBERED_OUTCOMES:
+                self._ended.popitem(last=False)
 
     def _delete(self, client: Any, resource_group: str, name: str) -> None:
         try:
