@@ -85,6 +85,16 @@ def test_a_resubmission_finds_the_group_instead_of_putting_it_again(stub: ACIStu
     assert stub.count("GET", "get") == gets + 3  # one before each PUT that was spared
 
 
+def test_a_run_sent_back_by_retry_gets_a_new_group_not_its_earlier_lifes(stub: ACIStub, provider: ACIProvider) -> None:
+    rendered, run_id = job(keep_container_group=True)
+    first_life = provider.submit(rendered, idempotency_key=f"{run_id}-1")
+    stub.set_container(group_name(run_id), "Terminated", exit_code=1)
+    second_life = provider.submit(rendered, idempotency_key=f"{run_id}-r1-1")  # dispatch.idempotency_key's form
+    assert second_life != first_life and second_life.endswith(group_name(f"{run_id}-r1"))
+    assert stub.creates == 2
+    assert provider.find(f"{run_id}-r1-1") == second_life
+
+
 def test_a_409_on_put_returns_the_group_another_submit_created(stub: ACIStub, provider: ACIProvider) -> None:
     rendered, run_id = job()
     make_provider(stub).submit(rendered, idempotency_key=f"{run_id}-1")

@@ -24,7 +24,7 @@ __all__ = [
     "container_group_body",
     "group_name",
     "parse_job",
-    "run_id_of",
+    "run_id_of_key",
 ]
 
 CONTAINER_NAME = "pushpool"
@@ -36,8 +36,6 @@ KEEP_TAG = "pushpool-keep-container-group"
 SECURE_ENV = frozenset({"PUSHPOOL_CALLBACK_TOKEN", "PREFECT_API_KEY"})
 """Variables passed as `secureValue`: Azure never shows them again, in a GET or in the portal."""
 
-_RUN_ID_ENV = "PUSHPOOL_RUN_ID"
-_RUN_ID_LABEL = "pushpool.io/run-id"
 _GROUP_NAME = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?!-)){0,61}[a-z0-9]")
 _NOT_NAME_CHARS = re.compile(r"[^a-z0-9]+")
 _RESOURCE_GROUP = re.compile(r"[-\w._()]{0,89}[-\w_()]")
@@ -226,16 +224,9 @@ def _validation_message(exc: ValidationError) -> str:
 # -- names -----------------------------------------------------------------------------------------------------
 
 
-def run_id_of(config: ACIJobConfiguration, idempotency_key: str) -> str:
-    """The run a job belongs to: PUSHPOOL_RUN_ID, else its run label, else the key without its `-<attempt>`."""
-    run_id = config.env.get(_RUN_ID_ENV) or config.labels.get(_RUN_ID_LABEL)
-    if run_id:
-        return run_id
-    return run_id_of_key(idempotency_key)
-
-
 def run_id_of_key(idempotency_key: str) -> str:
-    """The run id in a dispatcher key (`<run id>-<attempt>`)."""
+    """The head of a dispatcher key (`<head>-<attempt>`): the run id, or `<run id>-r<N>` for a run sent back
+    by `flow-run retry`, whose new life must not find the group of its earlier one."""
     head, _, attempt = idempotency_key.rpartition("-")
     return head if head and attempt.isdigit() else idempotency_key
 

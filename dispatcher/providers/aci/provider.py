@@ -28,7 +28,7 @@ from typing import Any
 
 from ...errors import InvalidInput, ProviderError
 from ..base import JobState, JobStatus
-from .model import ACIJobConfiguration, container_group_body, group_name, parse_job, run_id_of, run_id_of_key
+from .model import ACIJobConfiguration, container_group_body, group_name, parse_job, run_id_of_key
 from .model import template_location as literal_location
 from .status import group_status, is_kept, main_container
 
@@ -235,7 +235,7 @@ class ACIProvider:
         with self._lock:
             self._identity_of[subscription] = identity
             self._seen[(subscription, resource_group)] = None
-        name = group_name(run_id_of(config, idempotency_key))
+        name = group_name(run_id_of_key(idempotency_key))
         infra_id = resource_id(subscription, resource_group, name)
 
         if self._get(client, resource_group, name, "GET container group") is not None:
