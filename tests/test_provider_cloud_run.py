@@ -609,3 +609,17 @@ def test_build_job_body_is_pure_and_leaves_the_configuration_alone() -> None:
     body = build_job_body(config)
     assert config.model_dump() == before
     assert {"name": "A", "value": "1"} in body["template"]["template"]["containers"][0]["env"]
+
+
+def test_infrastructure_ids_name_the_execution_and_any_credentials_file(provider: CloudRunProvider) -> None:
+    from dispatcher.providers.cloud_run.provider import make_infrastructure_id, split_infrastructure_id
+
+    execution = "projects/p/locations/us-central1/jobs/pushpool-x/executions/pushpool-x-abcde"
+    assert split_infrastructure_id(execution) == (None, execution)
+    with_file = make_infrastructure_id(execution, "/var/task/gcp-wif.json")
+    assert with_file == f"/var/task/gcp-wif.json|{execution}"
+    assert split_infrastructure_id(with_file) == ("/var/task/gcp-wif.json", execution)
+    status = provider.status("arn:aws:ecs:us-east-1:1:task/c/t")
+    assert status.state is JobState.MISSING and "is not a Cloud Run execution name" in str(status.message)
+    with pytest.raises(ProviderError, match="cannot cancel 'projects/p': .* is not a Cloud Run execution name"):
+        provider.cancel("projects/p")
