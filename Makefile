@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit demo clean bench deploy-check
+.PHONY: install test lint typecheck unit demo clean bench deploy-check prefect-import-test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy dispatcher handlers
 
 unit: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -rs   # -rs: each skipped test says why (e.g. no Prefect venv for the live import test)
 
 test: lint typecheck unit
 
@@ -57,6 +57,18 @@ bench: $(STAMP) $(SDK_STAMP)
 	run cold_start $(SDK_VENV)/bin/python benchmarks/cold_start.py; \
 	if [ -n "$$failed" ]; then echo "bench: targets missed in:$$failed"; exit 1; fi; \
 	echo "bench: every target met"
+
+# `pushpool import prefect` against a real `prefect server start` (tests/test_prefect_import_live.py). Prefect
+# lives in .bench/prefect-venv (the venv vs_prefect uses), installed here when missing (a few minutes).
+# `make test` runs the same test only when that venv already exists, and says it skipped it otherwise.
+PREFECT_VENV := .bench/prefect-venv
+
+prefect-import-test: $(STAMP)
+	@$(PREFECT_VENV)/bin/python -c "import prefect" 2>/dev/null || { \
+		echo "installing prefect>=3,<4 into $(PREFECT_VENV) (once) ..."; \
+		$(PYTHON) -m venv $(PREFECT_VENV) && \
+		$(PREFECT_VENV)/bin/python -m pip install --quiet "prefect>=3,<4"; }
+	PUSHPOOL_PREFECT_LIVE=require $(BIN)/pytest tests/test_prefect_import_live.py -v
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

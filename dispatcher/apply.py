@@ -52,7 +52,7 @@ import json
 import typing
 from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,7 +69,7 @@ from pydantic import (
     model_validator,
 )
 
-from . import templating
+from . import prefect_yaml, templating
 from .deployments import create_deployment, update_deployment
 from .errors import InvalidInput, TemplateError
 from .models import (
@@ -126,6 +126,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *anchor` (prefect.yaml's habit): keys given beside it override the merged ones
         key = loader.construct_object(key_node, deep=deep)
         if isinstance(key, Hashable) and key in seen:
             raise yaml.constructor.ConstructorError(
@@ -529,6 +531,8 @@ class ApplyPlan:
     """The actions that bring the store to the document, in the order `execute` performs them."""
 
     actions: list[Action]
+    notes: list[str] = field(default_factory=list)
+    """What the document holds that is not applied, each with why (a prefect.yaml's build steps, ...)."""
 
     def count(self, kind: Kind) -> int:
         return sum(1 for action in self.actions if action.kind == kind)
@@ -882,13 +886,24 @@ def execute(store: Store, plan: ApplyPlan) -> None:
 
 
 def apply(store: Store, path: Path, *, dry_run: bool) -> ApplyPlan:
-    """Load the document at `path`, plan it against the store and, unless `dry_run`, execute the plan."""
+    """Load the document at `path`, plan it against the store and, unless `dry_run`, execute the plan.
+
+    A prefect.yaml (recognised by its shape) is converted first by `prefect_yaml`; the plan's notes then
+    say what of it is not applied.
+    """
     document = load_document(path)
-    try:
-        plan = plan_apply(store, document, path.parent)
-    except InvalidInput as exc:
-        # Same class (TemplateError stays TemplateError), with the file in front: "prod.yaml: work_pools[0]…".
-        raise type(exc)(f"{path}: {exc}") from None
+    if prefect_yaml.is_prefect_yaml(document):
+        try:
+            converted, notes = prefect_yaml.to_apply_document(document)
+            plan = replace(plan_apply(store, converted, path.parent), notes=notes)
+        except InvalidInput as exc:
+            raise type(exc)(f"{path}: {prefect_yaml.prefect_words(str(exc))}") from None
+    else:
+        try:
+            plan = plan_apply(store, document, path.parent)
+        except InvalidInput as exc:
+            # Same class (TemplateError stays TemplateError), with the file in front: "prod.yaml: work_pools[0]…".
+            raise type(exc)(f"{path}: {exc}") from None
     if not dry_run:
         execute(store, plan)
     return plan

@@ -8,7 +8,7 @@ in one place, `common._Group.invoke`, and printed as one sentence on stderr with
 `deployments`, `runs` and `operations` hold the commands, which register on the apps when imported.
 """
 
-from . import deployments, operations, pools, queues, runs  # noqa: F401  (importing them registers the commands)
+from . import deployments, imports, operations, pools, queues, runs  # noqa: F401  (importing them registers the commands)
 from .common import app, main
 
 __all__ = ["app", "main"]

@@ -85,17 +85,25 @@ def serve(
 @app.command("apply")
 def apply_file(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="YAML or JSON with pools, queues, deployments.")],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="YAML or JSON with pools, queues, deployments; or a prefect.yaml.")
+    ],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
     output: OutputOpt = Output.table,
 ) -> None:
-    """Create or update pools, queues and deployments to match FILE, and print the plan."""
+    """Create or update pools, queues and deployments to match FILE, and print the plan.
+
+    FILE may be a prefect.yaml: its deployments are applied (onto pools that exist), and what pushpool does
+    not use (build/push/pull steps, entrypoint, ...) is listed as not applied.
+    """
     with opened(ctx) as store:
         plan = apply_ops.apply(store, file, dry_run=dry_run)
     if output is Output.json:
-        return print_json({"dry_run": dry_run, "actions": plan.as_dicts()})
+        return print_json({"dry_run": dry_run, "actions": plan.as_dicts(), "ignored": plan.notes})
     for line in plan.lines():
         typer.echo(line)
+    for note in plan.notes:
+        typer.echo(f"Not applied: {note}")
     if dry_run:
         say("Dry run: nothing written.")
     else:
