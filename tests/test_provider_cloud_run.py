@@ -623,3 +623,13 @@ def test_infrastructure_ids_name_the_execution_and_any_credentials_file(provider
     assert status.state is JobState.MISSING and "is not a Cloud Run execution name" in str(status.message)
     with pytest.raises(ProviderError, match="cannot cancel 'projects/p': .* is not a Cloud Run execution name"):
         provider.cancel("projects/p")
+
+
+def test_a_run_sent_back_by_retry_gets_a_job_of_its_own(provider: CloudRunProvider, stub: CloudRunStub) -> None:
+    run_id = str(uuid.uuid4())
+    job = provider.validate(render_job({"image": "flows:1", "keep_job": True}, run_id=run_id))
+    first_life = provider.submit(job, idempotency_key=f"{run_id}-1")
+    second_life = provider.submit(job, idempotency_key=f"{run_id}-r1-1")  # dispatch.idempotency_key's form
+    assert first_life != second_life
+    assert second_life.startswith(f"projects/{PROJECT}/locations/us-central1/jobs/pushpool-{run_id}-r1/executions/")
+    assert provider.find(f"{run_id}-r1-1") == second_life and provider.find(f"{run_id}-2") == first_life

@@ -223,7 +223,8 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 def run_id_of_key(idempotency_key: str) -> str:
-    """The run of a dispatcher key (`<run id>-<attempt>`): one Cloud Run job per run, whatever the attempt."""
+    """The head of a dispatcher key (`<head>-<attempt>`): the run id, or `<run id>-r<N>` for a run sent back by
+    `flow-run retry`. One Cloud Run job per head: every attempt of a life finds it, a new life gets its own."""
     head, _, attempt = idempotency_key.rpartition("-")
     return head if head and attempt.isdigit() else idempotency_key
 
