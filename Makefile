@@ -68,7 +68,7 @@ prefect-import-test: $(STAMP)
 		echo "installing prefect>=3,<4 into $(PREFECT_VENV) (once) ..."; \
 		$(PYTHON) -m venv $(PREFECT_VENV) && \
 		$(PREFECT_VENV)/bin/python -m pip install --quiet "prefect>=3,<4"; }
-	PUSHPOOL_PREFECT_LIVE=require $(BIN)/pytest tests/test_prefect_import_live.py -v
+	PUSHPOOL_PREFECT_LIVE=require PUSHPOOL_PREFECT_VENV=$(PREFECT_VENV) $(BIN)/pytest tests/test_prefect_import_live.py -v
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
