@@ -334,16 +334,25 @@ def _schedules(schedules: list[Any], label: str, notes: list[str]) -> list[dict[
     return out
 
 
-def import_prefect(
-    store: Store, url: str, *, dry_run: bool, api_key: str | None = None, api: PrefectAPI | None = None
-) -> ApplyPlan:
-    """Read the Prefect server at `url`, plan the copy with `apply`'s planning and, unless `dry_run`, do it."""
+def plan_import(store: Store, url: str, *, api_key: str | None = None, api: PrefectAPI | None = None) -> ApplyPlan:
+    """Read the Prefect server at `url` and plan the copy with `apply`'s planning; nothing is written.
+
+    The plan's notes list what is not carried over, with why.
+    """
     state = read_server(api or PrefectAPI(url, api_key))
     document, notes = build_document(state)
     try:
         plan = plan_apply(store, document, Path.cwd())
     except InvalidInput as exc:
         raise type(exc)(f"the import from {url} cannot be applied: {exc}") from None
+    return replace(plan, notes=notes)
+
+
+def import_prefect(
+    store: Store, url: str, *, dry_run: bool, api_key: str | None = None, api: PrefectAPI | None = None
+) -> ApplyPlan:
+    """`plan_import`, then, unless `dry_run`, the plan carried out by apply's `execute`."""
+    plan = plan_import(store, url, api_key=api_key, api=api)
     if not dry_run:
         execute(store, plan)
-    return replace(plan, notes=notes)
+    return plan

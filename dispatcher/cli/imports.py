@@ -38,15 +38,19 @@ def import_prefect(
     Prints the plan and what is not carried over (with why); a second import changes nothing.
     """
     from .. import prefect_import
+    from ..apply import execute
 
     with opened(ctx) as store:
-        plan = prefect_import.import_prefect(store, api_url, dry_run=dry_run, api_key=api_key)
+        plan = prefect_import.plan_import(store, api_url, api_key=api_key)
+        if output is not Output.json:  # the plan first, then the writes
+            for line in plan.lines():
+                typer.echo(line)
+            for note in plan.notes:
+                typer.echo(f"Not carried over: {note}")
+        if not dry_run:
+            execute(store, plan)
     if output is Output.json:
         return print_json({"dry_run": dry_run, "actions": plan.as_dicts(), "not_carried_over": plan.notes})
-    for line in plan.lines():
-        typer.echo(line)
-    for note in plan.notes:
-        typer.echo(f"Not carried over: {note}")
     if dry_run:
         say("Dry run: nothing written.")
     else:
