@@ -22,8 +22,9 @@ Targets (issue 5): the lazy import <= 400 ms and <= 1/4 of the eager one. Target
 over an `ecs:push` pool, its submission reaching the ECS client, loads no Google module (judged only where
 google-cloud-run is installed; the same process then passes over a `cloud-run-v2:push` pool, and the Google
 modules that pass loads are counted, for contrast). Target (issue 13): that ECS pass, run with the Lambda
-handler module loaded, loads no `azure` module either. Prints PASS or FAIL for each and exits 1 when one is
-missed.
+handler module loaded, loads no `azure` module either. Target (issue 14): nor anything of Modal's (modal,
+modal_proto, grpclib, synchronicity; judged only where modal is installed). Prints PASS or FAIL for each and
+exits 1 when one is missed.
 
     .bench/sdk-venv/bin/python benchmarks/cold_start.py [--repeat 7]
 """
@@ -131,6 +132,9 @@ from dispatcher.store.sqlite import SQLiteStore
 def google():
     return sorted(m for m in sys.modules if m == "google" or m.startswith("google."))
 
+def modal():
+    return sorted(m for m in sys.modules if m.split(".")[0] in ("modal", "modal_proto", "grpclib", "synchronicity"))
+
 store = SQLiteStore(os.path.join(tempfile.mkdtemp(), "pushpool.db"))
 pools.create_pool(store, "ecs", type="ecs:push",
                   job_variables={"image": "x", "cluster": "c", "network_configuration": {"subnets": ["subnet-1"]}})
@@ -144,9 +148,11 @@ dispatcher = Dispatcher(store, settings=Settings(provider_timeout_seconds=20), c
 ecs = dispatcher.run_pass(pool="ecs")
 after_ecs = google()
 azure_after_ecs = sorted(m for m in sys.modules if m == "azure" or m.startswith("azure."))
+modal_after_ecs = modal()
 gcp = dispatcher.run_pass(pool="gcp")
 print(json.dumps({"ecs_reached": "boto3" in sys.modules and bool(ecs.retrying or ecs.submitted),
-                  "after_ecs": after_ecs, "azure_after_ecs": azure_after_ecs, "after_gcp": len(google()),
+                  "after_ecs": after_ecs, "azure_after_ecs": azure_after_ecs, "modal_after_ecs": modal_after_ecs,
+                  "after_gcp": len(google()),
                   "run_v2": "google.cloud.run_v2" in sys.modules}))
 """
 
@@ -220,6 +226,8 @@ def main() -> int:
     after_ecs = ", ".join(str(m) for m in probe["after_ecs"]) or "none"  # type: ignore[attr-defined]
     reached = probe["ecs_reached"]
     print(f"an ecs:push pass (its submission reached the ECS client: {reached}): Google modules loaded: {after_ecs}")
+    modal_after_ecs = ", ".join(str(m) for m in probe["modal_after_ecs"]) or "none"  # type: ignore[attr-defined]
+    print(f"the same ecs:push pass: Modal modules loaded: {modal_after_ecs}")
     print(f"a cloud-run-v2:push pass after it: {probe['after_gcp']} Google modules loaded (run_v2: {probe['run_v2']})")
     print()
 
@@ -234,6 +242,11 @@ def main() -> int:
         (
             f"an ecs:push pass loads no azure module ({', '.join(azure_after_ecs) or 'none'})",
             bool(probe["ecs_reached"]) and not azure_after_ecs,
+        ),
+        (
+            "an ecs:push pass imports nothing of Modal's"
+            + ("" if installed("modal") else " (not judged: modal is not installed here)"),
+            bool(probe["ecs_reached"]) and not probe["modal_after_ecs"] and installed("modal"),
         ),
         (f"lazy import {lazy:.0f} ms <= {TARGET_MS:.0f} ms", lazy <= TARGET_MS),
         (
