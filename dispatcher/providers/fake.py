@@ -61,6 +61,12 @@ class FakeProvider:
         with self._lock:
             self._failures[method].extend(ProviderError(message, transient=transient) for _ in range(n))
 
+    def clear_failures(self) -> None:
+        """Drop every scripted failure not yet raised (the infrastructure recovered)."""
+        with self._lock:
+            for queue in self._failures.values():
+                queue.clear()
+
     def set_status(self, infrastructure_id: str, status: JobStatus) -> None:
         """What `status` answers for this id from now on (the id need not have been launched)."""
         with self._lock:
