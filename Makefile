@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit demo clean bench deploy-check prefect-import-test
+.PHONY: install test lint typecheck unit demo clean bench deploy-check prefect-import-test reliability
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,11 @@ prefect-import-test: $(STAMP)
 		$(PYTHON) -m venv $(PREFECT_VENV) && \
 		$(PREFECT_VENV)/bin/python -m pip install --quiet "prefect>=3,<4"; }
 	PUSHPOOL_PREFECT_LIVE=require PUSHPOOL_PREFECT_VENV=$(PREFECT_VENV) $(BIN)/pytest tests/test_prefect_import_live.py -v
+
+# The reliability scenarios (tests/reliability/) at their large sizes; `make test` runs them bounded. Both print
+# the table of figures and write it as JSON under pytest's basetemp. See README, "Reliability".
+reliability: $(STAMP)
+	RELIABILITY_SCALE=large $(BIN)/pytest tests/reliability tests/test_provider_conformance.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

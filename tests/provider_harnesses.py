@@ -241,7 +241,7 @@ class FakeHarness(ProviderHarness):
     pool_type = "process"
     faults = frozenset(FAULTS)
     template_path = ROOT / "templates" / "process.json"
-    hang_seconds = 1.0
+    hang_seconds = 2.5
 
     def __init__(self, tmp_path: Path) -> None:
         super().__init__(tmp_path)
@@ -312,7 +312,8 @@ class EcsFront:
     - StopTask of a task ECS does not know is ECS's InvalidParameterException, not moto's internal error (moto
       raises a bare Exception for it, which its server answers as an HTML 500).
     - `fault(action, kind)` makes every request of an action fail as ECS would: throttling (400), a 5xx, an
-      AccessDenied, an answer slower than the client's read timeout, or no answer until the fault is lifted.
+      AccessDenied, no answer before the client's read timeout (the request never reaches moto), or no answer
+      until the fault is lifted.
     Everything else is forwarded to moto unchanged. `requests` counts what reached the front.
     """
 
@@ -362,9 +363,11 @@ class EcsFront:
         if kind == "hang":
             self.release.wait(60)
             kind = "server_error"
-        if kind == "timeout":
+        elif kind == "timeout":
+            # Lost on its way: the client gives up first, and ECS never saw the request.
             time.sleep(self.slow_seconds)
-        elif kind is not None:
+            kind = "server_error"
+        if kind is not None:
             status, code, message = _ECS_FAULTS[kind]
             answer = json.dumps({"__type": code, "message": message}).encode()
             return status, {"Content-Type": "application/x-amz-json-1.1", "x-amzn-RequestId": str(uuid.uuid4())}, answer
@@ -401,15 +404,16 @@ class EcsHarness(ProviderHarness):
     """The `ecs:push` provider against moto's ECS and EC2 through `EcsFront` (one moto server per harness).
 
     Tasks stay RUNNING until `finish` stops them in moto's backend with the chosen exit code (moto runs in this
-    process). The provider's clients are built here with shorter timeouts than its own (read timeout 1.5 s,
-    two attempts), so a timeout fault takes seconds, not the 30 s the production settings would.
+    process). The provider's clients are built here with a shorter read timeout than its own (2.5 s) and no
+    botocore retry, so a timeout fault costs seconds, not the 30 s the production settings would; the
+    dispatcher's own retries are what the scenarios measure.
     """
 
     name = "ecs"
     pool_type = "ecs:push"
     faults = frozenset(FAULTS)
     template_path = ROOT / "templates" / "ecs-push.json"
-    read_timeout = 1.5
+    read_timeout = 2.5
 
     def __init__(self, tmp_path: Path) -> None:
         super().__init__(tmp_path)
@@ -425,10 +429,10 @@ class EcsHarness(ProviderHarness):
         # Tasks stay RUNNING: a test ends them with `finish`.
         self.moto.set_transition("ecs::task", {"progression": "manual", "times": 1_000_000})
         self.front = EcsFront(self.moto.url, slow_seconds=self.read_timeout + 0.5)
-        direct = self._client("ecs", self.moto.url)
+        direct = self._client("ecs", self.moto.url, read_timeout=60)
         self.cluster = f"pushpool-{uuid.uuid4().hex[:10]}"
         direct.create_cluster(clusterName=self.cluster)
-        ec2 = self._client("ec2", self.moto.url)
+        ec2 = self._client("ec2", self.moto.url, read_timeout=60)
         vpc = ec2.create_vpc(CidrBlock="10.50.0.0/16")["Vpc"]["VpcId"]
         ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
         ec2.create_subnet(VpcId=vpc, CidrBlock="10.50.1.0/24")
@@ -436,12 +440,14 @@ class EcsHarness(ProviderHarness):
         self._direct = direct
         self._provider = self.fresh_provider()
 
-    def _client(self, service: str, url: str) -> Any:
+    def _client(self, service: str, url: str, *, read_timeout: float | None = None) -> Any:
         import boto3
         from botocore.config import Config
 
         config = Config(
-            retries={"mode": "standard", "max_attempts": 2}, connect_timeout=2, read_timeout=self.read_timeout
+            retries={"mode": "standard", "max_attempts": 1},
+            connect_timeout=5,
+            read_timeout=read_timeout or self.read_timeout,
         )
         return boto3.session.Session().client(service, region_name="us-east-1", endpoint_url=url, config=config)
 
@@ -451,7 +457,9 @@ class EcsHarness(ProviderHarness):
     def fresh_provider(self) -> Provider:
         from dispatcher.providers.ecs import ECSProvider
 
-        return ECSProvider(self._client("ecs", self.front.url), ec2_client=self._client("ec2", self.moto.url))
+        return ECSProvider(
+            self._client("ecs", self.front.url), ec2_client=self._client("ec2", self.moto.url, read_timeout=60)
+        )
 
     def job_variables(self) -> dict[str, Any]:
         return {"image": "flows:1", "cluster": self.cluster, "vpc_id": self.vpc_id}
