@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from moto_serial import serial_moto_server
@@ -69,3 +72,28 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if callable(drop):
         drop()
     s.close()
+
+
+# the reliability scenarios (tests/reliability/) ---------------------------------------------------------------
+RELIABILITY_DIR = Path(__file__).parent / "reliability"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if RELIABILITY_DIR in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.reliability)
+
+
+@pytest.fixture(scope="session")
+def figures(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The reliability figures recorder (tests/reliability/reliability_support.py), writing under basetemp."""
+    # Imported by name: the requesting test module put tests/reliability on sys.path and imported it already.
+    support = importlib.import_module("reliability_support")
+    support.FIGURES.json_path = tmp_path_factory.getbasetemp() / "reliability-figures.json"
+    return support.FIGURES
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    support = sys.modules.get("reliability_support")
+    if support is not None:
+        support.report(terminalreporter)
