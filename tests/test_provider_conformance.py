@@ -11,6 +11,7 @@ What every provider must do (SPEC §5, dispatcher/providers/base.py):
 - `status` says RUNNING while the job runs, COMPLETED for exit 0, FAILED with the code for any other exit,
   MISSING for an id the infrastructure never knew;
 - `cancel` stops the job (status CANCELLED) and a repeat is harmless;
+- `find(key)` answers the id a key launched (also to a fresh provider), None for a key that launched nothing;
 - errors are `ProviderError`s, transient for throttling, 5xx and timeouts, permanent otherwise, carrying
   the provider's own words, and a failed submit starts nothing.
 
@@ -120,6 +121,15 @@ def test_status_is_running_then_the_job_s_outcome(harness: ProviderHarness, exit
     assert harness.provider().status(infra_id).state is state, "a finished job's status stays put"
 
 
+def test_find_answers_the_launch_of_a_key_or_none(harness: ProviderHarness) -> None:
+    _, key, infra_id = _submit(harness)
+    before = harness.launched()
+    assert harness.provider().find(key) == infra_id
+    assert harness.fresh_provider().find(key) == infra_id, "find asks the infrastructure, not a memory"
+    assert harness.provider().find(f"{uuid.uuid4()}-1") is None
+    assert harness.launched() == before, "find starts nothing"
+
+
 def test_status_of_an_id_the_infrastructure_never_knew_is_missing(harness: ProviderHarness) -> None:
     assert harness.provider().status(harness.unknown_id()).state is JobState.MISSING
 
@@ -175,6 +185,7 @@ def test_submit_errors_are_transient_or_permanent_in_the_provider_s_words(
     assert caught.value.transient is (fault != "permanent"), str(caught.value)
     assert words in str(caught.value)
     assert h.launched() == before, "a failed submit starts nothing"
+    assert h.provider().find(f"{run_id}-1") is None, "find knows no launch for a failed submit"
     # The infrastructure recovered: the same key now launches, once.
     infra_id = h.provider().submit(job, idempotency_key=f"{run_id}-1")
     assert infra_id and h.launched() == before + 1

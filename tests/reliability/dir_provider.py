@@ -60,6 +60,9 @@ class DirProvider:
             return JobStatus(JobState.CANCELLED, message="cancelled on request")
         return JobStatus(JobState.RUNNING)
 
+    def find(self, idempotency_key: str) -> str | None:
+        return idempotency_key if (self.root / idempotency_key).is_dir() else None
+
     def cancel(self, infrastructure_id: str) -> None:
         path = self.root / infrastructure_id
         if path.is_dir() and not (path / "exit").exists():
@@ -124,6 +127,9 @@ class KillingProvider:
 
     def status(self, infrastructure_id: str) -> JobStatus:
         return self.inner.status(infrastructure_id)
+
+    def find(self, idempotency_key: str) -> str | None:
+        return self.inner.find(idempotency_key)
 
     def cancel(self, infrastructure_id: str) -> None:
         self.inner.cancel(infrastructure_id)

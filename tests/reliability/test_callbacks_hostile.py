@@ -226,3 +226,20 @@ def test_an_old_callback_replayed_after_many_others_is_still_refused(served: Ser
     status, _ = served.post(run.id, first_body, first)
     figures.record(SCENARIO, f"first callback replayed after {later} others, accepted", int(status < 400), target=0)
     assert status == 401
+
+
+def test_an_unknown_run_cannot_be_told_from_a_bad_signature(served: Served, figures: Figures) -> None:
+    """Issue #18, item 8: the answer to a bad signature must not say whether the run exists."""
+    pools.create_pool(served.store, "cb")
+    deployments.create_deployment(served.store, "dep", pool="cb")
+    run = deployments.run_deployment(served.store, "dep", scheduled_time=utcnow() - timedelta(seconds=1))
+    body = _body("RUNNING")
+    signature = sign(uuid.uuid4().hex * 2, body, int(time.time()))
+    probes = size(20, 200)
+    told_apart = 0
+    for _ in range(probes):
+        known = served.post(run.id, body, signature)
+        unknown = served.post(str(uuid.uuid4()), body, signature)
+        told_apart += known != unknown
+    figures.record(SCENARIO, f"run ids told apart by {probes} unsigned probes", told_apart, target=0)
+    assert told_apart == 0
