@@ -4,8 +4,9 @@ Routes: every route registered in dispatcher/api.py, through a real `pushpool se
 local port, with fuzzed path segments, query strings and JSON bodies (base job templates with random
 placeholders and schemas, job variables, parameters, limits, schedules, callback bodies) and raw bytes.
 Commands: every `pushpool` command (typer's CliRunner, in process) with fuzzed arguments and options,
-files holding fuzzed YAML/JSON for the options that read one. `serve`, `dispatch` and `--watch` are left out:
-they run jobs or wait for them in a loop, and the other scenarios drive those.
+files holding fuzzed YAML/JSON for the options that read one. `serve`, `dispatch` and `--watch` are left out
+(they run jobs or wait for them in a loop; the other scenarios drive those), and `import prefect`, which
+talks to a Prefect server at a URL.
 
 Figures: 5xx answers (0), tracebacks (unhandled exceptions, or "Traceback" in the output: 0), partial writes
 (a refused call that changed the store: 0).
@@ -46,6 +47,8 @@ FIELDS = [
     "parameters", "priority", "queue", "pool", "schedules", "schedule_paused", "tags", "state", "exit_code",
     "message", "at", "start_in", "scheduled_time", "cron", "interval", "rrule", "timezone", "command", "env",
 ]  # fmt: skip
+LEFT_OUT = ("serve", "dispatch", "import")
+"""Commands the CLI fuzz leaves out: they run jobs or loops, or talk to a server (`import prefect --api-url`)."""
 LOOPING_OPTIONS = {"--watch"}
 """Options that make a command wait in a loop for something only a dispatcher would do."""
 NAMES = ["p", "default", "q", "d", "nope", "", " ", "a/b", "%2F", "..", "x" * 101, "pushpool-x", "\u200b", "é"]
@@ -220,7 +223,7 @@ def _commands() -> list[tuple[tuple[str, ...], list[click.Parameter]]]:
         if subs:
             for name, sub in subs.items():
                 walk(sub, (*prefix, name))
-        elif prefix[0] not in ("serve", "dispatch"):
+        elif prefix[0] not in LEFT_OUT:
             found.append((prefix, list(command.params)))
 
     walk(typer.main.get_command(app), ())
