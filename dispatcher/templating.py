@@ -1,17 +1,25 @@
 """Base job templates (SPEC §4): validate a template and its job variables, merge the layers, render, inject.
 
 Every function here is pure: nothing is read or written except the arguments (the environment used by
-`{{ $NAME }}` placeholders is passed in as a mapping), and nothing passed in is mutated.
+`{{ $NAME }}` placeholders is passed in as a mapping; `validate_template` reads the process's own when
+given none), and nothing passed in is mutated.
+
+Two rules of SPEC §8 live here: `{{ $NAME }}` reads only the names the operator lists in
+`PUSHPOOL_TEMPLATE_ENV` (`env_placeholder_problem`), and commands are rendered argument by argument
+(`dispatcher.arguments`), so a value is never more than one argument and never shell syntax.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import re
+import shlex
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from dispatcher import arguments
 from dispatcher.errors import TemplateError
 
 if TYPE_CHECKING:
@@ -21,7 +29,10 @@ if TYPE_CHECKING:
 # answers callbacks or task events never renders a template, so it never pays for the import.
 
 __all__ = [
+    "NEVER_READABLE_ENV",
     "PLACEHOLDER",
+    "TEMPLATE_ENV",
+    "allowed_env_names",
     "inject_run_context",
     "merge_job_variables",
     "placeholders",
@@ -38,6 +49,54 @@ PLACEHOLDER = re.compile(r"\{\{\s*(\$?[A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 Only identifier names are placeholders: anything else between braces (a Go template such as
 `{{.Id}}` in a command line, say) is plain text, so templates can carry such text unchanged.
 """
+
+TEMPLATE_ENV = "PUSHPOOL_TEMPLATE_ENV"
+"""The dispatcher's environment variables templates may read with `{{ $NAME }}`: names, comma-separated."""
+
+NEVER_READABLE_ENV = frozenset(
+    {
+        "PUSHPOOL_SECRET",
+        "PUSHPOOL_API_TOKEN",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "MODAL_TOKEN_ID",
+        "MODAL_TOKEN_SECRET",
+    }
+)
+"""The dispatcher's secrets and cloud credentials: no template reads them, even when PUSHPOOL_TEMPLATE_ENV
+lists them, because a job must never hold them (SPEC §8)."""
+
+
+def allowed_env_names(environ: Mapping[str, str]) -> frozenset[str]:
+    """The names `{{ $NAME }}` may read under this environment's PUSHPOOL_TEMPLATE_ENV."""
+    listed = (name.strip() for name in environ.get(TEMPLATE_ENV, "").split(","))
+    return frozenset(name for name in listed if name) - NEVER_READABLE_ENV
+
+
+def env_placeholder_problem(job_configuration: Any, environ: Mapping[str, str]) -> str | None:
+    """Why a template may not be used under `environ`: the first `{{ $NAME }}` it may not read; else None."""
+    allowed = allowed_env_names(environ)
+    refused = sorted(n[1:] for n in placeholders(job_configuration) if n.startswith("$") and n[1:] not in allowed)
+    if not refused:
+        return None
+    name = refused[0]
+    if name in NEVER_READABLE_ENV:
+        return (
+            f"job_configuration: {{{{ ${name} }}}} would copy a secret of the dispatcher into jobs, which no "
+            f"template may read; pass what the job needs in a variable or its env."
+        )
+    return (
+        f"job_configuration: {{{{ ${name} }}}} reads the dispatcher's environment variable {name}, which "
+        f"{TEMPLATE_ENV} does not list; add {name} to {TEMPLATE_ENV} (comma-separated) wherever pushpool runs, "
+        f"or remove the placeholder."
+    )
+
 
 # Sentinel for "no value": None is a real value (it renders as JSON null), so it cannot mean "absent".
 _MISSING: Any = object()
@@ -68,10 +127,11 @@ def _strings(node: Any) -> Iterable[str]:
             yield from _strings(item)
 
 
-def validate_template(template: Any) -> None:
-    """Check a base job template's shape, its variables schema, its placeholders and its defaults.
+def validate_template(template: Any, environ: Mapping[str, str] | None = None) -> None:
+    """Check a base job template's shape, its variables schema, its placeholders, its commands and defaults.
 
-    Raises TemplateError naming the first broken rule.
+    `{{ $NAME }}` placeholders are checked against `environ`'s PUSHPOOL_TEMPLATE_ENV (the process's own
+    environment when None). Raises TemplateError naming the first broken rule.
     """
     if not isinstance(template, dict):
         raise TemplateError(
@@ -116,6 +176,10 @@ def validate_template(template: Any) -> None:
             f"job_configuration uses undeclared variables {', '.join(undeclared)}; "
             f"add them to variables.properties or remove the placeholders."
         )
+    env_problem = env_placeholder_problem(job_configuration, os.environ if environ is None else environ)
+    if env_problem is not None:
+        raise TemplateError(env_problem)
+    _check_commands(job_configuration, "job_configuration")
 
     # A default that breaks its own schema would make every run of the pool fail at creation, so it is
     # caught when the template is written rather than when someone first triggers a run.
@@ -309,8 +373,16 @@ def render(job_configuration: Any, values: dict[str, Any], env: Mapping[str, str
     A string that is exactly one placeholder becomes the value with its type; a placeholder inside a
     longer string becomes the value's text (JSON for non-strings, "" for null or no value). A dict
     entry or list item whose whole value is a placeholder without a value is removed. `{{ $NAME }}`
-    reads `env`. Values are never rendered themselves, and dict keys are never rendered.
+    reads `env`, only for the names its PUSHPOOL_TEMPLATE_ENV lists (a stored template naming another is
+    refused here too). Values are never rendered themselves, and dict keys are never rendered.
+
+    Commands (`arguments.ARGV_KEYS`) are rendered argument by argument: a command string with a placeholder
+    inside becomes a list of arguments, each value staying inside the argument it was written in, and a value
+    inside a shell's `-c` script is quoted for that shell.
     """
+    problem = env_placeholder_problem(job_configuration, env)
+    if problem is not None:
+        raise TemplateError(problem)
     rendered = _render(job_configuration, values, env)
     # At the top level there is no key or item to remove, so "no value" can only become null.
     return None if rendered is _MISSING else rendered
@@ -326,9 +398,10 @@ def _render(node: Any, values: Mapping[str, Any], env: Mapping[str, str]) -> Any
         # value that contains "{{ x }}" stays literal.
         return PLACEHOLDER.sub(lambda match: _text(_lookup(match.group(1), values, env)), node)
     if isinstance(node, dict):
+        commands = _render_commands(node, values, env)
         out: dict[Any, Any] = {}
         for key, child in node.items():
-            rendered = _render(child, values, env)
+            rendered = commands[key] if key in commands else _render(child, values, env)
             if rendered is not _MISSING:
                 out[key] = rendered
         return out
@@ -336,6 +409,60 @@ def _render(node: Any, values: Mapping[str, Any], env: Mapping[str, str]) -> Any
         items = (_render(item, values, env) for item in node)
         return [item for item in items if item is not _MISSING]
     return copy.deepcopy(node)
+
+
+def _command_plans(node: dict[Any, Any], where: str) -> Iterator[tuple[str, tuple[list[arguments.Argument], bool]]]:
+    """(key, plan) for each command key of `node` that needs argument-aware rendering; raises for unsafe ones."""
+    before: list[str] = []
+    for key in arguments.ARGV_KEYS:
+        if key not in node:
+            continue
+        child = node[key]
+        planned = arguments.plan(child, PLACEHOLDER, f"{where}.{key}", before=before)
+        if planned is not None:
+            yield key, planned
+        # What a platform puts in front of the next key: literal arguments only (a placeholder is a value).
+        literal = child if isinstance(child, list) else ([] if PLACEHOLDER.search(str(child)) else [child])
+        before = before + [item for item in literal if isinstance(item, str)]
+
+
+def _check_commands(node: Any, where: str) -> None:
+    """Refuse, when a template is written, a command that no value could fill safely (see `arguments`)."""
+    if isinstance(node, dict):
+        for _ in _command_plans(node, where):
+            pass
+        for key, child in node.items():
+            _check_commands(child, f"{where}.{key}")
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            _check_commands(item, f"{where}[{index}]")
+
+
+def _render_commands(node: dict[Any, Any], values: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """The command keys of `node`, rendered argument by argument (the others are left to `_render`)."""
+    rendered: dict[str, Any] = {}
+    for key, (args, from_string) in _command_plans(node, "job_configuration"):
+        out: list[Any] = []
+        for arg in args:
+            text = arg.text
+            if not isinstance(text, str):
+                out.append(copy.deepcopy(text))
+                continue
+
+            def fill(match: re.Match[str], quote: bool = arg.script) -> str:
+                value = _text(_lookup(match.group(1), values, env))
+                return shlex.quote(value) if quote else value
+
+            whole = PLACEHOLDER.fullmatch(text)
+            if whole is not None and not arg.script:
+                value = _lookup(whole.group(1), values, env)
+                if value is _MISSING or (from_string and value is None):
+                    continue  # no value: no argument, as a list item without a value is removed
+                out.append(_text(value) if from_string else copy.deepcopy(value))
+            else:
+                out.append(PLACEHOLDER.sub(fill, text))
+        rendered[key] = out
+    return rendered
 
 
 def _lookup(name: str, values: Mapping[str, Any], env: Mapping[str, str]) -> Any:

@@ -78,7 +78,7 @@ class World:
             providers=Providers({"process": self.fake}),
             settings=self.settings,
             callback_base_url=CALLBACK_BASE,
-            environ={"REGION": "eu-west-1"},
+            environ={"REGION": "eu-west-1", "PUSHPOOL_TEMPLATE_ENV": "REGION"},
             clock=lambda: self.now[0],
         )
 
@@ -163,8 +163,9 @@ TEMPLATE = {
 }
 
 
-def test_admitted_runs_are_submitted_once_with_the_rendered_job(world: World) -> None:
+def test_admitted_runs_are_submitted_once_with_the_rendered_job(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     w = world
+    monkeypatch.setenv("PUSHPOOL_TEMPLATE_ENV", "REGION")  # the operator lets templates read $REGION
     pools.create_pool(
         w.store,
         "p",

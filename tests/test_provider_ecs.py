@@ -525,6 +525,44 @@ def test_nothing_of_the_dispatcher_s_environment_reaches_the_task_or_its_definit
     assert "AWS_SECRET_ACCESS_KEY" not in sent and "AWS_SESSION_TOKEN" not in sent
 
 
+def test_a_value_in_the_command_is_one_argument_and_never_shell_syntax(
+    provider: ECSProvider, ecs: Any, cluster: str, vpc: dict[str, Any]
+) -> None:
+    """The one command rule (dispatcher.arguments) holds for ECS: what reaches RunTask is the quoted script."""
+    template = _template()
+    template["job_configuration"]["command"] = "sh -c 'cd /tmp && echo deploying {{ target }}' {{ target }}"
+    template["variables"]["properties"]["target"] = {"type": "string"}
+    templating.validate_template(template)
+    values = templating.resolve_job_variables(
+        template,
+        None,
+        {"image": "flows:1", "cluster": cluster, "vpc_id": vpc["vpc_id"], "target": "prod; id > X"},
+        None,
+    )
+    job = templating.render(template["job_configuration"], values, {})
+    job = provider.validate(
+        templating.inject_run_context(
+            job,
+            run_id=str(uuid.uuid4()),
+            deployment="nightly",
+            pool="ecs pool",
+            queue="default",
+            parameters={},
+            callback_url="",
+            callback_token="t",
+            run_name="n",
+        )
+    )
+    infra_id = provider.submit(job, idempotency_key=f"{_run_id(job)}-1")
+    task = ecs.describe_tasks(cluster=cluster, tasks=[infra_id])["tasks"][0]
+    assert task["overrides"]["containerOverrides"][0]["command"] == [
+        "sh",
+        "-c",
+        "cd /tmp && echo deploying 'prod; id > X'",
+        "prod; id > X",
+    ]
+
+
 def test_a_repeated_or_crashed_submission_finds_the_first_task(
     moto: MotoServer, provider: ECSProvider, ecs: Any, cluster: str, vpc: dict[str, Any]
 ) -> None:

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -19,16 +20,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dispatcher import deployments, pools
+from dispatcher.apply import apply
 from dispatcher.callbacks import SECRET_ENV, master_secret, run_token
 from dispatcher.config import Settings
 from dispatcher.dispatch import Dispatcher
+from dispatcher.errors import TemplateError
 from dispatcher.models import FlowRun, utcnow
 from dispatcher.providers.base import JobState, Providers
 from dispatcher.providers.process import ProcessProvider
 from dispatcher.store import DEFAULT_URL, open_store
 from dispatcher.store.sqlite import SQLiteStore
+from dispatcher.templating import TEMPLATE_ENV, render
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "process.json"
 
 SECRETS = {
     SECRET_ENV: "master-secret-value",
@@ -187,3 +195,155 @@ def test_process_state_and_run_directories_are_private(
     while provider.status(infra_id).state in (JobState.PENDING, JobState.RUNNING):
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+# 2. no injection through job variables -------------------------------------------------------------------
+def process_template(command: Any) -> dict[str, Any]:
+    """The default process template with `command` written by the pool and a `target` variable."""
+    template: dict[str, Any] = json.loads(TEMPLATE.read_text())
+    template["job_configuration"]["command"] = command
+    template["variables"]["properties"]["target"] = {"type": "string"}
+    return template
+
+
+def test_a_value_in_a_sh_c_script_is_one_word_never_shell_syntax(tmp_path: Path, world: World) -> None:
+    """The issue's attack, run as a real process: the value is echoed, `id` never runs."""
+    proof = tmp_path / "X"
+    template = process_template("sh -c 'cd /tmp && echo deploying {{ target }}'")
+    pools.update_pool(world.store, "p", base_job_template=template)
+    run = world.run({"target": f"prod; id > {proof}"})
+    assert run.infrastructure_id is not None
+    assert world.provider.status(run.infrastructure_id).state is JobState.COMPLETED
+    assert not proof.exists()
+    assert f"deploying prod; id > {proof}" in world.provider.logs(run.infrastructure_id)
+    # $(...), backticks, quotes and newlines stay text too.
+    nasty = f"$(touch {proof}) `touch {proof}` ' \" \n touch {proof}"
+    run = world.run({"target": nasty})
+    assert not proof.exists()
+    assert world.provider.logs(run.infrastructure_id or "").count(f"touch {proof}") >= 3
+
+
+def test_a_value_with_spaces_stays_one_argument_without_a_shell(tmp_path: Path, world: World) -> None:
+    script = tmp_path / "argv.py"
+    out = tmp_path / "argv.json"
+    script.write_text(f"import json, sys; open({str(out)!r}, 'w').write(json.dumps(sys.argv[1:]))")
+    template = process_template(f"{sys.executable} {script} --target={{{{ target }}}} {{{{ target }}}} end")
+    pools.update_pool(world.store, "p", base_job_template=template)
+    world.run({"target": "prod --force  'x' ; rm -rf /"})
+    assert json.loads(out.read_text()) == [
+        "--target=prod --force  'x' ; rm -rf /",
+        "prod --force  'x' ; rm -rf /",
+        "end",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("command", "words"),
+    [
+        ("""sh -c 'echo "{{ target }}"'""", ["{{ target }}", "inside double quotes", "write it bare"]),
+        (["bash", "-lc", "echo '{{ target }}'"], ["{{ target }}", "inside single quotes"]),
+        (["/bin/sh", "-c", "echo \\{{ target }}"], ["{{ target }}", "right after"]),
+        (["sh", "-c", "echo hi # {{ target }}"], ["in a comment"]),
+        (["sh", "-c", "echo `echo {{ target }}`"], ["inside backticks"]),
+        (["sh", "-c", "cat <<EOF\n{{ target }}\nEOF"], ["here-document"]),
+        (["fish", "-c", "echo {{ target }}"], ["fish script"]),
+        ("python3 -c 'print({{ target }})'", ["{{ target }}", "code that python3 runs"]),
+        (["env", "A=1", "perl", "-e", "print {{ target }}"], ["code that perl runs"]),
+        ("sh -c 'echo {{ target }}", ["cannot be split"]),
+    ],
+)
+def test_a_template_where_quoting_cannot_keep_a_value_one_word_is_refused_when_written(
+    tmp_path: Path, command: Any, words: list[str]
+) -> None:
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    with pytest.raises(TemplateError) as refused:
+        pools.create_pool(store, "p", base_job_template=process_template(command))
+    message = str(refused.value)
+    assert message.startswith("job_configuration.command: ")
+    for word in words:
+        assert word in message
+    assert store.get_pool("p") is None
+    store.close()
+
+
+def test_command_rendering_quotes_scripts_and_keeps_arguments_whole() -> None:
+    values = {"target": "a b; c", "n": 3}
+    config = {
+        "command": "sh -ec 'deploy {{ target }} --n {{ n }}' sh {{ target }}",
+        "containers": [{"entryPoint": ["/bin/bash", "-c"], "command": ["run {{ target }}"]}],
+        "listed": {"command": ["echo", "{{ target }}", "x{{ target }}", "{{ missing }}"]},
+        "plain": {"command": "echo {{ target }}", "other": "echo {{ target }}"},
+    }
+    assert render(config, values, {}) == {
+        "command": ["sh", "-ec", "deploy 'a b; c' --n 3", "sh", "a b; c"],
+        "containers": [{"entryPoint": ["/bin/bash", "-c"], "command": ["run 'a b; c'"]}],
+        "listed": {"command": ["echo", "a b; c", "xa b; c"]},
+        "plain": {"command": ["echo", "a b; c"], "other": "echo a b; c"},
+    }
+
+
+# 3. {{ $NAME }} reads only what the operator allows ---------------------------------------------------------
+def env_template(name: str) -> dict[str, Any]:
+    template: dict[str, Any] = json.loads(TEMPLATE.read_text())
+    template["job_configuration"]["env"] = {"FROM_DISPATCHER": f"{{{{ ${name} }}}}"}
+    return template
+
+
+def test_a_template_reading_an_env_name_the_operator_did_not_allow_is_refused_at_every_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-value")
+    monkeypatch.setenv(TEMPLATE_ENV, "DEPLOY_REGION")
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    template = env_template("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(TemplateError, match=r"\{\{ \$AWS_SECRET_ACCESS_KEY \}\}.*secret of the dispatcher"):
+        pools.create_pool(store, "p", base_job_template=template)
+    pools.create_pool(store, "p")
+    with pytest.raises(TemplateError, match=r"\{\{ \$AWS_SECRET_ACCESS_KEY \}\}"):
+        pools.update_pool(store, "p", base_job_template=template)
+    (tmp_path / "t.json").write_text(json.dumps(template))
+    (tmp_path / "pools.yaml").write_text("work_pools:\n  - {name: p, base_job_template_file: t.json}\n")
+    with pytest.raises(TemplateError, match=r"\{\{ \$AWS_SECRET_ACCESS_KEY \}\}"):
+        apply(store, tmp_path / "pools.yaml", dry_run=False)
+
+    # Listing a secret does not make it readable; another name is readable once listed, and not before.
+    monkeypatch.setenv(TEMPLATE_ENV, "AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(TemplateError, match="secret of the dispatcher"):
+        pools.update_pool(store, "p", base_job_template=template)
+    monkeypatch.setenv(TEMPLATE_ENV, "")
+    with pytest.raises(TemplateError) as refused:
+        pools.update_pool(store, "p", base_job_template=env_template("DEPLOY_REGION"))
+    assert str(refused.value) == (
+        "job_configuration: {{ $DEPLOY_REGION }} reads the dispatcher's environment variable DEPLOY_REGION, which "
+        "PUSHPOOL_TEMPLATE_ENV does not list; add DEPLOY_REGION to PUSHPOOL_TEMPLATE_ENV (comma-separated) "
+        "wherever pushpool runs, or remove the placeholder."
+    )
+    monkeypatch.setenv(TEMPLATE_ENV, " OTHER , DEPLOY_REGION ")
+    pools.update_pool(store, "p", base_job_template=env_template("DEPLOY_REGION"))
+    store.close()
+
+
+def test_a_stored_template_reading_a_secret_is_refused_when_rendered(world: World) -> None:
+    """Defence in depth: a template stored before the rule (or written around it) never renders a secret."""
+    pool = world.store.get_pool("p")
+    assert pool is not None
+    world.store.update_pool(pool.model_copy(update={"base_job_template": env_template("AWS_SECRET_ACCESS_KEY")}))
+    deployments.create_deployment(world.store, "d", pool="p")
+    run = deployments.run_deployment(
+        world.store, "d", job_variables={"command": "true"}, scheduled_time=utcnow() - timedelta(seconds=1)
+    )
+    summary = world.dispatcher.run_pass(pool="p")
+    assert run.id in summary.crashed and not summary.submitted
+    crashed = world.store.get_run(run.id)
+    assert crashed is not None and crashed.infrastructure_id is None
+    assert "{{ $AWS_SECRET_ACCESS_KEY }}" in (crashed.state_history[-1].message or "")
+    assert "aws-secret-value" not in crashed.model_dump_json()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40))
+def test_property_a_quoted_value_reaches_the_shell_as_exactly_itself(value: str) -> None:
+    """Whatever the value, the shell that runs the script prints it back unchanged: it was one plain word."""
+    job = render({"command": "sh -c 'printf %s {{ x }}'"}, {"x": value}, {})
+    done = subprocess.run(job["command"], capture_output=True, timeout=10, check=True)
+    assert done.stdout == value.encode("utf-8", "surrogateescape")

@@ -27,6 +27,12 @@ from dispatcher.templating import (
 PROCESS_TEMPLATE = pathlib.Path(__file__).parents[1] / "templates" / "process.json"
 
 
+@pytest.fixture(autouse=True)
+def operator_allows_aws_region(monkeypatch: pytest.MonkeyPatch) -> None:
+    """validate_template reads PUSHPOOL_TEMPLATE_ENV from the environment: these templates read $AWS_REGION."""
+    monkeypatch.setenv("PUSHPOOL_TEMPLATE_ENV", "AWS_REGION")
+
+
 def ecs_like_template() -> dict[str, Any]:
     """A small template with the features the rules talk about: required, defaults, bounds, enum, env."""
     return {
@@ -269,7 +275,7 @@ def test_undeclared_placeholders_are_listed() -> None:
 
 def test_env_placeholders_need_no_declaration() -> None:
     template = {"job_configuration": {"r": "{{ $AWS_REGION }}"}, "variables": {"type": "object"}}
-    validate_template(template)
+    validate_template(template, {"PUSHPOOL_TEMPLATE_ENV": "AWS_REGION"})
 
 
 def test_placeholder_in_a_key_needs_no_declaration() -> None:
@@ -491,7 +497,9 @@ def test_surrounding_whitespace_makes_it_an_embedded_placeholder() -> None:
 
 
 def test_several_placeholders_in_one_string() -> None:
-    out = render({"k": "{{a}}:{{ b }}:{{ $E }}:{{ missing }}"}, {"a": 1, "b": "two"}, {"E": "env"})
+    out = render(
+        {"k": "{{a}}:{{ b }}:{{ $E }}:{{ missing }}"}, {"a": 1, "b": "two"}, {"E": "env", "PUSHPOOL_TEMPLATE_ENV": "E"}
+    )
     assert out == {"k": "1:two:env:"}
 
 
@@ -506,12 +514,12 @@ def test_null_value_keeps_the_key_as_null() -> None:
 
 def test_env_placeholders_read_the_env_mapping() -> None:
     config = {"whole": "{{ $REGION }}", "embedded": "r={{$REGION}}", "gone": "{{ $NOPE }}", "blank": "x{{ $NOPE }}"}
-    out = render(config, {"REGION": "not this one"}, {"REGION": "eu-west-1"})
+    out = render(config, {"REGION": "not this one"}, {"REGION": "eu-west-1", "PUSHPOOL_TEMPLATE_ENV": "REGION, NOPE"})
     assert out == {"whole": "eu-west-1", "embedded": "r=eu-west-1", "blank": "x"}
 
 
 def test_variables_do_not_read_env_and_env_does_not_read_variables() -> None:
-    out = render({"a": "{{ X }}", "b": "{{ $Y }}"}, {"Y": "var"}, {"X": "env"})
+    out = render({"a": "{{ X }}", "b": "{{ $Y }}"}, {"Y": "var"}, {"X": "env", "PUSHPOOL_TEMPLATE_ENV": "Y"})
     assert out == {}
 
 
@@ -730,7 +738,7 @@ def test_property_structure_is_kept_or_removed_never_added(
     template: dict[str, Any], values: dict[str, Any], env: dict[str, str]
 ) -> None:
     before = copy.deepcopy((template, values, env))
-    out = render(template, values, env)
+    out = render(template, values, {**env, "PUSHPOOL_TEMPLATE_ENV": "E,F"})
     assert_rendered_shape(template, out, values, env)
     assert (template, values, env) == before
 
