@@ -172,3 +172,34 @@ def task_state_change(
         "resources": [arn],
         "detail": detail,
     }
+
+
+def make_vpc(ec2: Any, cidr: str, subnet_cidrs: list[str], *, route: str | None = "igw") -> tuple[str, list[str]]:
+    """A VPC in moto with subnets whose main route table sends 0.0.0.0/0 to an internet gateway (`route="igw"`),
+    to a NAT gateway (`"nat"`, the NAT itself in a public subnet of its own), or nowhere (`None`).
+
+    DNS hostnames are on: moto gives an awsvpc task an ENI only in such a VPC (it names the ENI after them).
+    """
+    vpc_id: str = ec2.create_vpc(CidrBlock=cidr)["Vpc"]["VpcId"]
+    ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsHostnames={"Value": True})
+    subnets = sorted(ec2.create_subnet(VpcId=vpc_id, CidrBlock=c)["Subnet"]["SubnetId"] for c in subnet_cidrs)
+    if route is None:
+        return vpc_id, subnets
+    main = ec2.describe_route_tables(
+        Filters=[{"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "association.main", "Values": ["true"]}]
+    )["RouteTables"][0]["RouteTableId"]
+    igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+    ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc_id)
+    if route == "igw":
+        ec2.create_route(RouteTableId=main, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+        return vpc_id, subnets
+    # A NAT gateway lives in a public subnet with its own route table to the internet gateway.
+    base = cidr.split("/")[0].rsplit(".", 2)[0]
+    public = ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"{base}.250.0/24")["Subnet"]["SubnetId"]
+    public_table = ec2.create_route_table(VpcId=vpc_id)["RouteTable"]["RouteTableId"]
+    ec2.create_route(RouteTableId=public_table, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+    ec2.associate_route_table(RouteTableId=public_table, SubnetId=public)
+    allocation = ec2.allocate_address(Domain="vpc")["AllocationId"]
+    nat = ec2.create_nat_gateway(SubnetId=public, AllocationId=allocation)["NatGateway"]["NatGatewayId"]
+    ec2.create_route(RouteTableId=main, DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
+    return vpc_id, subnets

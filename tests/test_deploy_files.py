@@ -576,6 +576,7 @@ def test_pass_role_and_ecs_are_scoped(sam: dict[str, Any], sls: dict[str, Any]) 
                     "ecs:TagResource",
                     "ec2:DescribeSubnets",
                     "ec2:DescribeVpcs",
+                    "ec2:DescribeRouteTables",
                     "xray:PutTraceSegments",
                     "xray:PutTelemetryRecords",
                 }, f"{name}: {statement.get('Sid')} needs a resource"

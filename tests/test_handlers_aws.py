@@ -31,7 +31,7 @@ from urllib.parse import urlencode
 import boto3
 import pytest
 from botocore.config import Config
-from ecs_fakes import ACCOUNT, AWS_TEST_ENV, AWS_UNSET, REGION, MotoServer, task_state_change
+from ecs_fakes import ACCOUNT, AWS_TEST_ENV, AWS_UNSET, REGION, MotoServer, make_vpc, task_state_change
 
 import handlers.aws_lambda as aws_lambda
 from dispatcher import signing
@@ -188,10 +188,7 @@ def _client(moto: MotoServer, service: str) -> Any:
 
 @pytest.fixture(scope="module")
 def vpc_id(moto: MotoServer) -> str:
-    ec2 = _client(moto, "ec2")
-    vpc: str = ec2.create_vpc(CidrBlock="10.50.0.0/16")["Vpc"]["VpcId"]
-    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})  # moto's ENIs need it
-    ec2.create_subnet(VpcId=vpc, CidrBlock="10.50.1.0/24")
+    vpc, _ = make_vpc(_client(moto, "ec2"), "10.50.0.0/16", ["10.50.1.0/24"])
     return vpc
 
 

@@ -23,7 +23,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.stub import ANY, Stubber
-from ecs_fakes import ACCOUNT, AWS_TEST_ENV, AWS_UNSET, REGION, MotoServer, task_arn, task_state_change
+from ecs_fakes import ACCOUNT, AWS_TEST_ENV, AWS_UNSET, REGION, MotoServer, make_vpc, task_arn, task_state_change
 
 from dispatcher import templating
 from dispatcher.errors import InvalidInput, ProviderError
@@ -104,14 +104,7 @@ def ecs(moto: MotoServer) -> Any:
 
 @pytest.fixture(scope="module")
 def vpc(moto: MotoServer) -> dict[str, Any]:
-    ec2 = _client(moto, "ec2")
-    vpc_id = ec2.create_vpc(CidrBlock="10.40.0.0/16")["Vpc"]["VpcId"]
-    # moto gives an awsvpc task an ENI only in a VPC with DNS hostnames on (it names the ENI after them).
-    ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsHostnames={"Value": True})
-    subnets = sorted(
-        ec2.create_subnet(VpcId=vpc_id, CidrBlock=cidr)["Subnet"]["SubnetId"]
-        for cidr in ("10.40.1.0/24", "10.40.2.0/24")
-    )
+    vpc_id, subnets = make_vpc(_client(moto, "ec2"), "10.40.0.0/16", ["10.40.1.0/24", "10.40.2.0/24"])
     return {"vpc_id": vpc_id, "subnets": subnets}
 
 

@@ -18,7 +18,9 @@ Submission (SPEC §5), for a rendered job (templates/ecs-push.json):
    the lookup on warm instances; it is a cache in front of ECS, never the only memory.
 3. RunTask with `clientToken` from the idempotency key, `startedBy` = the run id, the job's labels as tags
    (pushpool adds run, pool and deployment), the command and environment as container overrides, and a
-   launch type or a capacity provider strategy (never both).
+   launch type or a capacity provider strategy (never both). Without `network_configuration`, the subnets
+   are those of `vpc_id` (or the default VPC's default-for-AZ subnets) that reach the internet, chosen by
+   `ecs_network.choose_subnets`: behind a NAT without a public IP, else public with one, never mixed.
 
 The infrastructure id is the task ARN. ECS's long ARN format (`arn:aws:ecs:<region>:<account>:task/<cluster>/
 <id>`) names the cluster, which DescribeTasks and StopTask need. For an account that still gets short ARNs
@@ -49,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import InvalidInput, ProviderError
 from .base import JobState, JobStatus, split_command
+from .ecs_network import NoRouteOut, SubnetChoice, choose_subnets
 
 log = logging.getLogger("pushpool.providers.ecs")
 
@@ -782,7 +785,7 @@ class ECSProvider:
         self._hashes: MutableMapping[str, str] = store_hashes if store_hashes is not None else {}
         self._lock = threading.Lock()
         self._hash_locks: dict[str, threading.Lock] = {}
-        self._subnets: dict[str, tuple[float, list[str]]] = {}
+        self._subnets: dict[str, tuple[float, SubnetChoice]] = {}
         self._described: dict[str, dict[str, Any]] = {}
         self._clusters: dict[str | None, None] = {}
         """The clusters this provider launched in, in first-use order (an ordered set)."""
@@ -1168,27 +1171,28 @@ class ECSProvider:
                 self._hashes.pop(digest, None)
 
     def _network_configuration(self, config: ECSJobConfiguration, *, fargate: bool) -> dict[str, Any]:
-        """awsvpcConfiguration: the job's own, else the subnets of `vpc_id`, else those of the default VPC."""
+        """awsvpcConfiguration: the job's own, else subnets of `vpc_id` or the default VPC that reach the internet."""
         if config.network_configuration:
             given = copy.deepcopy(config.network_configuration)
             given.setdefault("securityGroups", [])
             return {"awsvpcConfiguration": given}
-        subnets = self._vpc_subnets(config.vpc_id)
+        choice = self._vpc_subnets(config.vpc_id, fargate=fargate)
         # No security groups: ECS then uses the VPC's default group, as Prefect's ECS worker leaves it.
-        awsvpc: dict[str, Any] = {"subnets": subnets, "securityGroups": []}
+        awsvpc: dict[str, Any] = {"subnets": choice.subnets, "securityGroups": []}
         if fargate:
-            # As Prefect does: a task in a public subnet needs a public IP to pull its image. EC2 refuses the key.
-            awsvpc["assignPublicIp"] = "ENABLED"
+            # A public subnet needs a public IP to pull the image; behind a NAT none is given. EC2 refuses the key.
+            awsvpc["assignPublicIp"] = "ENABLED" if choice.public else "DISABLED"
         return {"awsvpcConfiguration": awsvpc}
 
-    def _vpc_subnets(self, vpc_id: str | None) -> list[str]:
-        key = vpc_id or "<default>"
+    def _vpc_subnets(self, vpc_id: str | None, *, fargate: bool) -> SubnetChoice:
+        key = f"{vpc_id or '<default>'}/{'fargate' if fargate else 'ec2'}"
         now = time.monotonic()
         cached = self._subnets.get(key)
         if cached is not None and cached[0] > now:
-            return list(cached[1])
+            return cached[1]
         ec2 = self.ec2_client
         where = f"VPC {vpc_id}" if vpc_id else "the default VPC"
+        default_vpc = vpc_id is None
         if vpc_id is None:
             vpcs = self._call_ec2(
                 "DescribeVpcs", ec2.describe_vpcs, Filters=[{"Name": "isDefault", "Values": ["true"]}]
@@ -1200,18 +1204,21 @@ class ECSProvider:
                     transient=False,
                 )
             vpc_id = str(vpcs["Vpcs"][0]["VpcId"])
-        response = self._call_ec2(
-            "DescribeSubnets", ec2.describe_subnets, Filters=[{"Name": "vpc-id", "Values": [vpc_id]}]
-        )
-        subnets = sorted(str(s["SubnetId"]) for s in response.get("Subnets") or [])
+        in_vpc = [{"Name": "vpc-id", "Values": [vpc_id]}]
+        subnets = self._call_ec2("DescribeSubnets", ec2.describe_subnets, Filters=in_vpc).get("Subnets") or []
         if not subnets:
             raise ProviderError(
                 f"vpc_id: {where} has no subnets in region {ec2.meta.region_name} (does it exist there?); "
                 f"set network_configuration or another vpc_id",
                 transient=False,
             )
-        self._subnets[key] = (now + SUBNET_CACHE_SECONDS, subnets)
-        return subnets
+        tables = self._call_ec2("DescribeRouteTables", ec2.describe_route_tables, Filters=in_vpc).get("RouteTables")
+        try:
+            choice = choose_subnets(subnets, list(tables or []), where=where, fargate=fargate, default_vpc=default_vpc)
+        except NoRouteOut as exc:
+            raise ProviderError(str(exc), transient=False) from None
+        self._subnets[key] = (now + SUBNET_CACHE_SECONDS, choice)
+        return choice
 
     @staticmethod
     def _call_ec2(action: str, method: Any, **kwargs: Any) -> Any:
