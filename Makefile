@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit demo clean bench deploy-check prefect-import-test reliability
+.PHONY: install test lint typecheck unit demo clean bench deploy-check prefect-import-test reliability lambda-lock
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: lint typecheck unit
 # checkov); the tools get venvs of their own under .tools/, made on the first run. See infra/check.sh.
 deploy-check: $(STAMP)
 	bash infra/check.sh
+
+# Re-pin the Lambda package's dependencies (infra/lambda/constraints.txt) after changing pyproject.toml.
+lambda-lock:
+	sh infra/build_lambda.sh --lock
 
 demo: $(STAMP)
 	$(BIN)/python -m dispatcher.demo

@@ -4,6 +4,10 @@
 #
 #   infra/build_lambda.sh OUT_DIR             # used by `sam build` (infra/lambda/Makefile)
 #   infra/build_lambda.sh --zip OUT.zip       # used before `serverless deploy` (package.artifact)
+#   infra/build_lambda.sh --lock              # rewrites infra/lambda/constraints.txt (`make lambda-lock`)
+#
+# Builds are pinned by infra/lambda/constraints.txt (pip constraints): what a deploy packages is what the
+# commit was tested with, not whatever is newest that day. --lock resolves every extra afresh and pins it.
 #
 # PUSHPOOL_EXTRAS chooses the provider extras packaged (default "aws"; e.g. "aws,gcp", "aws,gcp,azure,modal").
 # PYTHON is the interpreter whose pip does the work (default python3, 3.11+).
@@ -15,7 +19,12 @@ python=$(command -v "${PYTHON:-python3}")
 case $python in /*) ;; *) python=$PWD/$python ;; esac
 
 zip=""
+lock=""
+constraints=$root/infra/lambda/constraints.txt
 if [ "${1:-}" = "--zip" ]; then zip=$2; shift 2; set -- "$(mktemp -d)"; fi
+if [ "${1:-}" = "--lock" ]; then
+  lock=$constraints; constraints=/dev/null; extras=aws,gcp,azure,modal; shift; set -- "$(mktemp -d)"
+fi
 out=${1:?usage: build_lambda.sh OUT_DIR | --zip OUT.zip}
 case ",$extras," in *,aws,*) ;; *) echo "PUSHPOOL_EXTRAS must include aws (got '$extras')" >&2; exit 2 ;; esac
 
@@ -28,10 +37,28 @@ PYTHONWARNINGS=ignore "$python" -m pip wheel --quiet --no-deps --wheel-dir "$whe
 mkdir -p "$out"
 "$python" -m pip install --quiet --upgrade --no-compile --no-warn-conflicts --target "$out" \
   --platform manylinux2014_x86_64 --implementation cp --python-version 3.12 --only-binary=:all: \
-  "$(ls "$wheels"/pushpool-*.whl)[$extras]" "aws-lambda-powertools[tracer]"
+  --constraint "$constraints" "$(ls "$wheels"/pushpool-*.whl)[$extras]" "aws-lambda-powertools[tracer]"
 # dispatcher/pool_types.py looks for templates/ beside the package in a source layout.
 rm -rf "$out/templates" && cp -R "$root/templates" "$out/templates"
 rm -rf "$out/bin"
+
+if [ -n "$lock" ]; then
+  "$python" - "$out" "$lock" <<'PY'
+import pathlib, sys
+from email.parser import HeaderParser
+
+pins = []
+for meta in pathlib.Path(sys.argv[1]).glob("*.dist-info/METADATA"):
+    headers = HeaderParser().parsestr(meta.read_text(errors="replace"))
+    if headers["Name"].lower() != "pushpool":
+        pins.append(f"{headers['Name']}=={headers['Version']}")
+header = pathlib.Path(sys.argv[2]).read_text().split("\n\n", 1)[0]
+pathlib.Path(sys.argv[2]).write_text(header + "\n\n" + "\n".join(sorted(pins, key=str.lower)) + "\n")
+print(f"pinned {len(pins)} packages in {sys.argv[2]}")
+PY
+  rm -rf "$out"
+  exit 0
+fi
 
 if [ -n "$zip" ]; then
   mkdir -p "$(dirname "$zip")"

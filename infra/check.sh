@@ -2,7 +2,8 @@
 # Offline checks of the two deploy files (`make deploy-check`; .ci/run calls it after `make test`):
 #
 #   1. cfn-lint on infra/template.yaml (SAM, transformed by cfn-lint itself)
-#   2. sam validate --lint (aws-sam-cli in a venv of its own: it pins old boto3/click)
+#   2. sam validate --lint (aws-sam-cli in a venv of its own: it pins old boto3/click), then sam build, with
+#      each function's unzipped size (and that of a package with every extra) checked against Lambda's 250 MB
 #   3. the Lambda package (infra/build_lambda.sh), imported under Python 3.12 when this machine has one
 #   4. serverless@3 package (npx, pinned) -> .serverless/, then cfn-lint on the generated CloudFormation
 #   5. checkov on infra/template.yaml and on the generated CloudFormation; every skip is written next to its
@@ -73,6 +74,24 @@ echo ok
 
 step "sam validate --lint"
 "$SAM" validate --lint --region us-east-1 --template-file infra/template.yaml
+
+step "sam build (each function's package, unzipped, against Lambda's 250 MB)"
+rm -rf .aws-sam/build
+"$SAM" build --template-file infra/template.yaml --build-dir .aws-sam/build --parallel \
+  2> >(grep -v '^WARNING: Location' >&2) | grep -E '^(built|Build Succeeded)'
+lambda_size() {  # NAME DIR: its size in MB, refused above Lambda's limit for an unzipped package
+  local mb
+  mb=$(du -sm "$2" | cut -f1)
+  echo "$1: $mb MB unzipped (Lambda allows 250 MB)"
+  [ "$mb" -lt 250 ] || { echo "$1 is over Lambda's 250 MB unzipped limit" >&2; return 1; }
+}
+for fn in DispatchFunction EcsEventsFunction HttpFunction; do
+  lambda_size "$fn (extras: ${PUSHPOOL_EXTRAS:-aws})" ".aws-sam/build/$fn"
+done
+every_extra=$(mktemp -d)
+PUSHPOOL_EXTRAS=aws,gcp,azure,modal sh infra/build_lambda.sh "$every_extra/pkg" 2> >(grep -v '^WARNING: Location' >&2) >/dev/null
+lambda_size "the package with every extra (aws,gcp,azure,modal)" "$every_extra/pkg"
+rm -rf "$every_extra"
 
 # --- the Lambda package -----------------------------------------------------------------------------------
 step "Lambda package ($ARTIFACT)"

@@ -637,3 +637,28 @@ def test_guide_names_only_real_parameters_and_outputs(sam: dict[str, Any], sls: 
     assert named, "the guide reads the stack's outputs"
     assert named <= set(sam["Outputs"]) and named <= set(sls["resources"]["Outputs"]), named
     assert "infra/template.yaml" in guide and "serverless" in guide
+
+
+# the Lambda build ---------------------------------------------------------------------------------------------
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_lambda_package_is_built_from_pinned_versions() -> None:
+    # A deploy must package what the commit was tested with: every dependency of the package and of each cloud
+    # extra is pinned exactly, and the build passes the pins to pip.
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = list(project["dependencies"])
+    for extra, requirements in project["optional-dependencies"].items():
+        if extra != "dev":
+            wanted += requirements
+    names = {_normalise(re.match(r"[A-Za-z0-9_.-]+", r).group(0)) for r in wanted}  # type: ignore[union-attr]
+    names.discard("pushpool")
+    lines = (ROOT / "infra" / "lambda" / "constraints.txt").read_text().splitlines()
+    pins = dict(line.split("==", 1) for line in lines if line and not line.startswith("#"))
+    assert all(re.fullmatch(r"[0-9][0-9A-Za-z.+!-]*", version) for version in pins.values()), "exact versions"
+    pinned = {_normalise(name) for name in pins}
+    assert names <= pinned, f"not pinned: {sorted(names - pinned)}; run `make lambda-lock`"
+    assert '--constraint "$constraints"' in (ROOT / "infra" / "build_lambda.sh").read_text()
