@@ -32,12 +32,12 @@ LOCATION = "westeurope"
 TOKEN = "stub-token"
 
 _PREFIX = r"/subscriptions/(?P<sub>[^/]+)"
-_GROUP = (
-    _PREFIX + r"/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.ContainerInstance/containerGroups/(?P<name>[^/]+)"
-)
+_GROUPS = _PREFIX + r"/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.ContainerInstance/containerGroups"
+_GROUP = _GROUPS + r"/(?P<name>[^/]+)"
 ROUTES = [
     ("GET", re.compile(_PREFIX + r"/resourcegroups/(?P<rg>[^/]+)", re.I), "resource_group"),
     ("GET", re.compile(_PREFIX + r"/providers/Microsoft\.ContainerInstance/containerGroups", re.I), "list"),
+    ("GET", re.compile(_GROUPS, re.I), "list_rg"),
     (
         "GET",
         re.compile(_PREFIX + r"/providers/Microsoft\.ContainerInstance/locations/[^/]+/operations/(?P<op>[^/]+)", re.I),
@@ -318,6 +318,14 @@ class ACIStub:
     def _list(self, p: dict[str, str], _: Any) -> tuple[int, Any, dict[str, str]]:
         with self.lock:
             value = [_visible(g) for (sub, _, _), g in self.groups.items() if sub == p["sub"]]
+        return 200, {"value": value}, {}
+
+    def _list_rg(self, p: dict[str, str], _: Any) -> tuple[int, Any, dict[str, str]]:
+        with self.lock:
+            value = [_visible(g) for (sub, rg, _), g in self.groups.items() if (sub, rg) == (p["sub"], p["rg"])]
+        for group in value:  # a listing carries no instance views, as Azure's does not
+            for container in group["properties"]["containers"]:
+                container["properties"].pop("instanceView", None)
         return 200, {"value": value}, {}
 
     def _stop(self, p: dict[str, str], _: Any) -> tuple[int, Any, dict[str, str]]:

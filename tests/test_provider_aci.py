@@ -24,9 +24,9 @@ def stub() -> Iterator[ACIStub]:
 
 
 def make_provider(stub: ACIStub, **kwargs: Any) -> ACIProvider:
-    return ACIProvider(
-        StubCredential(), base_url=stub.url, polling_interval=0, read_timeout=kwargs.pop("read_timeout", 2), **kwargs
-    )
+    """A provider on the stub; background sweeps off, so request counts are the test's own (see the sweep tests)."""
+    kwargs = {"read_timeout": 2, "sweep_interval_seconds": None, **kwargs}
+    return ACIProvider(StubCredential(), base_url=stub.url, polling_interval=0, **kwargs)
 
 
 @pytest.fixture
@@ -314,3 +314,43 @@ def _providers(provider: ACIProvider) -> Any:
     from dispatcher.providers.base import Providers
 
     return Providers({"azure-container-instance:push": provider})
+
+
+# -- the sweep: ended groups whose run ended through its callback ----------------------------------------------
+
+
+def test_the_sweep_deletes_only_pushpools_unkept_groups_ended_long_enough_ago(
+    stub: ACIStub, provider: ACIProvider
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    long_ago = (now - timedelta(hours=2)).isoformat()
+    recently = (now - timedelta(minutes=5)).isoformat()
+    runs = {name: job(keep_container_group=name == "kept") for name in ("old", "recent", "running", "kept")}
+    for rendered, run_id in runs.values():
+        provider.submit(rendered, idempotency_key=f"{run_id}-1")
+    for name, finished in (("old", long_ago), ("recent", recently), ("kept", long_ago)):
+        stub.set_container(group_name(runs[name][1]), "Terminated", exit_code=0, current={"finishTime": finished})
+    foreign = stub.group(group_name(runs["old"][1]))
+    assert foreign is not None
+    stub.groups[(SUBSCRIPTION, RESOURCE_GROUP, "someone-elses")] = {**foreign, "name": "someone-elses", "tags": {}}
+
+    assert provider.sweep(SUBSCRIPTION, RESOURCE_GROUP, now=now) == [group_name(runs["old"][1])]
+    left = {key[2] for key in stub.groups}
+    assert group_name(runs["old"][1]) not in left
+    assert {group_name(runs[n][1]) for n in ("recent", "running", "kept")} | {"someone-elses"} <= left
+
+
+def test_a_submit_starts_a_sweep_at_most_once_per_interval(stub: ACIStub) -> None:
+    import time
+
+    provider = make_provider(stub, sweep_interval_seconds=600)
+    for _ in range(3):
+        rendered, run_id = job()
+        provider.submit(rendered, idempotency_key=f"{run_id}-1")
+    deadline = time.monotonic() + 5
+    while stub.count("GET", "list_rg") == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    assert stub.count("GET", "list_rg") == 1

@@ -24,11 +24,12 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from datetime import UTC, datetime
 from typing import Any
 
 from ...errors import InvalidInput, ProviderError
 from ..base import JobState, JobStatus
-from .model import ACIJobConfiguration, container_group_body, group_name, parse_job, run_id_of_key
+from .model import KEEP_TAG, ACIJobConfiguration, container_group_body, group_name, parse_job, run_id_of_key
 from .model import template_location as literal_location
 from .status import group_status, is_kept, main_container
 
@@ -104,6 +105,17 @@ def _request_id(exc: Any) -> str:
     return f"request id {request_id}" if request_id else ""
 
 
+def _finish_time(group: Any) -> datetime | None:
+    """When the group's flow run container ended (its instance view's finishTime), or None if it does not say."""
+    container = main_container(group) or {}
+    current = ((container.get("properties") or {}).get("instanceView") or {}).get("currentState") or {}
+    try:
+        ended = datetime.fromisoformat(str(current["finishTime"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return None
+    return ended if ended.tzinfo else ended.replace(tzinfo=UTC)
+
+
 def _retry_after(headers: Any, default: float | None) -> float:
     """Seconds to wait before the next poll: Azure's Retry-After, else the provider's interval, else 5."""
     try:
@@ -127,6 +139,9 @@ class ACIProvider:
     - `polling_interval`: seconds between polls of a long-running operation (None: as Azure's Retry-After says).
     - `provision_wait_seconds`: how long a submit follows the PUT's operation before returning the group.
     - `read_timeout`, `connection_timeout`: per request; a request that exceeds one is a transient error.
+    - `sweep_interval_seconds`, `sweep_min_age_seconds`: after a submit, at most this often per resource
+      group, a background `sweep` deletes pushpool's groups whose run ended at least that long ago (None:
+      no background sweeps; `sweep()` can still be called).
 
     Clients are built on first use, one per subscription and identity, and kept for the life of the provider,
     so warm cloud-function invocations reuse them. The SDK retries nothing (`retry_total=0`): the dispatcher
@@ -145,11 +160,15 @@ class ACIProvider:
         provision_wait_seconds: float = 5.0,
         read_timeout: float = 20.0,
         connection_timeout: float = 5.0,
+        sweep_interval_seconds: float | None = 600.0,
+        sweep_min_age_seconds: float = 3600.0,
     ) -> None:
         self._credential = credential
         self._base_url = base_url
         self._polling_interval = polling_interval
         self.provision_wait_seconds = provision_wait_seconds
+        self.sweep_interval_seconds = sweep_interval_seconds
+        self.sweep_min_age_seconds = sweep_min_age_seconds
         self._timeouts = {"read_timeout": read_timeout, "connection_timeout": connection_timeout}
         self._lock = threading.Lock()
         self._credentials: dict[_CredentialsKey, Any] = {}
@@ -159,6 +178,8 @@ class ACIProvider:
         self._locations: dict[tuple[str, str], str] = {}
         self._ended: OrderedDict[str, JobStatus] = OrderedDict()
         """Outcomes of the groups this provider deleted (or stopped on request), oldest first, bounded."""
+        self._swept: dict[tuple[str, str], float] = {}
+        """(subscription, resource group) -> when its last sweep started (monotonic seconds)."""
         self._seen: dict[tuple[str, str], None] = {}
         """(subscription, resource group) pairs this provider launched in: where `find` looks first."""
 
@@ -258,6 +279,7 @@ class ACIProvider:
             raise provider_error(exc, "PUT container group") from None
         if operation:
             self._follow(client, str(operation), config, name)
+        self._maybe_sweep(subscription, resource_group)
         return infra_id
 
     def status(self, infrastructure_id: str) -> JobStatus:
@@ -304,6 +326,57 @@ class ACIProvider:
             self._remember(infrastructure_id, outcome)
         elif outcome.state is JobState.CANCELLED:
             self._remember(infrastructure_id, outcome)
+
+    def sweep(self, subscription: str, resource_group: str, *, now: datetime | None = None) -> list[str]:
+        """Delete pushpool's groups in a resource group whose run ended over `sweep_min_age_seconds` ago.
+
+        `status()` deletes the groups it sees end, but a run that ends through its callback is never looked
+        up again, and ended groups still count against the region's container group quota. Only groups this
+        provider tagged and not kept are touched; the age leaves the reconciler time to read the outcome of
+        a run whose callback was lost. Returns the names deleted.
+        """
+        now = now or datetime.now(UTC)
+        client = self.client(subscription)
+        deleted: list[str] = []
+        try:
+            names = [
+                str(group.name)
+                for group in client.container_groups.list_by_resource_group(resource_group)
+                if (group.tags or {}).get(KEEP_TAG) == "false"
+            ]
+        except Exception as exc:
+            raise provider_error(exc, "list container groups") from None
+        for name in names:
+            group = self._get(client, resource_group, name, "GET container group")
+            if group is None or group_status(group).state not in _TERMINAL:
+                continue
+            ended = _finish_time(group)
+            if ended is None or (now - ended).total_seconds() < self.sweep_min_age_seconds:
+                continue
+            self._delete_quietly(client, resource_group, name)
+            deleted.append(name)
+        if deleted:
+            log.info("swept %d ended container groups from %s", len(deleted), resource_group)
+        return deleted
+
+    def _maybe_sweep(self, subscription: str, resource_group: str) -> None:
+        """Start a sweep of this resource group in the background, at most once per `sweep_interval_seconds`."""
+        if self.sweep_interval_seconds is None:
+            return
+        key = (subscription, resource_group)
+        with self._lock:
+            last = self._swept.get(key)
+            if last is not None and time.monotonic() - last < self.sweep_interval_seconds:
+                return
+            self._swept[key] = time.monotonic()
+
+        def run() -> None:
+            try:
+                self.sweep(subscription, resource_group)
+            except ProviderError as exc:
+                log.warning("sweep of %s failed: %s", resource_group, exc)
+
+        threading.Thread(target=run, name=f"aci-sweep-{resource_group}", daemon=True).start()
 
     def find(self, idempotency_key: str) -> str | None:
         """The container group launched for this key's run, or None when there is none.
