@@ -306,13 +306,15 @@ class Dispatcher:
         if run.infrastructure_id is None:
             if silent < timedelta(seconds=self.settings.resubmit_grace_seconds):
                 return
-            if run.state is StateType.CANCELLING:
-                self._finish(run, StateType.CANCELLED, "cancelled before it was submitted", now, summary)
-            elif run.state is StateType.PENDING:
+            if run.state is StateType.PENDING:
                 # Crashed between "admitted" and "recorded": the same key finds the first launch, if any.
                 pool = self._pool_or_raise(run.pool)
                 self._submit_all(pool, [run], now, summary, resubmission=True)
-            return
+                return
+            found = self._find_launch(provider, run, now, summary)
+            if found is None:
+                return
+            run = found
         if run.state is not StateType.CANCELLING and (
             silent < timedelta(seconds=self.settings.reconcile_after_seconds) and not _cheap_status(provider)
         ):
@@ -330,6 +332,33 @@ class Dispatcher:
         state, message = target
         # Stamped after the provider answered, not at the pass start: the slot is released now.
         self._finish(run, state, message, self.clock(), summary)
+
+    def _find_launch(self, provider: Provider, run: FlowRun, now: datetime, summary: PassSummary) -> FlowRun | None:
+        """A RUNNING or CANCELLING run whose launch was never recorded: look it up under its attempt's key.
+
+        Found, the id is recorded and the run returned, to be treated as any other (a CANCELLING one is then
+        stopped at the provider and holds its slot until that is confirmed). Not found after the grace, the
+        launch never happened: a CANCELLING run ends CANCELLED, a RUNNING one CRASHED (its job reported, but
+        the infrastructure has nothing under the key, so nothing will ever end it). None when done with it.
+        """
+        key = idempotency_key(run)
+        infra_id: str | None = self._call(provider.find, key)
+        if infra_id is None:
+            if run.state is StateType.CANCELLING:
+                why = f"cancelled before it was submitted (no job was launched under key {key})"
+                self._finish(run, StateType.CANCELLED, why, now, summary)
+            else:
+                why = (
+                    f"its launch was never recorded and the {run.pool} pool's infrastructure has no job under key "
+                    f"{key}; nothing can end it"
+                )
+                self._finish(run, StateType.CRASHED, why, now, summary)
+            return None
+        # Only the id is news: `updated` stays, so the run's silence still counts towards a status check.
+        found = run.model_copy(update={"infrastructure_id": infra_id})
+        if not self.store.save_run(run, found):
+            return None  # moved meanwhile: the next pass sees it as it is now
+        return found.model_copy(update={"version": run.version + 1})
 
     def _finish(self, run: FlowRun, state: StateType, message: str | None, now: datetime, summary: PassSummary) -> None:
         after, applied = run.moved(state, source="reconciler", message=message, now=now)

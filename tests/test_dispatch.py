@@ -581,6 +581,82 @@ def test_cancelling_a_run_never_submitted_ends_after_the_grace(world: World) -> 
     assert w.fake.submit_calls == [] and w.active(pool_slot("p")) == 0
 
 
+def _launched_but_not_recorded(w: World, deployment: str = "d") -> FlowRun:
+    """A run admitted by a pass that launched its job and died before recording the id (or timed out)."""
+    run = w.new_run(deployment, ago=1)
+    result = admit_pool(w.store, "p", w.now[0], settings=w.settings)
+    assert [r.id for r in result.admitted] == [run.id]
+    w.fake.submit({"command": COMMAND}, idempotency_key=idempotency_key(result.admitted[0]))
+    return w.run(run.id)
+
+
+def test_cancelling_a_run_whose_launch_was_not_recorded_stops_its_job_first(world: World) -> None:
+    w = world
+    simple_pool(w, limit=1)
+    run = _launched_but_not_recorded(w)
+    waiting = w.new_run("d", ago=0.5)
+    assert cancel_run(w.store, run.id, now=w.now[0]).state is StateType.CANCELLING
+    infra = f"fake-{run.id}-1"
+
+    w.advance(61)
+    found = w.dispatch()
+    stored = w.run(run.id)
+    assert (stored.state, stored.infrastructure_id) == (StateType.CANCELLING, infra)  # found, then stopped
+    assert w.fake.cancelled == [infra] and f"{run.id}-1" in w.fake.find_calls
+    assert found.admitted == [] and w.active(pool_slot("p")) == 1  # the job may still run: no second one
+
+    w.fake.set_status(infra, JobStatus(JobState.RUNNING))  # it ignores the stop: still no second job
+    w.advance(61)
+    assert w.dispatch().admitted == [] and w.run(run.id).state is StateType.CANCELLING
+    assert w.fake.cancelled == [infra, infra]
+
+    confirmed = w.dispatch()  # the fake confirms the second stop
+    assert w.run(run.id).state is StateType.CANCELLED
+    assert confirmed.admitted == [waiting.id]
+    assert [key for key, _ in w.fake.launches] == [f"{run.id}-1", f"{waiting.id}-1"]
+
+
+def test_a_running_run_without_infrastructure_id_is_found_and_then_reconciled(tmp_path: Path) -> None:
+    w = make_world(tmp_path, reconcile_after_seconds=5.0)
+    try:
+        simple_pool(w, limit=2)
+        run = _launched_but_not_recorded(w)
+        # Its job's RUNNING callback arrives; the id was never recorded.
+        current = w.run(run.id)
+        assert w.store.save_run(current, current.moved(StateType.RUNNING, source="callback:a", now=w.now[0])[0])
+
+        w.advance(30)
+        assert w.dispatch().reconciled == {} and w.fake.find_calls == []  # within the grace: left alone
+        w.advance(31)
+        w.dispatch()
+        infra = f"fake-{run.id}-1"
+        assert w.run(run.id).infrastructure_id == infra and w.run(run.id).state is StateType.RUNNING
+
+        # Its job dies without a word: the status says so, and the slot is freed.
+        w.fake.set_status(infra, JobStatus(JobState.CRASHED, exit_code=137, message="OOM killed"))
+        w.advance(6)
+        assert w.dispatch().reconciled == {run.id: "CRASHED"}
+        assert w.active(pool_slot("p")) == 0
+    finally:
+        w.dispatcher.close()
+        w.store.close()
+
+
+def test_a_running_run_whose_launch_cannot_be_found_crashes_after_the_grace(world: World) -> None:
+    w = world
+    simple_pool(w, limit=1)
+    run = w.new_run("d", ago=1)
+    admit_pool(w.store, "p", w.now[0], settings=w.settings)
+    current = w.run(run.id)
+    assert w.store.save_run(current, current.moved(StateType.RUNNING, source="callback:a", now=w.now[0])[0])
+    w.advance(61)
+    summary = w.dispatch()
+    assert summary.reconciled == {run.id: "CRASHED"}
+    message = w.run(run.id).state_history[-1].message or ""
+    assert "never recorded" in message and f"{run.id}-1" in message
+    assert w.active(pool_slot("p")) == 0 and w.fake.launches == []
+
+
 # reconciler -------------------------------------------------------------------------------------------------
 def test_reconciler_moves_runs_the_provider_reports_and_frees_their_slots(tmp_path: Path) -> None:
     w = make_world(tmp_path, reconcile_after_seconds=5.0)

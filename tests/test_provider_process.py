@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -127,10 +128,24 @@ def test_runs_with_job_env_and_working_dir(
     assert (work / "out.txt").read_text().splitlines() == ["hello", "not inherited", "unset", "no TZ", str(work)]
 
 
-def test_default_working_dir_is_the_run_directory(provider: ProcessProvider) -> None:
+def test_default_working_dir_is_a_work_directory_inside_the_run_directory(provider: ProcessProvider) -> None:
     infra_id = provider.submit({"command": _py("open('here.txt', 'w').write('x')")}, idempotency_key="run-cwd")
     _wait_state(provider, infra_id, JobState.COMPLETED)
-    assert (provider.run_dir(infra_id) / "here.txt").read_text() == "x"
+    assert (provider.run_dir(infra_id) / "work" / "here.txt").read_text() == "x"
+
+
+def test_a_job_writing_supervisor_file_names_in_its_cwd_fools_nobody(provider: ProcessProvider) -> None:
+    # A job that writes `pid` and `exit` where it runs, then keeps running: before, these overwrote the
+    # supervisor's files and the reconciler saw a dead pid (MISSING -> CRASHED) while the job ran on.
+    code = "open('pid', 'w').write('1\\n'); open('exit', 'w').write('0'); import time; time.sleep(30)"
+    infra_id = provider.submit({"command": _py(code)}, idempotency_key="run-pid")
+    _wait_for(lambda: (provider.run_dir(infra_id) / "work" / "exit").exists(), what="the job's own files")
+    time.sleep(0.2)
+    assert provider.status(infra_id).state is JobState.RUNNING
+    supervisor = int((provider.run_dir(infra_id) / "pid").read_text())
+    assert supervisor > 1
+    provider.cancel(infra_id)
+    assert _wait_state(provider, infra_id, JobState.CANCELLED).state is JobState.CANCELLED
 
 
 def test_same_key_launches_once(provider: ProcessProvider, tmp_path: Path) -> None:
@@ -269,6 +284,35 @@ def test_missing_working_dir_is_a_permanent_error(provider: ProcessProvider, tmp
     (tmp_path / "nowhere").mkdir()
     assert provider.submit(job, idempotency_key="rnowhere") == "rnowhere"
     assert _wait_state(provider, "rnowhere", JobState.COMPLETED, JobState.FAILED).state is JobState.COMPLETED
+
+
+def test_a_state_directory_that_cannot_be_written_is_a_transient_error(tmp_path: Path) -> None:
+    # A write the filesystem refuses (here: RLIMIT_FSIZE 0, EFBIG, as a full disk or quota refuses with
+    # ENOSPC/EDQUOT) fails the launch transiently, leaves nothing behind, and the retry launches.
+    provider = ProcessProvider(tmp_path / "state")
+    provider.state_dir.mkdir()
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of killing pytest
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, limit[1]))
+        with pytest.raises(ProviderError, match="cannot start the process") as info:
+            provider.submit({"command": ["true"]}, idempotency_key="rfull")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, previous)
+    assert info.value.transient is True
+    assert not provider.run_dir("rfull").exists() and provider.find("rfull") is None
+    assert provider.submit({"command": ["true"]}, idempotency_key="rfull") == "rfull"
+    assert _wait_state(provider, "rfull", JobState.COMPLETED).state is JobState.COMPLETED
+
+
+def test_a_state_directory_that_cannot_be_created_is_a_transient_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "mount"
+    blocker.write_text("not a directory")  # e.g. a volume not mounted yet
+    provider = ProcessProvider(blocker / "state")
+    with pytest.raises(ProviderError, match="cannot create the process state directory") as info:
+        provider.submit({"command": ["true"]}, idempotency_key="rblocked")
+    assert info.value.transient is True
 
 
 def test_invalid_job_at_submit_is_a_permanent_error(provider: ProcessProvider) -> None:

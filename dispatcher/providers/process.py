@@ -7,6 +7,8 @@ State lives in the filesystem, one directory per run, so any dispatcher process 
         job.json     what was launched (command, name, labels, working_dir; never env, which holds the token)
         pid          the supervisor's pid; it is a session leader, so this is also its process group id
         output.log   the command's stdout and stderr (`flow-run logs`)
+        work/        the job's working directory unless its job sets `working_dir`: kept apart from the files
+                     above, so a job writing `pid` or `exit` in its cwd cannot fool the supervisor's reader
         exit         written by the supervisor when the command ends: {"exit_code": N, "message": ...}
         cancelled    written by `cancel`: the time of the first cancel request
 
@@ -41,6 +43,8 @@ from .base import JobState, JobStatus, split_command
 __all__ = ["INHERITED_ENV", "STATE_DIR_ENV", "ProcessJob", "ProcessProvider", "job_environment"]
 
 STATE_DIR_ENV = "PUSHPOOL_PROCESS_DIR"
+WORK_DIR = "work"
+"""The default working directory of a job, inside its run directory."""
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,119}")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
@@ -170,7 +174,7 @@ class ProcessProvider:
             private_dir(self.state_dir, tighten=self.state_dir.parent == pushpool_home())
         except OSError as exc:
             raise ProviderError(
-                f"cannot create the process state directory {self.state_dir}: {exc}", transient=False
+                f"cannot create the process state directory {self.state_dir}: {exc}", transient=True
             ) from None
 
         while True:
@@ -186,13 +190,12 @@ class ProcessProvider:
                 with contextlib.suppress(FileNotFoundError):
                     os.rename(run_dir, run_dir.with_name(f"{infra_id}.interrupted-{time.time_ns()}"))
             except OSError as exc:
-                raise ProviderError(f"cannot create the run directory {run_dir}: {exc}", transient=False) from None
+                raise ProviderError(f"cannot create the run directory {run_dir}: {exc}", transient=True) from None
 
         # From here on this call owns the key. `_launch` raises only when nothing started, so removing the
         # directory then frees the key for a corrected retry without orphaning a running process.
         try:
-            cwd = self._working_dir(spec) or run_dir
-            self._launch(spec, run_dir, cwd)
+            self._launch(spec, run_dir, self._working_dir(spec) or run_dir / WORK_DIR)
         except BaseException:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise
@@ -326,6 +329,7 @@ class ProcessProvider:
             *spec.command,
         ]
         try:
+            cwd.mkdir(exist_ok=True)
             write_atomic(str(run_dir / "job.json"), json.dumps(record, indent=2) + "\n")
             with open(run_dir / "output.log", "ab") as log:
                 process = subprocess.Popen(
@@ -340,7 +344,9 @@ class ProcessProvider:
                     start_new_session=True,
                 )
         except OSError as exc:
-            raise ProviderError(f"cannot start the process: {exc}", transient=False) from None
+            # A full disk, a descriptor or process limit, a state directory being remounted: all may pass, so
+            # the run is retried with backoff (and crashes, in these words, only after its attempts).
+            raise ProviderError(f"cannot start the process: {exc}", transient=True) from None
         # Kept so this process can reap it (no zombie piles up in `pushpool serve`) and Python does not warn
         # about dropping a running child.
         self._children[process.pid] = process
