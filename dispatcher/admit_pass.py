@@ -156,8 +156,16 @@ def admit(
     """`admit_pool` for a caller that has read the pool and its queues already (a dispatch pass)."""
     settings = settings or Settings()
     result = PoolAdmission(pool.name)
-    served = [q for q in queues if queue is None or q.name == queue]
-    decision, due = plan(store, pool, served, now, settings)
+    # A pass scoped to one queue still runs the whole pool's waterfall and keeps that queue's share: a
+    # higher-priority queue with due runs that fit takes precedence whichever queue a pass was asked about.
+    decision, due = plan(store, pool, queues, now, settings)
+    if queue is not None:
+        due = [r for r in due if r.queue == queue]
+        mine = {r.id for r in due}
+        decision = Decision(
+            admit=tuple(d for d in decision.admit if d.id in mine),
+            waiting={i: why for i, why in decision.waiting.items() if i in mine},
+        )
     result.due = due
     by_id = {r.id: r for r in due}
     admissions = [Admission(before, _admitted(before, now, source)) for before in (by_id[d.id] for d in decision.admit)]

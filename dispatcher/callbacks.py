@@ -153,7 +153,7 @@ def apply_callback(
     source = _source(digest)
     report = parse_json_body(CallbackBody, body, "callback body")
     for _ in range(SAVE_ATTEMPTS):
-        if any(record.source == source for record in run.state_history):
+        if run.has_report(source):
             raise signing.SignatureError("callback already received (replay)")
         after = _proposed(run, report, source, now)
         if store.save_run(run, after):

@@ -119,6 +119,8 @@ class Dispatcher:
             except PushpoolError as exc:
                 summary.problems[f"pool {work_pool.name}"] = str(exc)
                 log.warning("pool %s skipped: %s", work_pool.name, exc)
+        # Rows the store could not read were left out of every list above; each is named here, once.
+        summary.problems.update(self.store.unreadable_records())
         summary.duration_seconds = round(time.perf_counter() - started, 4)
         log.info("pass: %s", summary.headline())
         return summary
@@ -165,9 +167,9 @@ class Dispatcher:
         deployments: dict[str, Deployment | None] = {}
         futures: list[tuple[FlowRun, Future[str]]] = []
         for run in runs:
-            if run.deployment not in deployments:
-                deployments[run.deployment] = self.store.get_deployment(run.deployment)
             try:
+                if run.deployment not in deployments:
+                    deployments[run.deployment] = self.store.get_deployment(run.deployment)
                 job = self._render(pool, deployments[run.deployment], run)
             except PushpoolError as exc:
                 self._crash(run, f"the job could not be rendered: {exc}", now, summary)
@@ -298,6 +300,8 @@ class Dispatcher:
                 self._reconcile_run(provider, run, now, summary)
             except ProviderError as exc:
                 summary.problems[run.id] = f"status check failed: {exc}"
+            except PushpoolError as exc:  # e.g. the store refused this run's write: the others go on
+                summary.problems[run.id] = f"could not be reconciled: {exc}"
         if len(active) < self.settings.max_active_scan:
             self._repair_slots(pool, slots_before, active, summary)
 

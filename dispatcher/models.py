@@ -380,8 +380,20 @@ class Deployment(_Model):
         return check_json_document(str(info.field_name), v)
 
 
+HISTORY_NOOPS_KEPT = 20
+"""No-op records a run's history keeps, the newest; the first record and every applied one are always kept."""
+HISTORY_MAX_RECORDS = 100
+"""A backstop over everything a history keeps: past it, the first record and the newest ones stay."""
+NOOP_MESSAGE_CHARS = 200
+"""Characters of a no-op record's message (an applied one keeps MAX_DESCRIPTION): it changed nothing."""
+
+
 class StateRecord(_Model):
-    """One entry of a run's history; `applied` is False for a stale or duplicate transition kept as a no-op."""
+    """One entry of a run's history; `applied` is False for a stale or duplicate transition kept as a no-op.
+
+    Repeated identical no-ops (same state, name, message and kind of source) share one record: `count` says
+    how many it stands for, `last_time` and `last_source` are those of the latest.
+    """
 
     state: StateType
     name: str
@@ -389,6 +401,55 @@ class StateRecord(_Model):
     source: str
     message: str | None = None
     applied: bool = True
+    count: int = 1
+    last_time: datetime | None = None
+    last_source: str | None = None
+
+    def came_from(self, source: str) -> bool:
+        """Whether this record holds the report of `source` (a callback's digest, a provider event's id)."""
+        return source in (self.source, self.last_source)
+
+    def repeats(self, other: StateRecord) -> bool:
+        """Whether `other` is the same no-op as this one, to be counted here instead of appended."""
+        return (
+            not self.applied
+            and not other.applied
+            and (self.state, self.name, self.message) == (other.state, other.name, other.message)
+            and _source_kind(self.source) == _source_kind(other.source)
+        )
+
+
+def _source_kind(source: str) -> str:
+    return source.partition(":")[0]
+
+
+def bounded_history(history: list[StateRecord], record: StateRecord) -> list[StateRecord]:
+    """`history` with `record` added, within SPEC §6's bound: repeated no-ops counted, not appended.
+
+    Kept: the first record (how the run began), every applied record (the transitions; the state rules
+    bound them per submission attempt) and the newest HISTORY_NOOPS_KEPT no-ops; HISTORY_MAX_RECORDS caps
+    the whole. A hostile job holding its own token can thus add nothing but a count and the newest no-ops.
+    """
+    if history and history[-1].repeats(record):
+        last = history[-1]
+        merged = last.model_copy(
+            update={"count": last.count + 1, "last_time": record.time, "last_source": record.source}
+        )
+        return [*history[:-1], merged]
+    records = [*history, record]
+    noops = [i for i, r in enumerate(records) if i > 0 and not r.applied]
+    if len(noops) > HISTORY_NOOPS_KEPT:
+        dropped = set(noops[: len(noops) - HISTORY_NOOPS_KEPT])
+        records = [r for i, r in enumerate(records) if i not in dropped]
+    if len(records) > HISTORY_MAX_RECORDS:
+        records = [records[0], *records[len(records) - HISTORY_MAX_RECORDS + 1 :]]
+    return records
+
+
+def _clipped(message: str | None, limit: int) -> str | None:
+    if message is None or len(message) <= limit:
+        return message
+    return message[: limit - 1] + "…"
 
 
 class FlowRun(_Model):
@@ -422,6 +483,10 @@ class FlowRun(_Model):
     def is_terminal(self) -> bool:
         return self.state in TERMINAL
 
+    def has_report(self, source: str) -> bool:
+        """Whether the history holds the report of `source`: a replayed callback, a duplicate event."""
+        return any(record.came_from(source) for record in self.state_history)
+
     def moved(
         self,
         state: StateType,
@@ -435,14 +500,16 @@ class FlowRun(_Model):
         """The run after a proposed transition, and whether it was applied.
 
         A stale, duplicate or backward proposal is not applied: the state stays and the proposal is
-        recorded in the history as a no-op, so one can see what arrived and when (SPEC §2).
+        recorded in the history as a no-op, so one can see what arrived and when (SPEC §2); the history is
+        bounded (`bounded_history`).
         """
         name = name or DEFAULT_NAMES[state]
         check_state_name(state, name)
         now = now or utcnow()
         applied = is_allowed(self.state, self.state_name, state, name)
+        message = _clipped(message, MAX_DESCRIPTION if applied else NOOP_MESSAGE_CHARS)
         record = StateRecord(state=state, name=name, time=now, source=source, message=message, applied=applied)
-        update: dict[str, Any] = {"state_history": [*self.state_history, record], "updated": now}
+        update: dict[str, Any] = {"state_history": bounded_history(self.state_history, record), "updated": now}
         if applied:
             update.update(state=state, state_name=name, **changes)
         return self.model_copy(update=update), applied

@@ -53,7 +53,7 @@ def apply_status(
         run = store.get_run(run_id)
         if run is None:
             return None
-        if any(record.source == source for record in run.state_history):
+        if run.has_report(source):
             return run
         target = state_for(run, status)
         if target is None:

@@ -12,7 +12,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .models import Deployment, FlowRun, WorkPool, WorkQueue
+from .models import Deployment, FlowRun, StateRecord, WorkPool, WorkQueue
 from .schedules import describe
 
 NO_LIMIT = "∞"
@@ -219,9 +219,17 @@ def history_table(run: FlowRun) -> Table:
     for record in run.state_history:
         state = state_text(record.state.value, record.name)
         if not record.applied:
-            state.append(" — ignored", style="dim")
+            state.append(" — ignored" + _repeats(record), style="dim")
         table.add_row(time_text(record.time), state, record.source, record.message or "")
     return table
+
+
+def _repeats(record: StateRecord) -> str:
+    """How often a counted no-op arrived, and when last: ` ×3, last 12:00:05`."""
+    if record.count <= 1:
+        return ""
+    last = f", last {time_text(record.last_time)}" if record.last_time else ""
+    return f" ×{record.count}{last}"
 
 
 def run_detail(run: FlowRun) -> Group:
@@ -249,7 +257,7 @@ def log_lines(run: FlowRun) -> list[str]:
     """One line per state transition: time, source, state/name, message (ignored proposals marked)."""
     lines = []
     for r in run.state_history:
-        ignored = " (ignored: not a forward move)" if not r.applied else ""
+        ignored = f" (ignored: not a forward move{_repeats(r)})" if not r.applied else ""
         message = f" {r.message}" if r.message else ""
         lines.append(f"{time_text(r.time)} {r.source}: {r.state.value}/{r.name}{ignored}{message}")
     return lines

@@ -791,24 +791,27 @@ def test_run_waiting_behind_a_limit_turns_late(world: World) -> None:
     assert w.dispatch().late == 0  # named once
 
 
-def test_scoped_passes_admit_only_their_queue_and_still_hold_the_pool_limit(world: World) -> None:
+def test_scoped_passes_admit_only_what_the_pool_s_waterfall_gives_their_queue(world: World) -> None:
     w = world
-    simple_pool(w, limit=2, queues={"high": (1, None), "low": (10, None)})
+    simple_pool(w, limit=3, queues={"high": (1, None), "low": (10, None)})
     highs = [w.new_run("d-high", ago=5 - i) for i in range(2)]
     lows = [w.new_run("d-low", ago=3 - i) for i in range(3)]
 
+    # The whole pool's waterfall gives high both its runs and low the one slot left: a pass scoped to low
+    # admits that one, not three, however long high's runs have waited.
     low_pass = w.dispatch(pool="p", queue="low")
-    assert low_pass.admitted == [lows[0].id, lows[1].id]  # the high runs were not this pass's business
+    assert low_pass.admitted == [lows[0].id]
     assert all(w.run(h.id).state is StateType.SCHEDULED for h in highs)
+    assert lows[1].id in low_pass.waiting and "high" in low_pass.waiting[lows[1].id]
+    assert set(low_pass.waiting) <= {r.id for r in lows}  # it explains its own queue's runs only
     queues = {q.name: q.status for q in w.store.list_queues("p")}
     assert queues["low"] == "READY" and queues["high"] == "NOT_READY"
+    assert w.dispatch(pool="p", queue="low").admitted == []  # high's due runs still come first
 
-    # a pass scoped to another queue still sees the pool full
     high_pass = w.dispatch(pool="p", queue="high")
-    assert high_pass.admitted == []
-    assert highs[0].id in high_pass.waiting  # (one run is read to explain a full pool)
-    assert w.active(pool_slot("p")) == 2
-    assert w.dispatch(pool="p", queue="low").admitted == []
+    assert high_pass.admitted == [h.id for h in highs]
+    assert w.active(pool_slot("p")) == 3
+    assert w.dispatch(pool="p", queue="low").admitted == []  # and now the pool is full
 
     with pytest.raises(PushpoolError, match="--pool"):
         w.dispatch(queue="low")

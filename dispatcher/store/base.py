@@ -14,13 +14,24 @@ same again), and can leave alone a slot that changed too recently for an index t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from ..models import Deployment, FlowRun, WorkPool, WorkQueue
+from pydantic import BaseModel, ValidationError
+
+from ..errors import StoreError
+from ..models import Deployment, FlowRun, WorkPool, WorkQueue, validation_sentence
 from ..states import StateType
+
+log = logging.getLogger("pushpool.store")
+M = TypeVar("M", bound=BaseModel)
+R = TypeVar("R")
+T = TypeVar("T")
 
 DEFAULT_LIST_LIMIT = 200
 
@@ -39,6 +50,70 @@ class Slot:
     @property
     def free(self) -> int | None:
         return None if self.limit is None else max(0, self.limit - self.active)
+
+
+class UnreadableRecord(StoreError):
+    """A stored row today's model refuses (an older version wrote it, or someone edited it): one sentence
+    naming the record and the field. `subject` names the record as a pass's problems do (`run <id>`)."""
+
+    def __init__(self, subject: str, message: str) -> None:
+        super().__init__(message)
+        self.subject = subject
+
+
+def _subject(kind: str, text: str) -> str:
+    """`pool nightly`, `run 1b2c...`: the record's name or id, read leniently from the raw JSON."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    ident = data.get("id" if kind == "run" else "name") if isinstance(data, dict) else None
+    if kind == "queue" and isinstance(data, dict) and data.get("pool"):
+        ident = f"{data['pool']}/{ident}"
+    return f"{kind} {ident!s}" if isinstance(ident, str) else f"a {kind}"
+
+
+def decode(model: type[M], text: str, kind: str) -> M:
+    """A stored row as a model; UnreadableRecord naming the record and the field if it does not validate."""
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as exc:
+        subject = _subject(kind, text)
+        raise UnreadableRecord(
+            subject,
+            f"stored {subject} cannot be read: {validation_sentence(exc, kind).rstrip('.')}; "
+            f"fix or delete that record (it is skipped meanwhile).",
+        ) from None
+
+
+class UnreadableRows:
+    """Mixed into a store: list reads skip rows that do not decode and keep why, for the next pass to report.
+
+    One bad row (a description over today's bound left by an older version) must not stop a pass over every
+    other pool and run; a pass drains `unreadable_records()` into its problems, naming each record.
+    """
+
+    def __init__(self) -> None:
+        self._unreadable: dict[str, str] = {}
+        self._unreadable_lock = threading.Lock()
+
+    def _readable(self, rows: Iterable[R], build: Callable[[R], T]) -> list[T]:
+        """`build` of each row, leaving out (and keeping why) the rows that raise UnreadableRecord."""
+        built = []
+        for row in rows:
+            try:
+                built.append(build(row))
+            except UnreadableRecord as exc:
+                log.warning("%s", exc)
+                with self._unreadable_lock:
+                    self._unreadable[exc.subject] = str(exc)
+        return built
+
+    def unreadable_records(self) -> dict[str, str]:
+        """The rows list reads skipped since the last call (record -> why), forgotten once returned."""
+        with self._unreadable_lock:
+            found, self._unreadable = self._unreadable, {}
+        return found
 
 
 def pool_slot(pool: str) -> str:
@@ -78,6 +153,10 @@ class Store(Protocol):
     """Persistence for pools, queues, deployments, runs and slots. Implementations are thread-safe."""
 
     url: str
+
+    def unreadable_records(self) -> dict[str, str]:
+        """Rows list reads skipped because they do not decode (record -> why), since the last call."""
+        ...
 
     # settings --------------------------------------------------------------------------------------------
     def get_setting(self, key: str) -> str | None: ...

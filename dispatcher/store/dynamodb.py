@@ -13,6 +13,7 @@ filled is dropped and the rest retried, so no limit is ever exceeded, whoever el
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import random
@@ -29,7 +30,18 @@ from ..errors import ConfigError, Conflict, NotFound, PushpoolError, StoreError
 from ..models import Deployment, FlowRun, WorkPool, WorkQueue
 from ..states import ACTIVE, TERMINAL, StateType
 from . import dynamodb_schema as schema
-from .base import DEFAULT_LIST_LIMIT, Admission, Slot, deployment_slot, pool_slot, queue_slot, run_slots, timestamp
+from .base import (
+    DEFAULT_LIST_LIMIT,
+    Admission,
+    Slot,
+    UnreadableRows,
+    decode,
+    deployment_slot,
+    pool_slot,
+    queue_slot,
+    run_slots,
+    timestamp,
+)
 
 try:
     import boto3
@@ -137,6 +149,14 @@ def _data(item: Item) -> str:
     return str(item[schema.DATA]["S"])
 
 
+def _run(item: Item) -> FlowRun:
+    return decode(FlowRun, _data(item), "run")
+
+
+def _deployment(item: Item) -> Deployment:
+    return decode(Deployment, _data(item), "deployment")
+
+
 def _dump(model: WorkPool | WorkQueue | Deployment) -> str:
     return model.model_dump_json(exclude={"status", "last_polled"})
 
@@ -183,7 +203,7 @@ class _Contended(StoreError):
     """A transaction kept being cancelled by conflicts or throttling; nothing was written."""
 
 
-class DynamoDBStore:
+class DynamoDBStore(UnreadableRows):
     """The DynamoDB store. Thread-safe: the boto3 client is built once, on first use, and shared."""
 
     def __init__(
@@ -200,6 +220,7 @@ class DynamoDBStore:
             raise StoreError(
                 f"DynamoDB table name {table!r} is not valid: use 3 to 255 letters, digits, '_', '-' or '.'"
             )
+        super().__init__()
         self.table = table
         self.region = region
         self.endpoint_url = endpoint_url
@@ -465,7 +486,7 @@ class DynamoDBStore:
         return datetime.fromisoformat(heartbeat[attribute]["S"])
 
     def _pool(self, item: Item, heartbeat: Item | None) -> WorkPool:
-        pool = WorkPool.model_validate_json(_data(item))
+        pool = decode(WorkPool, _data(item), "pool")
         polled = self._stamp(heartbeat, "polled")
         return pool if polled is None else pool.model_copy(update={"last_polled": polled})
 
@@ -502,7 +523,7 @@ class DynamoDBStore:
     def list_pools(self) -> list[WorkPool]:
         items = self._query("pk = :pk", {}, {":pk": _s(POOLS)})
         beats = self._batch_get([_heartbeat_key(i[schema.SK]["S"]) for i in items])
-        return [self._pool(i, beats.get(_ident(_heartbeat_key(i[schema.SK]["S"])))) for i in items]
+        return self._readable(items, lambda i: self._pool(i, beats.get(_ident(_heartbeat_key(i[schema.SK]["S"])))))
 
     def _pool_partition(self, pool: str) -> list[Item]:
         return self._query("pk = :pk", {}, {":pk": _s(f"POOL#{pool}")})
@@ -544,7 +565,7 @@ class DynamoDBStore:
         return {**_queue_key(queue.pool, queue.name), schema.DATA: _s(_dump(queue)), "priority": _n(queue.priority)}
 
     def _queue(self, item: Item, heartbeat: Item | None) -> WorkQueue:
-        queue = WorkQueue.model_validate_json(_data(item))
+        queue = decode(WorkQueue, _data(item), "queue")
         polled = self._stamp(heartbeat, f"q:{queue.name}")
         return queue if polled is None else queue.model_copy(update={"last_polled": polled})
 
@@ -556,7 +577,9 @@ class DynamoDBStore:
     def list_queues(self, pool: str) -> list[WorkQueue]:
         items = self._pool_partition(pool)
         heartbeat = next((i for i in items if i[schema.SK]["S"] == POLLED), None)
-        queues = [self._queue(i, heartbeat) for i in items if i[schema.SK]["S"].startswith("QUEUE#")]
+        queues = self._readable(
+            (i for i in items if i[schema.SK]["S"].startswith("QUEUE#")), lambda i: self._queue(i, heartbeat)
+        )
         # A pool has few queues: they are read whole and ordered here, so a priority change moves no key.
         return sorted(queues, key=lambda q: (q.priority, q.name))
 
@@ -623,9 +646,8 @@ class DynamoDBStore:
             item["sched"] = _s(SCHEDULED_PARTITION)  # the sparse index of deployments with due schedules
         return item
 
-    @staticmethod
-    def _deployments(items: Iterable[Item]) -> list[Deployment]:
-        return [Deployment.model_validate_json(_data(i)) for i in items]
+    def _deployments(self, items: Iterable[Item]) -> list[Deployment]:
+        return self._readable(items, _deployment)
 
     def create_deployment(self, deployment: Deployment) -> None:
         self._write_all(
@@ -651,7 +673,7 @@ class DynamoDBStore:
 
     def get_deployment(self, name: str) -> Deployment | None:
         item = self._get(_deployment_key(name))
-        return None if item is None else Deployment.model_validate_json(_data(item))
+        return None if item is None else _deployment(item)
 
     def list_deployments(self, pool: str | None = None) -> list[Deployment]:
         if pool is None:
@@ -669,13 +691,15 @@ class DynamoDBStore:
 
     def delete_deployment(self, name: str) -> None:
         missing = NotFound(f"deployment {name!r} does not exist; see `pushpool deployment ls`")
-        deployment = self.get_deployment(name)
-        if deployment is None:
+        item = self._get(_deployment_key(name))
+        if item is None:
             raise missing
+        # Read leniently: deleting is how an unreadable deployment (an older version's item) is got rid of.
+        deployment_id = str(json.loads(_data(item)).get("id"))
         self._write_all(
             [
                 (self._delete(_deployment_key(name), "attribute_exists(pk)"), missing),
-                (self._delete(_slot_key(deployment_slot(deployment.id))), None),
+                (self._delete(_slot_key(deployment_slot(deployment_id))), None),
             ]
         )
 
@@ -738,13 +762,12 @@ class DynamoDBStore:
             size += cost
         return groups
 
-    @staticmethod
-    def _runs(items: Iterable[Item]) -> list[FlowRun]:
-        return [FlowRun.model_validate_json(_data(i)) for i in items]
+    def _runs(self, items: Iterable[Item]) -> list[FlowRun]:
+        return self._readable(items, _run)
 
     def get_run(self, run_id: str) -> FlowRun | None:
         item = self._get(_run_key(run_id))
-        return None if item is None else FlowRun.model_validate_json(_data(item))
+        return None if item is None else _run(item)
 
     def _fetch_runs(self, index_items: Sequence[Item]) -> list[FlowRun]:
         """The base items behind index keys, in the index's order (runs deleted meanwhile are left out)."""
@@ -783,15 +806,20 @@ class DynamoDBStore:
 
     def due_runs(self, pool: str, queue: str, until: datetime, limit: int) -> list[FlowRun]:
         # '$' sorts just after '#', so `< ts$` takes every run at exactly `until` whatever its id.
-        items = self._query(
-            "#pk = :pk AND #sk < :until",
-            {"#pk": "due_pk", "#sk": "due_sk"},
-            {":pk": _s(f"{pool}/{queue}"), ":until": _s(f"{timestamp(until)}$")},
-            index=schema.DUE_INDEX,
-            limit=limit,
-        )
-        runs = self._runs(items)
-        return [r for r in runs if r.state is StateType.SCHEDULED]
+        window = limit
+        while True:
+            items = self._query(
+                "#pk = :pk AND #sk < :until",
+                {"#pk": "due_pk", "#sk": "due_sk"},
+                {":pk": _s(f"{pool}/{queue}"), ":until": _s(f"{timestamp(until)}$")},
+                index=schema.DUE_INDEX,
+                limit=window,
+            )
+            runs = self._runs(items)
+            # An unreadable run must not take a readable one's place in the window: widen it by as many.
+            if len(items) < window or len(runs) >= limit:
+                return [r for r in runs[:limit] if r.state is StateType.SCHEDULED]
+            window += limit - len(runs)
 
     def active_runs(self, pool: str, limit: int = DEFAULT_LIST_LIMIT) -> list[FlowRun]:
         # The index says which runs; a consistent read of their items says what they are now. The index lags:

@@ -7,6 +7,7 @@ the database's write lock and every conditional check sees the latest committed 
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import threading
 import time
@@ -23,6 +24,8 @@ from .base import (
     DEFAULT_LIST_LIMIT,
     Admission,
     Slot,
+    UnreadableRows,
+    decode,
     deployment_slot,
     pool_slot,
     queue_slot,
@@ -74,10 +77,15 @@ def _private_store_file(path: Path) -> None:
     private_file(path)
 
 
-class SQLiteStore:
+def _run(row: tuple[object, ...]) -> FlowRun:
+    return decode(FlowRun, str(row[0]), "run")
+
+
+class SQLiteStore(UnreadableRows):
     """The embedded default store (`sqlite:///PATH`)."""
 
     def __init__(self, path: str, *, url: str | None = None) -> None:
+        super().__init__()
         self.url = url or f"sqlite:///{path}"
         self._lock = threading.RLock()
         try:
@@ -152,7 +160,7 @@ class SQLiteStore:
     # pools ----------------------------------------------------------------------------------------------
     @staticmethod
     def _pool(row: tuple[object, ...]) -> WorkPool:
-        pool = WorkPool.model_validate_json(str(row[0]))
+        pool = decode(WorkPool, str(row[0]), "pool")
         if row[1] is not None:
             pool = pool.model_copy(update={"last_polled": datetime.fromisoformat(str(row[1]))})
         return pool
@@ -181,7 +189,7 @@ class SQLiteStore:
         return self._pool(rows[0]) if rows else None
 
     def list_pools(self) -> list[WorkPool]:
-        return [self._pool(r) for r in self._read("SELECT data, last_polled FROM pools ORDER BY name")]
+        return self._readable(self._read("SELECT data, last_polled FROM pools ORDER BY name"), self._pool)
 
     def delete_pool(self, name: str) -> None:
         with self._write() as db:
@@ -203,7 +211,7 @@ class SQLiteStore:
     # queues ---------------------------------------------------------------------------------------------
     @staticmethod
     def _queue(row: tuple[object, ...]) -> WorkQueue:
-        queue = WorkQueue.model_validate_json(str(row[0]))
+        queue = decode(WorkQueue, str(row[0]), "queue")
         if row[1] is not None:
             queue = queue.model_copy(update={"last_polled": datetime.fromisoformat(str(row[1]))})
         return queue
@@ -221,7 +229,7 @@ class SQLiteStore:
 
     def list_queues(self, pool: str) -> list[WorkQueue]:
         rows = self._read("SELECT data, last_polled FROM queues WHERE pool = ? ORDER BY priority", (pool,))
-        return [self._queue(r) for r in rows]
+        return self._readable(rows, self._queue)
 
     def save_queues(self, pool: str, queues: Sequence[WorkQueue], *, new: str | None = None) -> None:
         with self._write() as db:
@@ -274,27 +282,32 @@ class SQLiteStore:
 
     def get_deployment(self, name: str) -> Deployment | None:
         rows = self._read("SELECT data FROM deployments WHERE name = ?", (name,))
-        return Deployment.model_validate_json(str(rows[0][0])) if rows else None
+        return self._deployment(rows[0]) if rows else None
 
     def list_deployments(self, pool: str | None = None) -> list[Deployment]:
         if pool is None:
             rows = self._read("SELECT data FROM deployments ORDER BY name")
         else:
             rows = self._read("SELECT data FROM deployments WHERE pool = ? ORDER BY name", (pool,))
-        return [Deployment.model_validate_json(str(r[0])) for r in rows]
+        return self._readable(rows, self._deployment)
+
+    @staticmethod
+    def _deployment(row: tuple[object, ...]) -> Deployment:
+        return decode(Deployment, str(row[0]), "deployment")
 
     def scheduled_deployments(self) -> list[Deployment]:
         rows = self._read("SELECT data FROM deployments WHERE scheduled = 1 ORDER BY name")
-        return [Deployment.model_validate_json(str(r[0])) for r in rows]
+        return self._readable(rows, self._deployment)
 
     def delete_deployment(self, name: str) -> None:
         with self._write() as db:
             row = db.execute("SELECT data FROM deployments WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise NotFound(f"deployment {name!r} does not exist; see `pushpool deployment ls`")
-            deployment = Deployment.model_validate_json(row[0])
+            # Read leniently: deleting is how an unreadable deployment (an older version's row) is got rid of.
+            deployment_id = json.loads(row[0]).get("id")
             db.execute("DELETE FROM deployments WHERE name = ?", (name,))
-            db.execute("DELETE FROM slots WHERE key = ?", (deployment_slot(deployment.id),))
+            db.execute("DELETE FROM slots WHERE key = ?", (deployment_slot(str(deployment_id)),))
 
     # runs -----------------------------------------------------------------------------------------------
     def _run_row(self, run: FlowRun) -> tuple[object, ...]:
@@ -323,11 +336,20 @@ class SQLiteStore:
         return created
 
     def _runs(self, sql: str, args: Sequence[object]) -> list[FlowRun]:
-        return [FlowRun.model_validate_json(str(r[0])) for r in self._read(sql, args)]
+        """Runs of a query ending in `LIMIT ?`. Rows that do not decode are left out and the limit widened by
+        as many, so an unreadable run never takes a readable one's place (a pool limited to 1 reads one due
+        run at a time)."""
+        wanted = limit = int(str(args[-1]))
+        while True:
+            rows = self._read(sql, [*args[:-1], limit])
+            runs = self._readable(rows, _run)
+            if len(runs) >= wanted or len(rows) < limit:
+                return runs[:wanted]
+            limit += wanted - len(runs)
 
     def get_run(self, run_id: str) -> FlowRun | None:
-        runs = self._runs("SELECT data FROM runs WHERE id = ?", (run_id,))
-        return runs[0] if runs else None
+        rows = self._read("SELECT data FROM runs WHERE id = ?", (run_id,))
+        return _run(rows[0]) if rows else None
 
     def list_runs(
         self,
