@@ -101,6 +101,10 @@ def _json(data: Any) -> Any:
     return to_jsonable_python(data)
 
 
+RETRY_AFTER_SECONDS = 30
+"""What a 503 tells a client (a job's callback reporter, an API caller) to wait before trying again."""
+
+
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     return Response(status, {"error": message}, headers or {})
 
@@ -300,7 +304,9 @@ class Api:
             params = {k: unquote(v) for k, v in match.groupdict().items()}
             return candidate.handler(self, request, params)
         except PushpoolError as exc:
-            return error(exc.http_status, str(exc))
+            # 503 is a store that cannot take the write now (a full disk, a lock, throttling): say when to retry.
+            retry = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.http_status == 503 else None
+            return error(exc.http_status, str(exc), retry)
         except ValidationError as exc:
             return error(422, validation_sentence(exc, "request"))
         except Exception:

@@ -69,7 +69,7 @@ from pydantic import (
     model_validator,
 )
 
-from . import prefect_yaml, templating
+from . import json_input, prefect_yaml, templating
 from .deployments import create_deployment, update_deployment
 from .errors import InvalidInput, TemplateError
 from .models import (
@@ -169,7 +169,7 @@ def load_document(path: Path) -> dict[str, Any]:
 
 def _load_mapping(path: Path, what: str) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = json_input.read_text(path)
     except FileNotFoundError:
         raise InvalidInput(f"{path} does not exist; check the path to {what}.") from None
     except UnicodeDecodeError:

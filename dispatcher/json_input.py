@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any, NoReturn
 
 from .errors import InvalidInput
 
 NOT_NUMBERS = "NaN/Infinity are not numbers"
+MAX_FILE_BYTES = 1024 * 1024
+"""The most pushpool reads of a file a user names (@FILE, a template, an apply document): the HTTP body bound.
+A JSON value in it is still held to the models' 64 KB; this bound only stops an endless or huge file
+(`@/dev/zero`) from being read into memory at all."""
 
 
 def non_finite_sentence(what: str, kind: str = "JSON") -> str:
@@ -54,3 +59,19 @@ def refuse_non_finite(data: Any, what: str, kind: str = "JSON", *, error: type[I
             stack.extend(item.values())
         elif isinstance(item, list | tuple):
             stack.extend(item)
+
+
+def read_text(path: Path, option: str | None = None) -> str:
+    """A file's UTF-8 text, read with a bound: past MAX_FILE_BYTES it is refused in one sentence naming the
+    file (and the option that named it).
+
+    Raises OSError and UnicodeDecodeError as `Path.read_text` does, for the caller to word.
+    """
+    with path.open("rb") as handle:
+        data = handle.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise InvalidInput(
+            f"{option + ': ' if option else ''}{str(path)!r} is larger than {MAX_FILE_BYTES // 1024} KB, the most "
+            "pushpool reads from one file."
+        )
+    return data.decode("utf-8")

@@ -16,7 +16,7 @@ import json
 import os
 import re
 import shlex
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dispatcher import arguments
@@ -232,6 +232,55 @@ def _check_references(variables: dict[str, Any]) -> None:
                 f"{where}.$ref: {ref!r} points to nothing in the variables schema; add what it names (e.g. "
                 "under variables.definitions) or correct the reference."
             ) from None
+    for where, ref in _references(variables, "variables"):
+        if _leads_back(resolver.lookup(ref).contents, lambda r: resolver.lookup(r).contents):
+            raise TemplateError(
+                f"{where}.$ref: {ref!r} refers to itself (a cycle of references that never reaches the value); "
+                "point it at a schema that describes the value."
+            )
+
+
+_IN_PLACE_LISTS = ("allOf", "anyOf", "oneOf")
+_IN_PLACE_ONE = ("not", "if", "then", "else")
+"""Keywords whose schemas apply to the very value their schema applies to (not to a part of it)."""
+
+
+def _leads_back(start: Any, resolve: Callable[[str], Any]) -> bool:
+    """Whether following `$ref`s and in-place keywords from `start` comes back to a schema on the way.
+
+    Such a cycle never reaches a part of the value, so a validator follows it forever (RecursionError).
+    A recursive schema that descends (`items: {"$ref": "#"}`) is fine and is not reported.
+    """
+    path: list[tuple[int, Iterator[Any]]] = [(id(start), _in_place(start, resolve))]
+    on_path = {id(start)}
+    done: set[int] = set()
+    while path:
+        node_id, children = path[-1]
+        child = next(children, None)
+        if child is None:
+            path.pop()
+            on_path.discard(node_id)
+            done.add(node_id)
+            continue
+        if id(child) in on_path:
+            return True
+        if id(child) not in done:
+            path.append((id(child), _in_place(child, resolve)))
+            on_path.add(id(child))
+    return False
+
+
+def _in_place(node: Any, resolve: Callable[[str], Any]) -> Iterator[Any]:
+    if not isinstance(node, dict):
+        return
+    if isinstance(node.get("$ref"), str):
+        yield resolve(node["$ref"])
+    for key in _IN_PLACE_LISTS:
+        if isinstance(node.get(key), list):
+            yield from node[key]
+    for key in _IN_PLACE_ONE:
+        if key in node:
+            yield node[key]
 
 
 def _check_variables_shape(variables: Any) -> None:
@@ -312,6 +361,11 @@ def _first_error(schema: dict[str, Any], value: Any, *, root: dict[str, Any] | N
         raise TemplateError(
             f"the pool's variables schema has a $ref that cannot be resolved ({exc}); correct the pool's base "
             "job template with `pushpool work-pool update --base-job-template`."
+        ) from None
+    except RecursionError:  # a template stored before reference cycles were refused
+        raise TemplateError(
+            "the pool's variables schema has a $ref that refers back to itself (a cycle of references); correct "
+            "the pool's base job template with `pushpool work-pool update --base-job-template`."
         ) from None
 
 

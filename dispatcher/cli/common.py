@@ -137,7 +137,7 @@ def say(message: str) -> None:
 
 def _read_file(option: str, path: Path, what: str) -> str:
     try:
-        return path.expanduser().read_text(encoding="utf-8")
+        return json_input.read_text(path.expanduser(), option)
     except UnicodeDecodeError:  # the words of `apply` for its files
         raise InvalidInput(f"{option}: {str(path)!r} is not UTF-8 text; save {what} as UTF-8 YAML or JSON.") from None
     except OSError as exc:

@@ -7,6 +7,7 @@ the database's write lock and every conditional check sees the latest committed 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import sqlite3
 import threading
@@ -77,6 +78,36 @@ def _private_store_file(path: Path) -> None:
     private_file(path)
 
 
+def _store_error(path: str, exc: BaseException, *, opening: bool = False) -> StoreError:
+    """An SQLite or OS error as one sentence saying what is wrong with the store and what to do.
+
+    Every one is a StoreError (exit 5, HTTP 503 with Retry-After): a full disk or a lock passes, and the
+    others need the operator, not a retry storm of 500s.
+    """
+    text = str(exc) or type(exc).__name__
+    lowered = text.lower()
+    where = f"the SQLite store at {path!r}"
+    if "readonly" in lowered or "read-only" in lowered:
+        return StoreError(
+            f"{where} is read-only ({text}); give the user running pushpool write access to the file and its "
+            "directory, or point --store or PUSHPOOL_STORE at a writable one."
+        )
+    if "full" in lowered or "disk i/o" in lowered or getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return StoreError(
+            f"{where} cannot be written ({text}): its disk is full or failing; free space there and retry."
+        )
+    if "malformed" in lowered or "not a database" in lowered or "corrupt" in lowered:
+        return StoreError(
+            f"{where} is damaged ({text}); restore it from a backup, or point --store or PUSHPOOL_STORE at "
+            "another file."
+        )
+    if "locked" in lowered or "busy" in lowered:
+        return StoreError(f"{where} is busy ({text}); retry in a moment.")
+    if opening:
+        return StoreError(f"cannot open {where} ({text}); check the path in --store or PUSHPOOL_STORE.")
+    return StoreError(f"{where} failed ({text}); retry, and see the dispatcher's log if it persists.")
+
+
 def _run(row: tuple[object, ...]) -> FlowRun:
     return decode(FlowRun, str(row[0]), "run")
 
@@ -86,6 +117,7 @@ class SQLiteStore(UnreadableRows):
 
     def __init__(self, path: str, *, url: str | None = None) -> None:
         super().__init__()
+        self._path = path
         self.url = url or f"sqlite:///{path}"
         self._lock = threading.RLock()
         try:
@@ -101,9 +133,7 @@ class SQLiteStore(UnreadableRows):
             self._db.executescript(SCHEMA)
             self._add_slot_columns()
         except (sqlite3.Error, OSError) as exc:
-            raise StoreError(
-                f"cannot open the SQLite store at {path!r} ({exc}); check the path in --store or PUSHPOOL_STORE"
-            ) from None
+            raise _store_error(path, exc, opening=True) from None
 
     def _add_slot_columns(self) -> None:
         have = {str(row[1]) for row in self._db.execute("PRAGMA table_info(slots)")}
@@ -126,18 +156,31 @@ class SQLiteStore(UnreadableRows):
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise StoreError(f"the SQLite store is unavailable ({exc}); retry in a moment") from None
+                raise _store_error(self._path, exc) from None
             try:
                 yield self._db
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
+                    self._db.execute("ROLLBACK")
+                raise _store_error(self._path, exc) from None
             except BaseException:
-                self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
                 raise
             else:
-                self._db.execute("COMMIT")
+                try:
+                    self._db.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                    raise _store_error(self._path, exc) from None
 
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
         with self._lock:
-            return self._db.execute(sql, tuple(args)).fetchall()
+            try:
+                return self._db.execute(sql, tuple(args)).fetchall()
+            except sqlite3.Error as exc:
+                raise _store_error(self._path, exc) from None
 
     def close(self) -> None:
         with self._lock:
