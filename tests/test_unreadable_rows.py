@@ -7,9 +7,13 @@ and an operator may edit a table by hand. The rows are written here below the st
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,3 +113,21 @@ def test_an_unreadable_due_run_does_not_take_the_only_place_in_the_window(store:
     assert [r.id for r in store.due_runs("p", "default", now, 1)] == [good.id]
     assert f"run {bad.id}" in store.unreadable_records()
     assert store.unreadable_records() == {}  # reported once per read, not forever
+
+
+def test_a_listing_names_the_rows_it_left_out(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    for name in ("a", "b"):
+        pools.create_pool(store, name)
+    _rewrite(store, "pool", "b", _long_description)
+    store.close()
+    result = subprocess.run(
+        [sys.executable, "-m", "dispatcher", "work-pool", "ls", "-o", "json"],
+        env={**os.environ, "PUSHPOOL_STORE": store.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [p["name"] for p in json.loads(result.stdout)] == ["a"]
+    assert result.stderr.count("stored pool b cannot be read: description") == 1  # named once, on stderr
