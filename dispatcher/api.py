@@ -21,7 +21,7 @@ from pydantic_core import to_jsonable_python
 
 from . import deployments as deployment_ops
 from . import pools as pool_ops
-from .callbacks import apply_callback, parse_json_body
+from .callbacks import apply_callback, parse_json_body, run_parameters
 from .cancelling import cancel_run, get_run
 from .errors import InvalidInput, PushpoolError
 from .models import FlowRun, validation_sentence
@@ -335,6 +335,11 @@ def _ok(data: Any, status: int = 200) -> Response:
 def _callback(api: Api, request: Request, p: dict[str, str]) -> Response:
     run = apply_callback(api.store, p["run_id"], request.body, request.headers.get(SIGNATURE_HEADER))
     return _ok(callback_answer(run))
+
+
+@route("GET", "/callbacks/runs/{run_id}/parameters", management=False)
+def _run_parameters(api: Api, request: Request, p: dict[str, str]) -> Response:
+    return _ok(run_parameters(api.store, p["run_id"], request.headers.get(SIGNATURE_HEADER)))
 
 
 def callback_answer(run: FlowRun) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import hmac
 import os
 import secrets
 from datetime import datetime
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -129,6 +129,30 @@ def _proposed(run: FlowRun, body: CallbackBody, source: str, now: datetime) -> F
     return after
 
 
+def _verified(store: Store, run_id: str, body: bytes, signature: str | None, now: datetime) -> tuple[FlowRun, str]:
+    """The run whose token signed `body`, and the signature's digest; SignatureError (401) otherwise."""
+    secret = master_secret(store)
+    run = store.get_run(run_id)
+    if run is None:
+        # An unknown run is answered exactly as a bad signature, so run ids cannot be probed: the header is
+        # checked against a token no caller can hold, which fails the way this header fails (missing,
+        # malformed, stale or not matching), with the same words and about the same work.
+        signing.verify(run_token(secret, _NO_DEPLOYMENT, run_id), body, signature, now.timestamp())
+        raise signing.SignatureError(signing.MISMATCH)
+    return run, signing.verify(run_token(secret, run.deployment_id, run.id), body, signature, now.timestamp())
+
+
+def run_parameters(store: Store, run_id: str, signature: str | None, *, now: datetime | None = None) -> dict[str, Any]:
+    """A run's parameters, for its own job: signed with the run's token over `PARAMETERS_SIGNED_BODY`.
+
+    This is how parameters too large for the job's environment reach it (PUSHPOOL_PARAMETERS_URL, read by
+    `pushpool-run`). The same refusals as a callback (401, the same for an unknown run); reading changes
+    nothing, so a repeat within the signature's 300 s is fine.
+    """
+    run, _ = _verified(store, run_id, signing.PARAMETERS_SIGNED_BODY, signature, now or utcnow())
+    return run.parameters
+
+
 def apply_callback(
     store: Store, run_id: str, body: bytes, signature: str | None, *, now: datetime | None = None
 ) -> FlowRun:
@@ -141,15 +165,7 @@ def apply_callback(
     Duplicate, stale and out-of-order reports are accepted and recorded as no-ops (SPEC §2).
     """
     now = now or utcnow()
-    secret = master_secret(store)
-    run = store.get_run(run_id)
-    if run is None:
-        # An unknown run is answered exactly as a bad signature, so run ids cannot be probed: the header is
-        # checked against a token no caller can hold, which fails the way this header fails (missing,
-        # malformed, stale or not matching), with the same words and about the same work.
-        signing.verify(run_token(secret, _NO_DEPLOYMENT, run_id), body, signature, now.timestamp())
-        raise signing.SignatureError(signing.MISMATCH)
-    digest = signing.verify(run_token(secret, run.deployment_id, run.id), body, signature, now.timestamp())
+    run, digest = _verified(store, run_id, body, signature, now)
     source = _source(digest)
     report = parse_json_body(CallbackBody, body, "callback body")
     for _ in range(SAVE_ATTEMPTS):

@@ -7,7 +7,9 @@
 With `PUSHPOOL_CALLBACK_URL` and `PUSHPOOL_CALLBACK_TOKEN` set, it POSTs a signed `{"state": "RUNNING"}`,
 runs CMD with the runner's own stdin/stdout/stderr, POSTs `COMPLETED` or `FAILED` with CMD's exit code,
 and exits with CMD's code (a death by signal N gives 128+N, as a shell does). Without them it only runs
-CMD. Images may use it as their entrypoint; the `process` provider starts every job under it.
+CMD. Images may use it as their entrypoint; the `process` provider starts every job under it. Parameters sent
+by reference (`PUSHPOOL_PARAMETERS_URL`, when too large for the environment) are read with the run's token
+first and given to CMD as `PUSHPOOL_PARAMETERS`; when they cannot be read, CMD does not run and the run FAILS.
 
 The exit file, when asked for, is written before the final report, so a reconciler reading it learns the
 outcome even when the callback cannot be delivered. It holds JSON: `{"exit_code": N, "message": ...}`,
@@ -38,16 +40,19 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
-from dispatcher.signing import SIGNATURE_HEADER, sign
+from dispatcher.signing import PARAMETERS_SIGNED_BODY, SIGNATURE_HEADER, sign
 
 __all__ = ["Reporter", "main", "signal_name", "write_atomic"]
 
 CALLBACK_URL_ENV = "PUSHPOOL_CALLBACK_URL"
 CALLBACK_TOKEN_ENV = "PUSHPOOL_CALLBACK_TOKEN"
+PARAMETERS_ENV = "PUSHPOOL_PARAMETERS"
+PARAMETERS_URL_ENV = "PUSHPOOL_PARAMETERS_URL"
+EXIT_NO_PARAMETERS = 1
 RETRY_SECONDS_ENV = "PUSHPOOL_CALLBACK_RETRY_SECONDS"
 DEFAULT_RETRY_SECONDS = 30.0
 RUNNING_RETRY_SECONDS = 5.0
@@ -115,43 +120,60 @@ class Reporter:
 
     def report(self, payload: dict[str, Any], *, budget_seconds: float | None = None) -> bool:
         """POST one report; True once the server accepted it (2xx), False when it refused or never answered."""
-        budget = self.budget_seconds if budget_seconds is None else budget_seconds
         body = json.dumps(payload, separators=(",", ":")).encode()
-        state = payload.get("state", "?")
+
+        def post() -> urllib.request.Request:
+            # Signed afresh on every attempt: the signature's timestamp must be near the moment it is sent.
+            headers = {"Content-Type": "application/json", SIGNATURE_HEADER: self._sign(body)}
+            return urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+
+        what = f"callback {payload.get('state', '?')}"
+        return self._send(post, what, self.budget_seconds if budget_seconds is None else budget_seconds) is not None
+
+    def fetch_parameters(self, url: str) -> str | None:
+        """The run's parameters as JSON text from `url` (PUSHPOOL_PARAMETERS_URL); None when refused or unreachable."""
+
+        def get() -> urllib.request.Request:
+            headers = {SIGNATURE_HEADER: self._sign(PARAMETERS_SIGNED_BODY)}
+            return urllib.request.Request(url, headers=headers, method="GET")
+
+        answer = self._send(get, "reading the parameters", self.budget_seconds)
+        return None if answer is None else answer.decode("utf-8", "replace")
+
+    def _sign(self, body: bytes) -> str:
+        return sign(self.token, body, int(time.time()))
+
+    def _send(self, make: Callable[[], urllib.request.Request], what: str, budget: float) -> bytes | None:
+        """The answer's body once a request succeeded (2xx); None when refused or not answered within `budget`."""
         deadline = time.monotonic() + budget
         backoff = FIRST_BACKOFF_SECONDS
         attempts = 0
         while True:
             attempts += 1
             remaining = deadline - time.monotonic()
-            problem = self._post_once(body, timeout=max(1.0, min(REQUEST_TIMEOUT_SECONDS, remaining)))
-            if problem is None:
-                return True
-            text, retryable = problem
+            outcome = self._once(make(), timeout=max(1.0, min(REQUEST_TIMEOUT_SECONDS, remaining)))
+            if isinstance(outcome, bytes):
+                return outcome
+            text, retryable = outcome
             if not retryable:
-                _say(f"callback {state} refused: {text}")
-                return False
+                _say(f"{what} refused: {text}")
+                return None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                _say(f"callback {state} not delivered after {attempts} attempt(s): {text}")
-                return False
+                _say(f"{what} not delivered after {attempts} attempt(s): {text}")
+                return None
             # Jitter spreads the retries of many runs that lost the same dispatcher at the same moment.
             time.sleep(min(remaining, backoff * random.uniform(0.5, 1.0)))
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
-    def _post_once(self, body: bytes, *, timeout: float) -> tuple[str, bool] | None:
-        """None on success, else (what went wrong, whether a retry may help)."""
-        # Signed afresh on every attempt: the signature's timestamp must be near the moment it is sent.
-        headers = {
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(self.token, body, int(time.time())),
-            "User-Agent": "pushpool-run",
-        }
-        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+    @staticmethod
+    def _once(request: urllib.request.Request, *, timeout: float) -> bytes | tuple[str, bool]:
+        """The answer's body on success, else (what went wrong, whether a retry may help)."""
+        request.add_header("User-Agent", "pushpool-run")
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
-                response.read()
-            return None
+                body: bytes = response.read()
+            return body
         except urllib.error.HTTPError as exc:
             try:
                 detail = _short(exc.read())
@@ -213,6 +235,23 @@ class _Supervisor:
         return code, f"exit code {code}"
 
 
+def _load_parameters(reporter: Reporter | None) -> str | None:
+    """Put parameters sent by reference into PUSHPOOL_PARAMETERS for the command; a message if that failed.
+
+    Parameters too large for the job's environment (ECS caps overrides at 8 KB) come as PUSHPOOL_PARAMETERS_URL;
+    they are read with the run's token, so the command sees PUSHPOOL_PARAMETERS either way (at most 64 KB,
+    well within Linux's 128 KB for one variable).
+    """
+    url = os.environ.get(PARAMETERS_URL_ENV)
+    if not url or PARAMETERS_ENV in os.environ:
+        return None
+    text = reporter.fetch_parameters(url) if reporter is not None else None
+    if text is None:
+        return f"could not read the run's parameters from {url}"
+    os.environ[PARAMETERS_ENV] = text
+    return None
+
+
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="pushpool-run",
@@ -250,7 +289,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if reporter is not None:
         reporter.report({"state": "RUNNING"}, budget_seconds=min(RUNNING_RETRY_SECONDS, reporter.budget_seconds))
 
-    raw_code, message = supervisor.run(args.command)
+    missing = _load_parameters(reporter)
+    if missing is None:
+        raw_code, message = supervisor.run(args.command)
+    else:
+        raw_code, message = EXIT_NO_PARAMETERS, missing
+        _say(missing)
     exit_code = raw_code if raw_code >= 0 else 128 - raw_code
 
     if args.exit_file:

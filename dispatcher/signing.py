@@ -32,6 +32,12 @@ class SignatureError(PushpoolError):
     http_status = 401
 
 
+PARAMETERS_PATH = "/parameters"
+"""Appended to a run's callback URL: where its job reads parameters too large to travel in its environment."""
+PARAMETERS_SIGNED_BODY = b"GET parameters"
+"""What a job signs to read its parameters: a body no callback can have, so neither signature serves the other."""
+
+
 def _digest(token: str, body: bytes, timestamp: int) -> str:
     return hmac.new(token.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 

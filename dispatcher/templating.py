@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from dispatcher import arguments
 from dispatcher.errors import TemplateError
+from dispatcher.signing import PARAMETERS_PATH
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
@@ -535,6 +536,14 @@ def _text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+PARAMETERS_ENV = "PUSHPOOL_PARAMETERS"
+PARAMETERS_URL_ENV = "PUSHPOOL_PARAMETERS_URL"
+PARAMETERS_INLINE_BYTES = 4096
+"""Parameters up to this size travel in PUSHPOOL_PARAMETERS. Larger ones travel by reference: the job gets
+PUSHPOOL_PARAMETERS_URL, which `pushpool-run` reads with the run's own token and hands to the command as
+PUSHPOOL_PARAMETERS. ECS caps a RunTask's overrides at 8,192 characters, token and env included."""
+
+
 def inject_run_context(
     job: dict[str, Any],
     *,
@@ -552,6 +561,7 @@ def inject_run_context(
     The PUSHPOOL_* env vars and pushpool.io/* labels win over user ones of the same name, because the
     runner and the reconciler rely on them. Non-string env values are turned into JSON text; a null env
     value unsets the variable (the only way a deployment or run can drop an env var a pool sets).
+    Parameters over PARAMETERS_INLINE_BYTES go by reference (PUSHPOOL_PARAMETERS_URL).
     """
     if not isinstance(job, dict):
         raise TemplateError(f"the rendered job must be a JSON object, not {_json_type(job)}.")
@@ -565,17 +575,23 @@ def inject_run_context(
             f"job env must be a JSON object mapping variable names to strings, not {_json_type(user_env)}."
         )
     env = {str(key): _env_text(value) for key, value in user_env.items() if value is not None}
+    for owned in (PARAMETERS_ENV, PARAMETERS_URL_ENV):
+        env.pop(owned, None)
     env.update(
         {
             "PUSHPOOL_RUN_ID": run_id,
             "PUSHPOOL_DEPLOYMENT": deployment,
             "PUSHPOOL_POOL": pool,
             "PUSHPOOL_QUEUE": queue,
-            "PUSHPOOL_PARAMETERS": json.dumps(parameters, sort_keys=True, default=str),
             "PUSHPOOL_CALLBACK_URL": callback_url,
             "PUSHPOOL_CALLBACK_TOKEN": callback_token,
         }
     )
+    text = json.dumps(parameters, sort_keys=True, default=str)
+    if callback_url and len(text.encode()) > PARAMETERS_INLINE_BYTES:
+        env[PARAMETERS_URL_ENV] = callback_url + PARAMETERS_PATH
+    else:
+        env[PARAMETERS_ENV] = text
     result["env"] = env
 
     labels = result.get("labels")

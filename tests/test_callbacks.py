@@ -29,7 +29,7 @@ from dispatcher.cancelling import cancel_run
 from dispatcher.errors import InvalidInput
 from dispatcher.http_server import make_server
 from dispatcher.models import FlowRun, utcnow
-from dispatcher.signing import SIGNATURE_HEADER, SignatureError, sign
+from dispatcher.signing import PARAMETERS_SIGNED_BODY, SIGNATURE_HEADER, SignatureError, sign
 from dispatcher.states import StateType
 from dispatcher.store.base import pool_slot, queue_slot
 from dispatcher.store.sqlite import SQLiteStore
@@ -358,3 +358,42 @@ def test_master_secret_from_env_else_generated_once(store: SQLiteStore, monkeypa
 def test_callback_url() -> None:
     assert callback_url("https://x.example/api/", "r1") == "https://x.example/api/callbacks/runs/r1"
     assert callback_url("http://127.0.0.1:4300", "r1") == "http://127.0.0.1:4300/callbacks/runs/r1"
+
+
+# parameters by reference ---------------------------------------------------------------------------------
+def get_parameters(base_url: str, run_id: str, signature: str | None) -> tuple[int, Any]:
+    url = urlsplit(callback_url(base_url, run_id) + "/parameters")
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+    conn.request("GET", url.path, headers={SIGNATURE_HEADER: signature} if signature else {})
+    response = conn.getresponse()
+    status, body = response.status, json.loads(response.read() or b"null")
+    conn.close()
+    return status, body
+
+
+def test_a_job_reads_its_own_parameters_with_its_token_and_nobody_else_can(store: SQLiteStore, base_url: str) -> None:
+    big = {"rows": list(range(2000)), "name": "x" * 5000}
+    run = deployments.run_deployment(store, "dep", parameters=big)
+    other = deployments.run_deployment(store, "dep", parameters={"secret": "of another run"})
+    now = int(time.time())
+    good = sign(token_of(store, run), PARAMETERS_SIGNED_BODY, now)
+    assert get_parameters(base_url, run.id, good) == (200, big)
+    # Another run's token, a callback's signature, none at all, or an unknown run: the same 401.
+    refused = [
+        get_parameters(base_url, run.id, sign(token_of(store, other), PARAMETERS_SIGNED_BODY, now)),
+        get_parameters(base_url, run.id, sign(token_of(store, run), b'{"state":"RUNNING"}', now)),
+        get_parameters(base_url, run.id, None),
+        get_parameters(base_url, "00000000-0000-4000-8000-000000000000", good),
+    ]
+    assert {status for status, _ in refused} == {401}
+    assert refused[0][1] == refused[3][1], "an unknown run is answered as a wrong signature"
+    # And a parameters signature is no callback: it moves nothing.
+    status, _ = post(base_url, run.id, PARAMETERS_SIGNED_BODY, good)
+    assert status in (400, 422)
+    assert get_run_state(store, run.id) is StateType.SCHEDULED
+
+
+def get_run_state(store: SQLiteStore, run_id: str) -> StateType:
+    run = store.get_run(run_id)
+    assert run is not None
+    return run.state

@@ -384,6 +384,7 @@ def test_http_api_routes_and_auth(sam: dict[str, Any], sls: dict[str, Any]) -> N
     }
     assert sam_routes == sls_routes
     assert sam_routes.pop(("POST", CALLBACK_PATH)) == "NONE", "callbacks are HMAC-signed, not IAM"
+    assert sam_routes.pop(("GET", CALLBACK_PATH + "/parameters")) == "NONE", "signed with the run's token too"
     assert set(sam_routes.values()) == {"AWS_IAM"}
     for prefix in MANAGEMENT_PREFIXES:
         assert ("ANY", prefix) in sam_routes and ("ANY", prefix + "/{proxy+}") in sam_routes

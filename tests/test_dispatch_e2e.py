@@ -359,3 +359,30 @@ def test_a_late_running_report_after_completed_is_recorded_but_not_applied(harne
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 401
     assert len(h.run(run.id).state_history) == history + 2
+
+
+# parameters too large for a job's environment ------------------------------------------------------------
+def test_parameters_too_large_for_the_environment_reach_the_command_by_reference(
+    harness: Harness, tmp_path: Path
+) -> None:
+    # 60 KB of parameters: far over ECS's 8 KB of overrides, so they travel as PUSHPOOL_PARAMETERS_URL and
+    # pushpool-run reads them with the run's token before the command starts.
+    h = harness
+    example_pool(h, 1, {})
+    out = tmp_path / "seen.json"
+    reader = [
+        sys.executable,
+        "-c",
+        "import json, os, sys; p = json.loads(os.environ['PUSHPOOL_PARAMETERS']); "
+        "url = os.environ.get('PUSHPOOL_PARAMETERS_URL', ''); "
+        "json.dump({'blob': len(p['blob']), 'url': url}, open(sys.argv[1], 'w'))",
+        str(out),
+    ]
+    deployments.create_deployment(h.store, "d", pool="p", job_variables={"command": reader})
+    blob = "x" * 60_000
+    run = deployments.run_deployment(h.store, "d", parameters={"blob": blob})
+    h.drive(lambda: h.run(run.id).is_terminal, what="the run to read its parameters")
+    assert h.run(run.id).state is StateType.COMPLETED
+    seen = json.loads(out.read_text())
+    assert seen["blob"] == len(blob)
+    assert seen["url"] == f"{h.url}/callbacks/runs/{run.id}/parameters"

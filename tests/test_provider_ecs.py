@@ -133,6 +133,7 @@ def render_job(
     pool: str = "ecs pool",
     deployment: str = "nightly",
     run_variables: dict[str, Any] | None = None,
+    parameters: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A job as the dispatcher makes it: template validated, variables resolved, rendered, run context injected."""
     template = _template()
@@ -146,7 +147,7 @@ def render_job(
         deployment=deployment,
         pool=pool,
         queue="default",
-        parameters={"day": "2026-03-01"},
+        parameters={"day": "2026-03-01"} if parameters is None else parameters,
         callback_url=f"http://127.0.0.1:4300/callbacks/runs/{run_id}",
         callback_token="token-of-the-run",
         run_name="silent-heron",
@@ -1143,3 +1144,32 @@ def test_provider_logs_reaches_ecs_logs_through_the_registry(
     unlogged = provider.submit(job, idempotency_key=f"{_run_id(job)}-1")
     with pytest.raises(ProviderError, match="sends no CloudWatch logs.*configure_cloudwatch_logs"):
         provider_logs("ecs:push", unlogged, Providers({"ecs:push": provider}))
+
+
+def test_large_parameters_leave_run_task_s_overrides_far_below_ecs_s_8_kb(
+    provider: ECSProvider, ecs: Any, cluster: str, vpc: dict[str, Any]
+) -> None:
+    # 64 KB of parameters (the bound on a run's parameters) inline would be a permanent RunTask error: ECS caps
+    # the overrides at 8,192 characters. They travel by reference instead (PUSHPOOL_PARAMETERS_URL).
+    parameters = {"rows": ["x" * 1000] * 62}
+    variables = {"image": "flows:1", "cluster": cluster, "vpc_id": vpc["vpc_id"], "env": {"MODE": "full"}}
+    job = provider.validate(render_job(variables, parameters=parameters))
+    sent = _count_calls(provider, "RunTask")
+    provider.submit(job, idempotency_key=f"{_run_id(job)}-1")
+    [request] = sent
+    size = len(json.dumps(request["overrides"], separators=(",", ":")))
+    print(f"RunTask overrides with {len(json.dumps(parameters)):,} bytes of parameters: {size:,} characters")
+    assert size < 2048
+    env = {item["name"]: item["value"] for item in request["overrides"]["containerOverrides"][0]["environment"]}
+    assert "PUSHPOOL_PARAMETERS" not in env and env["PUSHPOOL_PARAMETERS_URL"].endswith("/parameters")
+
+
+def test_overrides_over_ecs_s_limit_are_refused_in_words_before_run_task(
+    provider: ECSProvider, cluster: str, vpc: dict[str, Any]
+) -> None:
+    variables = {"image": "flows:1", "cluster": cluster, "vpc_id": vpc["vpc_id"], "env": {"BIG": "y" * 9000}}
+    job = provider.validate(render_job(variables))
+    sent = _count_calls(provider, "RunTask")
+    with pytest.raises(ProviderError, match=r"container overrides are [0-9,]+ characters and ECS takes at most 8,192"):
+        provider.submit(job, idempotency_key=f"{_run_id(job)}-1")
+    assert sent == []

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from dispatcher.errors import InvalidInput, TemplateError
 from dispatcher.templating import (
+    PARAMETERS_INLINE_BYTES,
     PLACEHOLDER,
     inject_run_context,
     merge_job_variables,
@@ -767,3 +768,22 @@ def test_property_merge_precedence(layers: list[dict[str, Any]]) -> None:
     assert ("env" in merged) == has_env
     if has_env:
         assert json.dumps(merged["env"]) == json.dumps(expected_env)
+
+
+def test_large_parameters_travel_by_reference_and_a_job_cannot_redirect_them() -> None:
+    big = {"blob": "x" * PARAMETERS_INLINE_BYTES}
+    job = inject_run_context(
+        {"env": {"PUSHPOOL_PARAMETERS": "forged", "PUSHPOOL_PARAMETERS_URL": "http://evil/"}},
+        **{**RUN_CONTEXT, "parameters": big},
+    )
+    assert "PUSHPOOL_PARAMETERS" not in job["env"]
+    assert job["env"]["PUSHPOOL_PARAMETERS_URL"] == "https://cb/runs/r-1/parameters"
+    # At the limit they stay inline, and a forged URL from the template is dropped there too.
+    small = {"blob": "x" * (PARAMETERS_INLINE_BYTES - len('{"blob": ""}'))}
+    job = inject_run_context(
+        {"env": {"PUSHPOOL_PARAMETERS_URL": "http://evil/"}}, **{**RUN_CONTEXT, "parameters": small}
+    )
+    assert json.loads(job["env"]["PUSHPOOL_PARAMETERS"]) == small and "PUSHPOOL_PARAMETERS_URL" not in job["env"]
+    # Without a callback URL there is nowhere to read them from: inline, whatever their size.
+    job = inject_run_context({}, **{**RUN_CONTEXT, "parameters": big, "callback_url": ""})
+    assert json.loads(job["env"]["PUSHPOOL_PARAMETERS"]) == big

@@ -70,6 +70,8 @@ DEFAULT_CPU = 1024
 DEFAULT_MEMORY = 2048
 DEFAULT_LOG_GROUP = "pushpool"
 LOG_GROUP_ENV = "PUSHPOOL_ECS_LOG_GROUP"
+OVERRIDES_LIMIT = 8192
+"""RunTask's overrides, as JSON, may not exceed this many characters (parameters over 4 KB go by reference)."""
 
 CONTENT_HASH_TAG = "pushpool.io/content-hash"
 """Tag on every task definition pushpool registers: the sha256 of its content, so any instance can find it."""
@@ -540,6 +542,18 @@ def build_task_definition(config: ECSJobConfiguration, *, region: str, log_group
     return _drop_empty(definition)
 
 
+def _check_overrides_size(request: Mapping[str, Any]) -> None:
+    """Refuse, in words, a RunTask whose overrides ECS would refuse: at most 8,192 characters of JSON."""
+    size = len(json.dumps(request.get("overrides") or {}, separators=(",", ":")))
+    if size > OVERRIDES_LIMIT:
+        raise ProviderError(
+            f"env: the run's container overrides are {size:,} characters and ECS takes at most {OVERRIDES_LIMIT:,} "
+            f"(command, environment and resources together); put large values in the image or the task definition "
+            f"(task_definition_arn) instead of env",
+            transient=False,
+        )
+
+
 def build_run_request(
     config: ECSJobConfiguration,
     *,
@@ -882,6 +896,7 @@ class ECSProvider:
                 run_id=run_id,
                 idempotency_key=idempotency_key,
             )
+            _check_overrides_size(request)
             try:
                 response = self.client.run_task(**request)
             except ClientError as exc:
