@@ -348,3 +348,17 @@ def test_runner_stays_import_light() -> None:
     code = "import sys, dispatcher.runner; print(sorted(m for m in ('pydantic', 'typer', 'rich') if m in sys.modules))"
     result = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=30, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_parameters_that_cannot_be_read_stop_the_command_and_fail_the_run(
+    server: CallbackServer, tmp_path: Path
+) -> None:
+    # The recording server answers no GET (501): after the retry budget the command never starts.
+    ran = tmp_path / "ran"
+    env = _env(server.url, retry_seconds=0)
+    env["PUSHPOOL_PARAMETERS_URL"] = server.url + "/parameters"
+    result = _run([PY, "-c", f"open({str(ran)!r}, 'w')"], env, tmp_path / "exit")
+    assert result.returncode == 1 and not ran.exists()
+    assert f"could not read the run's parameters from {server.url}/parameters" in result.stderr
+    assert server.states() == ["RUNNING", "FAILED"]
+    assert "could not read the run's parameters" in server.received[1].body["message"]
