@@ -1,7 +1,7 @@
 """One harness per provider: what tests/test_provider_conformance.py and tests/reliability/ drive providers with.
 
 A harness owns a provider and the real peer behind it (local processes, moto's ECS server behind a small
-front, the in-package FakeProvider) and can: build the provider (and a fresh one over the same
+front, the in-package FakeProvider, the local Cloud Run stub) and can: build the provider (and a fresh one over the same
 infrastructure, as a restarted dispatcher would), give a valid rendered job and an invalid one, make a job
 end with a chosen exit code, count what was really launched, and inject faults into `submit`.
 
@@ -533,5 +533,99 @@ def _monkeypatch() -> Iterator[Any]:
         patch.undo()
 
 
-HARNESSES: dict[str, type[ProviderHarness]] = {h.name: h for h in (ProcessHarness, FakeHarness, EcsHarness)}
+# -- Cloud Run: google-cloud-run's REST client against the local Cloud Run stub ---------------------------------
+
+_CLOUD_RUN_PROJECT = "conformance-project"
+_CLOUD_RUN_FAULTS: dict[str, tuple[int, str]] = {
+    # kind: (HTTP status the stub answers create_job with, Google's status word the provider's error carries)
+    "throttle": (429, "RESOURCE_EXHAUSTED"),
+    "server_error": (503, "UNAVAILABLE"),
+    "permanent": (403, "PERMISSION_DENIED"),
+}
+
+
+class CloudRunHarness(ProviderHarness):
+    """`cloud-run-v2:push` over HTTP: the real google-cloud-run client (REST transport, AnonymousCredentials) to
+    tests/cloud_run_stub.py, whose executions start running at once and end when `finish` says."""
+
+    name = "cloud-run"
+    pool_type = "cloud-run-v2:push"
+    faults = frozenset(FAULTS)
+    template_path = ROOT / "templates" / "cloud-run-v2-push.json"
+    call_timeout = 1.0
+
+    def __init__(self, tmp_path: Path) -> None:
+        from cloud_run_stub import CloudRunStub
+
+        super().__init__(tmp_path)
+        self.stub = CloudRunStub().start()
+        self.stub.start_at_once = True
+        self._provider = self.fresh_provider()
+
+    def provider(self) -> Provider:
+        return self._provider
+
+    def fresh_provider(self) -> Provider:
+        from google.auth.credentials import AnonymousCredentials
+
+        from dispatcher.providers.cloud_run import CloudRunProvider
+
+        return CloudRunProvider(
+            credentials=AnonymousCredentials(),
+            api_endpoint=self.stub.endpoint,
+            project=_CLOUD_RUN_PROJECT,
+            call_timeout=self.call_timeout,
+            sweep_interval=None,
+        )
+
+    def job_variables(self) -> dict[str, Any]:
+        return {"image": "europe-docker.pkg.dev/p/flows/etl:1", "command": ["python", "-m", "flow"]}
+
+    def bad_job(self) -> tuple[dict[str, Any], str]:
+        job = self.job()
+        job["job_body"]["template"]["template"]["containers"][0]["image"] = ""
+        return job, "image"
+
+    def finish(self, run_id: str, infrastructure_id: str, exit_code: int) -> None:
+        self.stub.finish(infrastructure_id, exit_code=exit_code)
+
+    def launched(self) -> int:
+        return self.stub.started
+
+    def touches(self) -> int:
+        return len(self.stub.requests)
+
+    def unknown_id(self) -> str:
+        job = f"projects/{_CLOUD_RUN_PROJECT}/locations/us-central1/jobs/pushpool-{uuid.uuid4()}"
+        return f"{job}/executions/pushpool-x-abcde"
+
+    @contextlib.contextmanager
+    def fault(self, kind: str) -> Iterator[str]:
+        if kind == "hang":
+            self.stub.hold("create_job")
+            try:
+                yield ""
+            finally:
+                self.stub.release()
+            return
+        if kind == "timeout":
+            # No answer before the client's read timeout, and nothing done: the request is lost on the way.
+            self.stub.hang("create_job", self.call_timeout + 1.0, times=10_000)
+            words = "ReadTimeout"
+        else:
+            status, words = _CLOUD_RUN_FAULTS[kind]
+            self.stub.fail("create_job", status, times=10_000)
+        try:
+            yield words
+        finally:
+            self.stub.clear_faults()
+
+    def close(self) -> None:
+        self.stub.release()
+        self.stub.stop()
+
+
+HARNESSES: dict[str, type[ProviderHarness]] = {
+    h.name: h for h in (ProcessHarness, FakeHarness, EcsHarness, CloudRunHarness)
+}
 """Every provider's harness by name; the conformance suite and the reliability scenarios run over all of them."""

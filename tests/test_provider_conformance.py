@@ -2,7 +2,8 @@
 
 It runs over the harnesses in tests/provider_harnesses.py (`HARNESSES`): `process` (real detached
 subprocesses), `ecs` (moto's ECS server behind `EcsFront`, which honours `clientToken` and injects faults),
-and `fake` (dispatcher/providers/fake.py, which the dispatcher's own tests rely on behaving like a provider).
+`fake` (dispatcher/providers/fake.py, which the dispatcher's own tests rely on behaving like a provider),
+and `cloud-run` (google-cloud-run's REST client against tests/cloud_run_stub.py).
 
 What every provider must do (SPEC §5, dispatcher/providers/base.py):
 - `validate` refuses a bad job naming the field, and touches no infrastructure doing it;
