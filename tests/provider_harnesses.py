@@ -417,7 +417,7 @@ class EcsHarness(ProviderHarness):
 
     def __init__(self, tmp_path: Path) -> None:
         super().__init__(tmp_path)
-        from ecs_fakes import AWS_TEST_ENV, AWS_UNSET, MotoServer
+        from ecs_fakes import AWS_TEST_ENV, AWS_UNSET, MotoServer, make_vpc
 
         self._env = contextlib.ExitStack()
         patch = self._env.enter_context(_monkeypatch())
@@ -433,10 +433,8 @@ class EcsHarness(ProviderHarness):
         self.cluster = f"pushpool-{uuid.uuid4().hex[:10]}"
         direct.create_cluster(clusterName=self.cluster)
         ec2 = self._client("ec2", self.moto.url, read_timeout=60)
-        vpc = ec2.create_vpc(CidrBlock="10.50.0.0/16")["Vpc"]["VpcId"]
-        ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
-        ec2.create_subnet(VpcId=vpc, CidrBlock="10.50.1.0/24")
-        self.vpc_id = vpc
+        # Subnets that reach the internet, or the provider refuses the VPC before RunTask.
+        self.vpc_id, _ = make_vpc(ec2, "10.50.0.0/16", ["10.50.1.0/24"])
         self._direct = direct
         self._provider = self.fresh_provider()
 
