@@ -25,14 +25,15 @@ from typing import Any
 import pytest
 
 from dispatcher import deployments, pools, signing, timeline
+from dispatcher.admit_pass import admit_pool
 from dispatcher.api import Api
 from dispatcher.callbacks import master_secret, run_token
 from dispatcher.cancelling import cancel_run
 from dispatcher.config import Settings
-from dispatcher.dispatch import Dispatcher
+from dispatcher.dispatch import Dispatcher, idempotency_key
 from dispatcher.http_server import make_server
 from dispatcher.models import FlowRun, utcnow
-from dispatcher.providers.base import Providers
+from dispatcher.providers.base import JobState, Providers
 from dispatcher.providers.process import ProcessProvider
 from dispatcher.states import StateType
 from dispatcher.store.base import pool_slot, queue_slot
@@ -386,3 +387,52 @@ def test_parameters_too_large_for_the_environment_reach_the_command_by_reference
     seen = json.loads(out.read_text())
     assert seen["blob"] == len(blob)
     assert seen["url"] == f"{h.url}/callbacks/runs/{run.id}/parameters"
+
+
+def test_cancelling_a_run_whose_real_launch_was_not_recorded_stops_its_process_before_the_next_run(
+    tmp_path: Path,
+) -> None:
+    """Pool limit 1: a pass launched a job and died before recording it; the run is cancelled. The job must be
+    found and stopped, and the next run must not start while it still runs (before: CANCELLED at once, the
+    job ran on, and a second job started beside it)."""
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    provider = ProcessProvider(state_dir=tmp_path / "procs", kill_grace_seconds=0.3)
+    now = [utcnow()]
+    dispatcher = Dispatcher(
+        store,
+        providers=Providers({"process": provider}),
+        settings=Settings(resubmit_grace_seconds=60.0, reconcile_after_seconds=300.0),
+        clock=lambda: now[0],
+    )
+    try:
+        pools.create_pool(store, "p", concurrency_limit=1)
+        deployments.create_deployment(store, "d", pool="p", job_variables={"command": sleeper(60)})
+        first = deployments.run_deployment(store, "d", scheduled_time=now[0] - timedelta(seconds=2))
+        second = deployments.run_deployment(store, "d", scheduled_time=now[0] - timedelta(seconds=1))
+        (admitted,) = admit_pool(store, "p", now[0]).admitted
+        assert admitted.id == first.id
+        infra = provider.submit({"command": sleeper(60)}, idempotency_key=idempotency_key(admitted))
+        pgid = int((provider.run_dir(infra) / "pid").read_text())
+        assert cancel_run(store, first.id, now=now[0]).state is StateType.CANCELLING
+
+        now[0] += timedelta(seconds=61)
+        found = dispatcher.run_pass()
+        stored = store.get_run(first.id)
+        assert stored is not None and (stored.state, stored.infrastructure_id) == (StateType.CANCELLING, infra)
+        assert found.admitted == [] and found.submitted == []
+
+        deadline = time.monotonic() + 15
+        while provider.status(infra).state is not JobState.CANCELLED and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert provider.status(infra).state is JobState.CANCELLED
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pgid, 0)  # the job's whole process group is gone
+
+        after = dispatcher.run_pass()
+        assert after.cancelled == [first.id] and after.submitted == [second.id]
+    finally:
+        dispatcher.close()
+        for pid_file in provider.state_dir.glob("*/pid"):
+            with contextlib.suppress(ValueError, OSError):
+                os.killpg(int(pid_file.read_text().strip()), signal.SIGKILL)
+        store.close()
