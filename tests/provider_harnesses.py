@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 FAULTS = ("throttle", "server_error", "timeout", "permanent", "hang")
 """Faults a harness may inject into submit: the first three are transient, `permanent` is not, and `hang`
-is a call that does not answer for longer than the dispatcher's provider timeout."""
+is a call that does not answer until the fault is lifted (the scenarios give the dispatcher a provider
+timeout of 0.5 s for it, so a harness's own client timeout must be longer than that)."""
 
 TRANSIENT_FAULTS = frozenset({"throttle", "server_error", "timeout", "hang"})
 
@@ -163,7 +164,9 @@ class ProcessHarness(ProviderHarness):
 
     name = "process"
     pool_type = "process"
-    faults = frozenset({"permanent"})
+    faults = frozenset({"server_error", "permanent"})
+    """`server_error`: its state directory cannot be created (as on a full disk: retried); `permanent`: the
+    job's working directory is gone (refused)."""
     template_path = ROOT / "templates" / "process.json"
 
     def __init__(self, tmp_path: Path) -> None:
@@ -171,6 +174,8 @@ class ProcessHarness(ProviderHarness):
         self.state_dir = tmp_path / "processes"
         self.control = tmp_path / "control"
         self.control.mkdir(parents=True, exist_ok=True)
+        self.workdir = tmp_path / "work"
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self._provider = ProcessProvider(state_dir=self.state_dir, kill_grace_seconds=0.5)
 
     def provider(self) -> Provider:
@@ -183,6 +188,7 @@ class ProcessHarness(ProviderHarness):
         return {
             "command": [sys.executable, "-c", _WAIT_FOR_EXIT],
             "env": {"PUSHPOOL_TEST_CONTROL": str(self.control)},
+            "working_dir": str(self.workdir),
         }
 
     def bad_job(self) -> tuple[dict[str, Any], str]:
@@ -204,9 +210,17 @@ class ProcessHarness(ProviderHarness):
 
     @contextlib.contextmanager
     def fault(self, kind: str) -> Iterator[str]:
-        if kind != "permanent":
+        if kind == "permanent":
+            aside = self.workdir.with_name("work.aside")
+            os.rename(self.workdir, aside)
+            try:
+                yield "working_dir"
+            finally:
+                os.rename(aside, self.workdir)
+            return
+        if kind != "server_error":
             raise ValueError(f"the process harness cannot inject {kind!r}")
-        # A file where the state directory should be: the provider cannot create a run directory.
+        # A file where the state directory should be: no run directory can be made there.
         self.state_dir.mkdir(parents=True, exist_ok=True)
         aside = self.state_dir.with_name("processes.aside")
         os.rename(self.state_dir, aside)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from dispatcher.states import StateType
 
 ATTEMPTS = 3
 BACKOFF = 0.2
+HANG_TIMEOUT = 0.5
 PASS_MARGIN = 2.0
 """A pass may take this long beyond the provider timeout (store writes, a slow machine)."""
 
@@ -53,7 +55,9 @@ def harnesses(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pr
 def _settings(fault: str, harness: ProviderHarness) -> Settings:
     # A hung call must outlast the dispatcher's timeout; a slow answer (timeout) must not, so that it is the
     # provider's own timeout that fires.
-    timeout = 1.5 if fault == "hang" else 15.0
+    # HANG_TIMEOUT is below every harness's own client timeout (Cloud Run's is 1 s), so that it is the
+    # dispatcher's timeout that fires on a hung call, not the client's.
+    timeout = HANG_TIMEOUT if fault == "hang" else 15.0
     return Settings(
         submission_attempts=ATTEMPTS,
         retry_backoff_seconds=BACKOFF,
@@ -87,7 +91,9 @@ def test_provider_faults_are_retried_with_backoff_then_crash_in_the_provider_s_w
                 timed_pass()
                 hung = rig.run(run_id)
                 assert hung.state is StateType.PENDING and hung.infrastructure_id is None
-            # The provider answers again: the reconciler re-submits the same attempt after its grace.
+            # The provider answers again: the reconciler re-submits the same attempt after its grace, with the
+            # usual timeout (a short one would also cut off the answers of a slow, loaded machine).
+            rig.dispatcher.settings = dataclasses.replace(settings, provider_timeout_seconds=15.0)
             deadline = time.monotonic() + 30
             while rig.run(run_id).infrastructure_id is None and time.monotonic() < deadline:
                 time.sleep(0.2)
