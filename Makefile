@@ -22,7 +22,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy dispatcher handlers
 
 unit: $(STAMP)
-	$(BIN)/pytest -rs   # -rs: each skipped test says why (e.g. no Prefect venv for the live import test)
+	$(BIN)/pytest -rfEs   # -rfEs: failures, errors and each skipped test with why (e.g. no Prefect venv)
 
 test: lint typecheck unit
 
