@@ -69,7 +69,7 @@ from pydantic import (
     model_validator,
 )
 
-from . import json_input, prefect_yaml, templating
+from . import jobs, json_input, prefect_yaml, templating
 from .deployments import create_deployment, update_deployment
 from .errors import InvalidInput, TemplateError
 from .models import (
@@ -627,6 +627,11 @@ def _plan_pool(
         templating.validate_job_variables(
             template, job_variables, field=f"{where}.job_variables", enforce_required=False
         )
+        try:
+            # Its job rendered through the pool type's provider, as create_pool/update_pool will do.
+            jobs.check_template(stored.type if stored is not None else spec.type, template, job_variables)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}.{template_key}: {exc}") from None
 
     wanted: dict[str, Any] = {}
     if spec.description is not None:

@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import templating
 from .admit_pass import admit
 from .callbacks import callback_url, master_secret, run_token
 from .config import Settings
 from .errors import NotFound, ProviderError, PushpoolError
+from .jobs import RunContext, build_job, start_timeout
 from .models import Deployment, FlowRun, WorkPool, WorkQueue, utcnow
 from .provider_events import state_for
 from .providers.base import JobState, JobStatus, Provider, Providers
@@ -203,13 +203,7 @@ class Dispatcher:
     def _render(self, pool: WorkPool, deployment: Deployment | None, run: FlowRun) -> dict[str, Any]:
         if deployment is None:
             raise NotFound(f"deployment {run.deployment!r} no longer exists")
-        template = pool.base_job_template
-        values = templating.resolve_job_variables(
-            template, pool.job_variables, deployment.job_variables, run.job_variables
-        )
-        job = templating.render(template.get("job_configuration", {}), values, self.environ)
-        job = templating.inject_run_context(
-            job,
+        context = RunContext(
             run_id=run.id,
             deployment=run.deployment,
             pool=run.pool,
@@ -218,6 +212,14 @@ class Dispatcher:
             callback_url=callback_url(self.callback_base_url, run.id) if self.callback_base_url else "",
             callback_token=run_token(self._master_secret(), run.deployment_id, run.id),
             run_name=run.name,
+        )
+        job = build_job(
+            pool.base_job_template,
+            pool.job_variables,
+            deployment.job_variables,
+            run.job_variables,
+            environ=self.environ,
+            context=context,
         )
         return self.providers.get(pool.type).validate(job)
 
@@ -289,15 +291,23 @@ class Dispatcher:
     # cancellation and reconciliation ------------------------------------------------------------------------
     def _reconcile(self, pool: WorkPool, queues: list[WorkQueue], now: datetime, summary: PassSummary) -> None:
         slot_keys = [pool_slot(pool.name), *(queue_slot(pool.name, q.name) for q in queues)]
-        slot_keys += [deployment_slot(d.id) for d in self.store.list_deployments(pool.name)]
+        deployments = {d.id: d for d in self.store.list_deployments(pool.name)}
+        slot_keys += [deployment_slot(d) for d in deployments]
         slots_before = self.store.slots(slot_keys)
         active = self.store.active_runs(pool.name, limit=self.settings.max_active_scan)
         provider: Provider | None = None
         for run in active:
             if provider is None:
                 provider = self.providers.get(pool.type)
+            deployment = deployments.get(run.deployment_id)
+            bound = start_timeout(
+                pool.base_job_template,
+                pool.job_variables,
+                deployment.job_variables if deployment else None,
+                run.job_variables,
+            )
             try:
-                self._reconcile_run(provider, run, now, summary)
+                self._reconcile_run(provider, run, now, summary, start_bound=bound)
             except ProviderError as exc:
                 summary.problems[run.id] = f"status check failed: {exc}"
             except PushpoolError as exc:  # e.g. the store refused this run's write: the others go on
@@ -305,7 +315,9 @@ class Dispatcher:
         if len(active) < self.settings.max_active_scan:
             self._repair_slots(pool, slots_before, active, summary)
 
-    def _reconcile_run(self, provider: Provider, run: FlowRun, now: datetime, summary: PassSummary) -> None:
+    def _reconcile_run(
+        self, provider: Provider, run: FlowRun, now: datetime, summary: PassSummary, *, start_bound: float | None = None
+    ) -> None:
         silent = now - run.updated
         if run.infrastructure_id is None:
             if silent < timedelta(seconds=self.settings.resubmit_grace_seconds):
@@ -319,11 +331,26 @@ class Dispatcher:
             if found is None:
                 return
             run = found
-        if run.state is not StateType.CANCELLING and (
-            silent < timedelta(seconds=self.settings.reconcile_after_seconds) and not _cheap_status(provider)
+        # task_start_timeout_seconds: a launched job may stay PENDING this long before it is looked at.
+        overdue = (
+            run.state is StateType.PENDING and start_bound is not None and silent >= timedelta(seconds=start_bound)
+        )
+        if (
+            run.state is not StateType.CANCELLING
+            and not overdue
+            and (silent < timedelta(seconds=self.settings.reconcile_after_seconds) and not _cheap_status(provider))
         ):
             return
         status: JobStatus = self._call(provider.status, run.infrastructure_id)
+        if overdue and status.state is JobState.PENDING:
+            # As Prefect's worker gives up on a task that does not start: stop it, and the run has crashed.
+            self._call(provider.cancel, run.infrastructure_id)
+            why = (
+                f"the job did not start within {start_bound:g} s of its launch (task_start_timeout_seconds); "
+                f"it was stopped: {status.message or 'still pending'}"
+            )
+            self._finish(run, StateType.CRASHED, why, self.clock(), summary)
+            return
         if run.state is StateType.CANCELLING and status.state in (JobState.PENDING, JobState.RUNNING):
             # Still going: ask it to stop, and again on every pass until it has. Providers make a repeat
             # harmless, and the process provider escalates a repeat after its grace to SIGKILL, so a job that

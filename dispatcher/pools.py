@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import templating
+from . import jobs, templating
 from .errors import Conflict, InvalidInput, NotFound
 from .models import DEFAULT_QUEUE, MAX_PRIORITY, WorkPool, WorkQueue, build, check_limit, check_priority, utcnow
 from .pool_types import check_type, default_template
 from .priorities import place
+from .providers.base import Providers
 from .store.base import Store, pool_slot, queue_slot
 
 DEFAULT_POOL_SETTING = "default_pool"
@@ -45,9 +46,11 @@ def get_queue(store: Store, pool: str, name: str) -> WorkQueue:
     return queue
 
 
-def _check_template(template: dict[str, Any], job_variables: dict[str, Any]) -> None:
-    templating.validate_template(template)
-    templating.validate_job_variables(template, job_variables, field="pool job_variables", enforce_required=False)
+def _check_template(
+    pool_type: str, template: dict[str, Any], job_variables: dict[str, Any], providers: Providers | None
+) -> None:
+    # Renders the template through the provider's model; a warning (logged) when that provider is not installed.
+    jobs.check_template(pool_type, template, job_variables, providers=providers)
 
 
 def _check_deployments_fit(store: Store, pool: WorkPool) -> None:
@@ -76,8 +79,12 @@ def create_pool(
     description: str | None = None,
     set_as_default: bool = False,
     overwrite: bool = False,
+    providers: Providers | None = None,
 ) -> WorkPool:
-    """Create a pool with its `default` queue; with `overwrite`, an existing pool's settings are replaced."""
+    """Create a pool with its `default` queue; with `overwrite`, an existing pool's settings are replaced.
+
+    The template is checked through the type's provider (`providers`, else the registry's).
+    """
     check_type(type)
     limit_arg("concurrency_limit", concurrency_limit)
     template = base_job_template if base_job_template is not None else default_template(type)
@@ -91,13 +98,14 @@ def create_pool(
         concurrency_limit=concurrency_limit,
         description=description,
     )
-    _check_template(pool.base_job_template, pool.job_variables)
     existing = store.get_pool(name)
+    if existing is not None and existing.type != type and overwrite:
+        # Said before the template's check: a template for the other type is beside the point.
+        raise InvalidInput(f"type of existing pool {name!r} is {existing.type!r} and cannot change to {type!r}")
+    _check_template(pool.type, pool.base_job_template, pool.job_variables, providers)
     if existing is not None:
         if not overwrite:
             raise Conflict(f"work pool {name!r} already exists; pass --overwrite to replace its settings")
-        if existing.type != type:
-            raise InvalidInput(f"type of existing pool {name!r} is {existing.type!r} and cannot change to {type!r}")
         pool = pool.model_copy(update={"created": existing.created})
         _check_deployments_fit(store, pool)
         store.update_pool(pool)
@@ -117,6 +125,7 @@ def update_pool(
     description: str | None = None,
     concurrency_limit: int | None = UNSET,
     paused: bool | None = None,
+    providers: Providers | None = None,
 ) -> WorkPool:
     """Change the given fields of a pool; what is not given stays."""
     pool = get_pool(store, name)
@@ -133,7 +142,7 @@ def update_pool(
         changes["paused"] = paused
     updated = build(WorkPool, **{**pool.model_dump(exclude={"status"}), **changes})
     if base_job_template is not None or job_variables is not None:
-        _check_template(updated.base_job_template, updated.job_variables)
+        _check_template(updated.type, updated.base_job_template, updated.job_variables, providers)
         _check_deployments_fit(store, updated)
     store.update_pool(updated)
     return updated

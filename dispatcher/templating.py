@@ -30,25 +30,32 @@ if TYPE_CHECKING:
 # answers callbacks or task events never renders a template, so it never pays for the import.
 
 __all__ = [
+    "CREDENTIAL_VARIABLES",
     "NEVER_READABLE_ENV",
     "PLACEHOLDER",
     "TEMPLATE_ENV",
     "allowed_env_names",
+    "check_credentials",
+    "fits",
     "inject_run_context",
     "merge_job_variables",
     "placeholders",
     "render",
     "resolve_job_variables",
+    "root_name",
     "validate_job_variables",
     "validate_template",
     "variable_defaults",
 ]
 
-PLACEHOLDER = re.compile(r"\{\{\s*(\$?[A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-"""`{{ name }}` or `{{ $ENV_NAME }}`; group 1 is the name, with its `$` for environment placeholders.
+PLACEHOLDER = re.compile(
+    r"\{\{\s*(\$[A-Za-z_][A-Za-z0-9_]*|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+|\[\d+\])*)\s*\}\}"
+)
+"""`{{ name }}`, `{{ name.key.0 }}` / `{{ name[0] }}` (a path into the value, as Prefect resolves it) or
+`{{ $ENV_NAME }}`; group 1 is the name, with its `$` for environment placeholders.
 
-Only identifier names are placeholders: anything else between braces (a Go template such as
-`{{.Id}}` in a command line, say) is plain text, so templates can carry such text unchanged.
+A placeholder starts with an identifier: anything else between braces (a Go template such as `{{.Id}}` in a
+command line, say) is plain text, so templates can carry such text unchanged.
 """
 
 TEMPLATE_ENV = "PUSHPOOL_TEMPLATE_ENV"
@@ -99,6 +106,27 @@ def env_placeholder_problem(job_configuration: Any, environ: Mapping[str, str]) 
     )
 
 
+CREDENTIAL_VARIABLES = frozenset({"aws_credentials", "credentials", "aci_credentials"})
+"""Prefect's credentials-block variables (ECS, Cloud Run, ACI). pushpool declares and accepts them so Prefect's
+templates and job variables carry over, but never passes them to a job: each provider uses the credentials
+of the dispatcher's own environment (docs/prefect.md). A value carrying secret material is refused."""
+
+_SECRET_KEY = re.compile(r"secret|password|passwd|token|private|service_account_info|(^|_)key$", re.IGNORECASE)
+"""Keys of a credentials value that hold secrets (aws_secret_access_key, client_secret, service_account_info)."""
+
+_PREFECT_ONLY = {
+    "prefect.variables.": (
+        "reads a Prefect server variable, which pushpool does not have; declare a variable in "
+        "variables.properties with that value as its default, or read the dispatcher's environment with "
+        "{{ $NAME }}"
+    ),
+    "prefect.blocks.": (
+        "reads a Prefect block, which pushpool does not have; credentials come from the dispatcher's own "
+        "environment (see docs/prefect.md), and other values belong in a variable's default or in "
+        "{{ $NAME }}"
+    ),
+}
+
 # Sentinel for "no value": None is a real value (it renders as JSON null), so it cannot mean "absent".
 _MISSING: Any = object()
 
@@ -118,14 +146,34 @@ def placeholders(job_configuration: Any) -> set[str]:
 
 def _strings(node: Any) -> Iterable[str]:
     """Yield every string value in a nested structure of dicts and lists, keys excluded."""
+    for _, text in _located_strings(node, ""):
+        yield text
+
+
+def _located_strings(node: Any, where: str) -> Iterator[tuple[str, str]]:
+    """(dotted place, text) of every string value in a nested structure of dicts and lists, keys excluded."""
     if isinstance(node, str):
-        yield node
+        yield where, node
     elif isinstance(node, dict):
-        for value in node.values():
-            yield from _strings(value)
+        for key, value in node.items():
+            yield from _located_strings(value, f"{where}.{key}" if where else str(key))
     elif isinstance(node, list):
-        for item in node:
-            yield from _strings(item)
+        for index, item in enumerate(node):
+            yield from _located_strings(item, f"{where}[{index}]")
+
+
+def root_name(name: str) -> str:
+    """The variable a placeholder name reads: `network` for `network.subnet` or `network[0]`."""
+    return re.split(r"[.\[]", name, maxsplit=1)[0]
+
+
+def _check_prefect_placeholders(job_configuration: dict[str, Any]) -> None:
+    """`{{ prefect.variables.* }}` and `{{ prefect.blocks.* }}` name things only a Prefect server has."""
+    for where, text in _located_strings(job_configuration, "job_configuration"):
+        for match in PLACEHOLDER.finditer(text):
+            for prefix, why in _PREFECT_ONLY.items():
+                if match.group(1).startswith(prefix):
+                    raise TemplateError(f"{where}: {match.group(0)} {why}.")
 
 
 def validate_template(template: Any, environ: Mapping[str, str] | None = None) -> None:
@@ -169,8 +217,9 @@ def validate_template(template: Any, environ: Mapping[str, str] | None = None) -
     _check_references(variables)
     properties: dict[str, Any] = variables.get("properties", {})
 
+    _check_prefect_placeholders(job_configuration)
     undeclared = sorted(
-        name for name in placeholders(job_configuration) if not name.startswith("$") and name not in properties
+        {root_name(name) for name in placeholders(job_configuration) if not name.startswith("$")} - set(properties)
     )
     if undeclared:
         raise TemplateError(
@@ -185,11 +234,53 @@ def validate_template(template: Any, environ: Mapping[str, str] | None = None) -
     # A default that breaks its own schema would make every run of the pool fail at creation, so it is
     # caught when the template is written rather than when someone first triggers a run.
     for name, schema in properties.items():
-        if isinstance(schema, dict) and "default" in schema:
+        # A null default means "no default", as in Prefect: the variable's key is dropped when it renders.
+        if isinstance(schema, dict) and schema.get("default") is not None:
+            _check_default_is_data(name, schema["default"])
             problem = _first_error(schema, schema["default"], root=variables)
             if problem is not None:
                 where = _dotted(f"variables.properties.{name}.default", problem.absolute_path)
                 raise TemplateError(f"{where}: {_sentence(problem.message)}")
+
+
+def _check_default_is_data(name: str, default: Any) -> None:
+    """A default that is a Prefect block reference cannot be read here; one for credentials is ignored anyway."""
+    if _is_block_reference(default) and name not in CREDENTIAL_VARIABLES:
+        raise TemplateError(
+            f"variables.properties.{name}.default is a reference to a Prefect block, which pushpool cannot read; "
+            "put the value itself in the default, or read it from the dispatcher's environment with {{ $NAME }}."
+        )
+    if name in CREDENTIAL_VARIABLES:
+        check_credentials(name, default, field=f"variables.properties.{name}.default")
+
+
+def _is_block_reference(value: Any) -> bool:
+    """Prefect's `{"$ref": {"block_document_id": ...}}`: the default of a variable bound to a block document."""
+    ref = value.get("$ref") if isinstance(value, dict) else None
+    return isinstance(ref, dict) and "block_document_id" in ref
+
+
+def check_credentials(name: str, value: Any, *, field: str) -> None:
+    """A credentials variable may name a block or carry settings, never a secret: pushpool stores none.
+
+    Raises TemplateError naming the first secret key and where the provider finds credentials instead.
+    """
+    for where, key in _keys(value, field):
+        if _SECRET_KEY.search(key):
+            raise TemplateError(
+                f"{where}: pushpool never stores credentials; remove it and give the dispatcher its own "
+                f"credentials instead ({name}: see docs/prefect.md for where each provider finds them)."
+            )
+
+
+def _keys(node: Any, where: str) -> Iterator[tuple[str, str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield f"{where}.{key}", str(key)
+            yield from _keys(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _keys(item, f"{where}[{index}]")
 
 
 _DATA_KEYWORDS = frozenset({"default", "const", "enum", "examples"})
@@ -336,12 +427,21 @@ def validate_job_variables(template: dict[str, Any], values: Any, *, field: str,
         verb = "is not a variable" if len(unknown) == 1 else "are not variables"
         raise TemplateError(f"{field}: {quoted} {verb} of this pool; allowed: {allowed}.")
 
+    for name in CREDENTIAL_VARIABLES & set(values):
+        check_credentials(name, values[name], field=f"{field}.{name}")
     schema = dict(variables)
     if not enforce_required:
         schema.pop("required", None)
     error = _first_error(schema, values)
     if error is not None:
         raise TemplateError(f"{_dotted(field, error.absolute_path)}: {_sentence(error.message)}")
+
+
+def fits(template: dict[str, Any], name: str, value: Any) -> bool:
+    """Whether `value` satisfies the schema of the template's variable `name`."""
+    variables: dict[str, Any] = template["variables"]
+    schema = variables.get("properties", {}).get(name)
+    return isinstance(schema, dict) and _first_error(schema, value, root=variables) is None
 
 
 def _first_error(schema: dict[str, Any], value: Any, *, root: dict[str, Any] | None = None) -> ValidationError | None:
@@ -401,12 +501,15 @@ def merge_job_variables(*layers: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def variable_defaults(template: dict[str, Any]) -> dict[str, Any]:
-    """`{name: default}` for each declared variable that has a default (copies, safe to mutate)."""
+    """`{name: default}` for each declared variable that has a default (copies, safe to mutate).
+
+    A null default counts as none, as in Prefect: the variable is left unset, so its key is dropped.
+    """
     properties: dict[str, Any] = template["variables"].get("properties", {})
     return {
         name: copy.deepcopy(schema["default"])
         for name, schema in properties.items()
-        if isinstance(schema, dict) and "default" in schema
+        if isinstance(schema, dict) and schema.get("default") is not None
     }
 
 
@@ -523,7 +626,17 @@ def _render_commands(node: dict[Any, Any], values: Mapping[str, Any], env: Mappi
 def _lookup(name: str, values: Mapping[str, Any], env: Mapping[str, str]) -> Any:
     if name.startswith("$"):
         return env.get(name[1:], _MISSING)
-    return values.get(name, _MISSING)
+    root, *path = re.split(r"\.|\[", name.replace("]", ""))
+    value = values.get(root, _MISSING)
+    for part in path:
+        # As Prefect's get_from_dict: a part that reads as a number indexes a list (or a dict by that text).
+        if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        elif isinstance(value, dict) and part in value:
+            value = value[part]
+        else:
+            return _MISSING
+    return value
 
 
 def _text(value: Any) -> str:

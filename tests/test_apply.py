@@ -313,7 +313,7 @@ def test_template_file_is_relative_to_the_document(
     store: SQLiteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     template = {
-        "job_configuration": {"command": "{{ command }}", "image": "{{ image }}"},
+        "job_configuration": {"command": "{{ command }}", "labels": {"image": "{{ image }}"}},
         "variables": {"type": "object", "properties": {"command": {"type": "string"}, "image": {"type": "string"}}},
     }
     (tmp_path / "conf" / "templates").mkdir(parents=True)
@@ -342,7 +342,7 @@ def test_template_file_is_relative_to_the_document(
 def test_new_template_is_checked_against_deployments_of_the_document(store: SQLiteStore, tmp_path: Path) -> None:
     """A deployment's job variables are checked against the template the document gives its pool."""
     template = {
-        "job_configuration": {"image": "{{ image }}"},
+        "job_configuration": {"command": "python -m flow", "labels": {"image": "{{ image }}"}},
         "variables": {"type": "object", "properties": {"image": {"type": "string"}}},
     }
     doc = {
@@ -440,7 +440,8 @@ BAD_DOCUMENTS = {
         r"work_pools\[0\]\.base_job_template_file: .*nowhere\.json does not exist",
     ),
     "template strands a stored deployment": (
-        "work_pools:\n  - name: existing\n    base_job_template: {job_configuration: {image: '{{ image }}'}, "
+        "work_pools:\n  - name: existing\n    base_job_template: "
+        "{job_configuration: {command: run, labels: {image: '{{ image }}'}}, "
         "variables: {type: object, properties: {image: {type: string}}}}\n",
         r"work_pools\[0\]\.base_job_template: the new template rejects the stored deployment 'old'",
     ),

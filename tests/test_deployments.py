@@ -31,7 +31,11 @@ from dispatcher.store.base import Store, deployment_slot, pool_slot
 from dispatcher.store.sqlite import SQLiteStore
 
 TEMPLATE: dict[str, Any] = {
-    "job_configuration": {"image": "{{ image }}", "env": "{{ env }}", "command": "{{ command }}", "cpu": "{{ cpu }}"},
+    "job_configuration": {
+        "command": "{{ command }}",
+        "env": "{{ env }}",
+        "labels": {"image": "{{ image }}", "cpu": "{{ cpu }} cpus"},
+    },
     "variables": {
         "type": "object",
         "properties": {

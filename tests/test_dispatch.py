@@ -171,6 +171,7 @@ def test_admitted_runs_are_submitted_once_with_the_rendered_job(world: World, mo
         "p",
         base_job_template=TEMPLATE,
         job_variables={"image": "img:pool", "cpu": 512, "env": {"A": "pool", "B": "pool"}},
+        providers=w.dispatcher.providers,  # a job of the fake's, which takes any keys
     )
     dep = deployments.create_deployment(
         w.store,
@@ -371,12 +372,15 @@ def test_render_failure_crashes_naming_the_variable(world: World) -> None:
             "properties": {"command": {"type": "array"}, "image": {"type": "string"}},
         },
     }
-    pools.create_pool(w.store, "p", base_job_template=template)
+    pools.create_pool(w.store, "p", base_job_template=template, providers=w.dispatcher.providers)
     deployments.create_deployment(w.store, "d", pool="p", job_variables={"command": COMMAND})
     run = w.new_run("d")
     # The platform team now requires an image; the run created before cannot be rendered any more.
     pools.update_pool(
-        w.store, "p", base_job_template={**template, "variables": {**template["variables"], "required": ["image"]}}
+        w.store,
+        "p",
+        base_job_template={**template, "variables": {**template["variables"], "required": ["image"]}},
+        providers=w.dispatcher.providers,
     )
     summary = w.dispatch()
     assert summary.admitted == [run.id]
@@ -888,3 +892,47 @@ def test_a_deployment_whose_stored_schedule_cannot_be_evaluated_stops_no_other_r
     assert {w.run(run_id).deployment for run_id in second.admitted} == {"d"}
     assert all(w.run(run_id).auto_scheduled for run_id in second.admitted)
     assert w.store.list_runs("q", limit=10) == []
+
+
+def test_a_job_that_does_not_start_within_task_start_timeout_seconds_is_stopped_and_crashed(tmp_path: Path) -> None:
+    w = make_world(tmp_path, reconcile_after_seconds=300.0)
+    try:
+        template: dict[str, Any] = {
+            "job_configuration": {
+                "command": "{{ command }}",
+                "task_start_timeout_seconds": "{{ task_start_timeout_seconds }}",
+            },
+            "variables": {
+                "type": "object",
+                "properties": {
+                    "command": {"type": "array", "items": {"type": "string"}},
+                    "task_start_timeout_seconds": {"type": "integer", "minimum": 0, "default": 300},
+                },
+            },
+        }
+        pools.create_pool(w.store, "p", base_job_template=template, providers=w.dispatcher.providers)
+        deployments.create_deployment(
+            w.store, "d", pool="p", job_variables={"command": COMMAND, "task_start_timeout_seconds": 30}
+        )
+        deployments.create_deployment(
+            w.store, "unbounded", pool="p", job_variables={"command": COMMAND, "task_start_timeout_seconds": 0}
+        )
+        slow, started, free = w.new_run("d"), w.new_run("d"), w.new_run("unbounded")
+        w.dispatch()
+        w.fake.set_status(w.run(started.id).infrastructure_id or "", JobStatus(JobState.RUNNING))
+
+        w.advance(29)
+        assert w.dispatch().reconciled == {} and w.fake.status_calls == []
+
+        w.advance(2)
+        summary = w.dispatch()
+        slow_infra = w.run(slow.id).infrastructure_id
+        assert summary.reconciled == {slow.id: "CRASHED", started.id: "RUNNING"}
+        assert w.fake.cancelled == [slow_infra]
+        message = w.run(slow.id).state_history[-1].message or ""
+        assert "did not start within 30 s" in message and "task_start_timeout_seconds" in message
+        assert w.run(free.id).state is StateType.PENDING, "0 means no bound: left to the usual reconcile time"
+        assert w.active(pool_slot("p")) == 2
+    finally:
+        w.dispatcher.close()
+        w.store.close()

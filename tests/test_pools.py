@@ -18,7 +18,12 @@ from dispatcher.store.base import pool_slot, queue_slot
 from dispatcher.store.sqlite import SQLiteStore
 
 TEMPLATE: dict[str, Any] = {
-    "job_configuration": {"command": "{{ command }}", "env": "{{ env }}", "image": "{{ image }}", "cpu": "{{ cpu }}"},
+    # A process pool's job: image and cpu reach it as labels, where the process provider accepts them.
+    "job_configuration": {
+        "command": "{{ command }}",
+        "env": "{{ env }}",
+        "labels": {"image": "{{ image }}", "cpu": "{{ cpu }} cpus"},
+    },
     "variables": {
         "type": "object",
         "properties": {
@@ -218,7 +223,7 @@ def test_template_change_that_rejects_a_deployment_is_refused(store: SQLiteStore
     assert "'etl'" in message and "cpu" in message
     without_cpu = copy.deepcopy(TEMPLATE)
     del without_cpu["variables"]["properties"]["cpu"]
-    del without_cpu["job_configuration"]["cpu"]
+    del without_cpu["job_configuration"]["labels"]["cpu"]
     assert "'etl'" in assert_unchanged(store, InvalidInput, pools.update_pool, "p", base_job_template=without_cpu)
     # The same change through create --overwrite is refused too.
     assert "'etl'" in assert_unchanged(

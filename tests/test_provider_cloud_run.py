@@ -216,7 +216,7 @@ def test_unset_options_are_left_out_of_the_job(provider: CloudRunProvider, stub:
         ({"image": ""}, "image: is required"),
         (
             {"credentials": {"service_account_info": {"private_key": "k"}}},
-            "credentials.service_account_info: pushpool takes no key contents",
+            "credentials.service_account_info: pushpool never stores credentials",
         ),
         ({"region": "Mars North"}, "region: 'Mars North' is not a Google Cloud region"),
         ({"labels": {"goog-owner": "me"}}, "label keys starting with run.googleapis.com or goog- are Google's"),

@@ -67,6 +67,12 @@ PREFECT_VARIABLES = {
     "labels",
     "name",
     "command",
+    "task_start_timeout_seconds",
+    "auto_deregister_task_definition",
+    "match_latest_revision_in_family",
+    "aws_credentials",
+    "stream_output",
+    "task_watch_poll_interval",
 }
 
 
@@ -208,7 +214,7 @@ def test_template_is_valid_and_its_rendered_default_passes_the_model(provider: E
     assert set(properties) == PREFECT_VARIABLES
     assert properties["launch_type"]["enum"] == ["FARGATE", "EC2", "EXTERNAL", "FARGATE_SPOT"]
     assert properties["launch_type"]["default"] == "FARGATE"
-    assert properties["container_name"]["default"] == "pushpool"
+    assert "default" not in properties["container_name"], "as Prefect's: the container is named pushpool when blank"
 
     job = provider.validate(render_job({"image": "flows:latest"}))
     config = ECSJobConfiguration.model_validate(job)
@@ -301,7 +307,7 @@ def test_validate_rejects_what_the_provider_owns_and_what_ecs_would(provider: EC
     with pytest.raises(InvalidInput, match=r"task_run_request.launchType: "):
         provider.validate({**job, "task_run_request": {"launchType": "LAMBDA"}})
     with pytest.raises(InvalidInput, match=r"container_name: .*no container named 'main'"):
-        provider.validate({**job, "container_name": "main"})
+        provider.validate({**render_job({"image": "x", "container_name": "flow"}), "container_name": "main"})
     bridge = {**job["task_definition"], "networkMode": "bridge"}
     with pytest.raises(InvalidInput, match=r"networkMode: 'bridge' does not work with launch type FARGATE"):
         provider.validate({**job, "task_definition": bridge})
@@ -315,7 +321,8 @@ def test_validate_rejects_what_the_provider_owns_and_what_ecs_would(provider: EC
 def test_a_task_definition_arn_needs_no_image(provider: ECSProvider) -> None:
     job = provider.validate(render_job({"task_definition_arn": TD_ARN}))
     assert job["task_definition_arn"] == TD_ARN
-    assert "container_name" in job  # from the variable's default; the described definition is checked at submit
+    # No container name: the described definition's container is found at submit (`_container_in`).
+    assert "container_name" not in job
 
 
 # -- pure mapping ----------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ EVERY_10_MIN = IntervalSchedule(interval=600, anchor_date=T0)
 HOUR = Settings(schedule_horizon_seconds=3600)
 
 REQUIRED_TEMPLATE: dict[str, Any] = {
-    "job_configuration": {"image": "{{ image }}"},
+    "job_configuration": {"command": "python -m flow", "labels": {"image": "{{ image }}"}},
     "variables": {"type": "object", "properties": {"image": {"type": "string"}}, "required": ["image"]},
 }
 

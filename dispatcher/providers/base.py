@@ -111,8 +111,13 @@ def load_provider_class(pool_type: str) -> Callable[[], Provider]:
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("dispatcher.providers."):
             raise ConfigError(f"pool type {pool_type!r} is not available in this release of pushpool") from None
-        hint = f"pip install 'pushpool[{extra}]'" if extra else "reinstall pushpool"
-        raise ConfigError(f"pool type {pool_type!r} needs {exc.name!r}, which is not installed; run {hint}") from None
+        if extra:
+            raise ConfigError(
+                f"pool type {pool_type!r} needs pushpool[{extra}]: pip install 'pushpool[{extra}]'"
+            ) from None
+        raise ConfigError(
+            f"pool type {pool_type!r} needs {exc.name!r}, which is not installed; reinstall pushpool"
+        ) from None
     cls: Callable[[], Provider] = getattr(module, attr)
     return cls
 

@@ -49,7 +49,8 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoR
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import InvalidInput, ProviderError
+from ..errors import InvalidInput, ProviderError, TemplateError
+from ..templating import check_credentials
 from .base import JobState, JobStatus, split_command
 from .ecs_network import NoRouteOut, SubnetChoice, choose_subnets
 
@@ -205,6 +206,53 @@ class CapacityProviderItem(BaseModel):
     base: int | None = Field(default=None, ge=0, le=100000)
 
 
+def _normalise_overrides(value: Any) -> Any:
+    """RunTask `overrides` in ECS's types, from what a template renders (Prefect's ECS template among them).
+
+    Task-level cpu and memory are strings; a container override's command is a list (a string is split as a
+    shell would, no shell runs), its environment a name/value list (a mapping is turned into one, null values
+    dropped), its cpu and memory integers. Empty values and empty container overrides are dropped.
+    """
+    if not isinstance(value, dict):
+        return value
+    overrides = _drop_empty(value)
+    for key in ("cpu", "memory"):
+        if isinstance(overrides.get(key), bool):
+            raise ValueError(f"{key} must be a number of units, not a boolean")
+        if isinstance(overrides.get(key), int | float):
+            overrides[key] = str(overrides[key])
+    containers = overrides.get("containerOverrides")
+    if isinstance(containers, list):
+        normalised = []
+        for position, container in enumerate(containers):
+            if not isinstance(container, dict):
+                raise ValueError(f"containerOverrides[{position}] must be an object")
+            container = dict(container)
+            if isinstance(container.get("command"), str):
+                try:
+                    container["command"] = split_command(container["command"])
+                except ValueError as exc:
+                    raise ValueError(f"containerOverrides[{position}].command {exc}") from None
+            environment = container.get("environment")
+            if isinstance(environment, dict):
+                container["environment"] = [
+                    {"name": str(k), "value": v if isinstance(v, str) else json.dumps(v)}
+                    for k, v in environment.items()
+                    if v is not None
+                ]
+            for key in ("cpu", "memory", "memoryReservation"):
+                number = container.get(key)
+                if isinstance(number, str) and number.strip().isdigit():
+                    container[key] = int(number)
+                elif isinstance(number, bool) or (number is not None and not isinstance(number, int)):
+                    raise ValueError(f"containerOverrides[{position}].{key} must be a whole number")
+            container = _drop_empty(container)
+            if container:
+                normalised.append(container)
+        overrides["containerOverrides"] = normalised
+    return overrides
+
+
 class TaskRunRequestSpec(BaseModel):
     """`task_run_request`: the RunTask request pushpool builds on; keys it does not check pass through to ECS."""
 
@@ -222,6 +270,11 @@ class TaskRunRequestSpec(BaseModel):
     @classmethod
     def _blank(cls, value: Any) -> Any:
         return _blank_to_none(value)
+
+    @field_validator("overrides", mode="before")
+    @classmethod
+    def _ecs_types(cls, value: Any) -> Any:
+        return _normalise_overrides(value)
 
     @model_validator(mode="after")
     def _no_provider_owned_keys(self) -> TaskRunRequestSpec:
@@ -254,11 +307,43 @@ class ECSJobConfiguration(BaseModel):
     configure_cloudwatch_logs: bool = False
     cloudwatch_logs_options: dict[str, str] = {}
     cloudwatch_logs_prefix: str | None = None
+    cluster: str | None = None
+    """Prefect's top-level cluster: the task's cluster when task_run_request names none."""
+    task_start_timeout_seconds: int | None = Field(default=None, ge=0)
+    """How long the task may take to start (reach RUNNING) before it is stopped and its run CRASHED; 0: no bound."""
+    auto_deregister_task_definition: bool = False
+    """Deregister the task definition this run registered once its task is launched, as Prefect's ECS worker."""
+    match_latest_revision_in_family: bool = False
+    """Reuse the family's latest revision when its content equals this job's, even if pushpool did not register it."""
+    # Accepted so Prefect's templates carry over; pushpool has no use for them (docs/prefect.md says why).
+    aws_credentials: dict[str, Any] | None = Field(default=None, exclude=True)
+    stream_output: bool | None = Field(default=None, exclude=True)
+    task_watch_poll_interval: float | None = Field(default=None, ge=0, exclude=True)
+    prefect_api_key_secret_arn: str | None = Field(default=None, exclude=True)
+    prefect_api_auth_string_secret_arn: str | None = Field(default=None, exclude=True)
 
-    @field_validator("task_definition_arn", "container_name", "name", "vpc_id", "cloudwatch_logs_prefix", mode="before")
+    @field_validator(
+        "task_definition_arn", "container_name", "name", "vpc_id", "cloudwatch_logs_prefix", "cluster", mode="before"
+    )
     @classmethod
     def _blank(cls, value: Any) -> Any:
         return _blank_to_none(value)
+
+    @field_validator("aws_credentials", mode="before")
+    @classmethod
+    def _no_secrets(cls, value: Any) -> Any:
+        # Never used: boto3 finds the dispatcher's own credentials. Refused if it carries a secret, so none is
+        # ever written into a job or its record.
+        try:
+            check_credentials("aws_credentials", value, field="aws_credentials")
+        except TemplateError as exc:
+            raise ValueError(str(exc).removeprefix("aws_credentials").lstrip(".:").rstrip(".")) from None
+        return value
+
+    @field_validator("auto_deregister_task_definition", "match_latest_revision_in_family", mode="before")
+    @classmethod
+    def _unset_flag_is_false(cls, value: Any) -> Any:
+        return False if value is None else value
 
     @field_validator("command", mode="before")
     @classmethod
@@ -302,6 +387,11 @@ class ECSJobConfiguration(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ECSJobConfiguration:
+        request_cluster = self.task_run_request.cluster
+        if request_cluster and self.cluster and request_cluster != self.cluster:
+            raise ValueError("cluster: differs from task_run_request.cluster; set only one of them")
+        self.task_run_request.cluster = request_cluster or self.cluster
+        self.cluster = None
         request_arn = self.task_run_request.taskDefinition
         if request_arn and self.task_definition_arn and request_arn != self.task_definition_arn:
             raise ValueError("task_definition_arn: differs from task_run_request.taskDefinition; set only one of them")
@@ -554,6 +644,39 @@ def _check_overrides_size(request: Mapping[str, Any]) -> None:
         )
 
 
+_REGISTRATION_FIELDS = frozenset(
+    {
+        "taskDefinitionArn",
+        "revision",
+        "status",
+        "requiresAttributes",
+        "compatibilities",
+        "registeredAt",
+        "registeredBy",
+        "deregisteredAt",
+        "tags",
+    }
+)
+"""Fields ECS adds to a task definition when it registers it: not part of what was asked for."""
+
+
+def same_task_definition(registered: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    """Whether a described revision has the content of a RegisterTaskDefinition request (Prefect's comparison).
+
+    ECS's own fields are left out, empty values dropped on both sides, and a container is essential unless it
+    says otherwise, as ECS fills it in.
+    """
+
+    def comparable(definition: Mapping[str, Any]) -> Any:
+        body = {key: value for key, value in definition.items() if key not in _REGISTRATION_FIELDS}
+        body = _drop_empty(copy.deepcopy(body))
+        for container in body.get("containerDefinitions") or []:
+            container.setdefault("essential", True)
+        return body
+
+    return bool(comparable(registered) == comparable(wanted))
+
+
 def build_run_request(
     config: ECSJobConfiguration,
     *,
@@ -577,11 +700,15 @@ def build_run_request(
         request["networkConfiguration"] = network_configuration
 
     overrides: dict[str, Any] = request.setdefault("overrides", {})
-    container_overrides: list[dict[str, Any]] = overrides.setdefault("containerOverrides", [])
-    target = next((c for c in container_overrides if c.get("name") == container_name), None)
-    if target is None:
-        target = {"name": container_name}
-        container_overrides.insert(0, target)
+    # The template's override of the flow run's container, named or not (Prefect's names it only when
+    # container_name is set), is merged into one, which pushpool's command and environment then win in.
+    given: list[dict[str, Any]] = overrides.get("containerOverrides") or []
+    mine = [c for c in given if c.get("name") in (None, container_name)]
+    target: dict[str, Any] = {"name": container_name}
+    for item in mine:
+        target.update({key: value for key, value in item.items() if key != "name"})
+    container_overrides = [target, *(c for c in given if c.get("name") not in (None, container_name))]
+    overrides["containerOverrides"] = container_overrides
     if config.command is not None:
         target["command"] = list(config.command)
     environment = {item["name"]: item["value"] for item in target.get("environment", []) if "name" in item}
@@ -882,7 +1009,7 @@ class ECSProvider:
                 return make_infrastructure_id(orphan, cluster)
 
         for attempt in range(2):
-            arn, definition = self._task_definition(config, fresh=attempt > 0)
+            arn, definition, registered = self._task_definition(config, fresh=attempt > 0)
             launch_type, strategy = _launch(config.task_run_request)
             network = None
             if definition.get("networkMode") == "awsvpc" and not config.task_run_request.networkConfiguration:
@@ -907,6 +1034,8 @@ class ECSProvider:
                 raise provider_error(exc, "RunTask") from None
             except BotoCoreError as exc:
                 raise provider_error(exc, "RunTask") from None
+            if registered and config.auto_deregister_task_definition:
+                self._deregister(arn)
             tasks = response.get("tasks") or []
             if tasks:
                 return make_infrastructure_id(tasks[0]["taskArn"], tasks[0].get("clusterArn") or cluster)
@@ -1129,10 +1258,10 @@ class ECSProvider:
             raise provider_error(exc, "ListTasks") from None
         return list(answer.get("taskArns") or [])
 
-    def _task_definition(self, config: ECSJobConfiguration, *, fresh: bool) -> tuple[str, dict[str, Any]]:
-        """(ARN, content) of the task definition to run: the given one, or ours registered once per content."""
+    def _task_definition(self, config: ECSJobConfiguration, *, fresh: bool) -> tuple[str, dict[str, Any], bool]:
+        """(ARN, content, registered now) of the task definition to run: the given one, or ours (once per content)."""
         if config.task_definition_arn:
-            return config.task_definition_arn, self._describe_task_definition(config.task_definition_arn)
+            return config.task_definition_arn, self._describe_task_definition(config.task_definition_arn), False
         region = self.client.meta.region_name or ""
         definition = build_task_definition(config, region=region, log_group=self._log_group)
         digest = content_hash(definition)
@@ -1142,19 +1271,27 @@ class ECSProvider:
         with lock:
             cached = None if fresh else self._hashes.get(digest)
             if cached is not None:
-                return cached, definition
-            arn = self._latest_with_hash(definition["family"], digest)
+                return cached, definition, False
+            arn = self._latest_with_hash(definition, digest, match_content=config.match_latest_revision_in_family)
+            registered = arn is None
             if arn is None:
                 tags = [{"key": CONTENT_HASH_TAG, "value": digest}]
                 response = self._call(
                     "RegisterTaskDefinition", self.client.register_task_definition, **definition, tags=tags
                 )
                 arn = str(response["taskDefinition"]["taskDefinitionArn"])
-            self._hashes[digest] = arn
-            return arn, definition
+            if not config.auto_deregister_task_definition:
+                # A revision that is deregistered once its task is launched is never reused.
+                self._hashes[digest] = arn
+            return arn, definition, registered
 
-    def _latest_with_hash(self, family: str, digest: str) -> str | None:
-        """The family's latest ACTIVE revision if it carries this content hash (registered by any instance)."""
+    def _latest_with_hash(self, definition: Mapping[str, Any], digest: str, *, match_content: bool) -> str | None:
+        """The family's latest ACTIVE revision if it carries this content hash (registered by any instance).
+
+        With `match_content` (Prefect's match_latest_revision_in_family), a latest revision registered by
+        someone else is used too when its content is the same as this job's.
+        """
+        family = definition["family"]
         try:
             response = self.client.describe_task_definition(taskDefinition=family, include=["TAGS"])
         except ClientError as exc:
@@ -1164,10 +1301,25 @@ class ECSProvider:
         except BotoCoreError as exc:
             raise provider_error(exc, "DescribeTaskDefinition") from None
         tags = {tag.get("key"): tag.get("value") for tag in response.get("tags") or []}
-        definition = response.get("taskDefinition") or {}
-        if tags.get(CONTENT_HASH_TAG) == digest and definition.get("status", "ACTIVE") == "ACTIVE":
-            return str(definition["taskDefinitionArn"])
+        latest = response.get("taskDefinition") or {}
+        if latest.get("status", "ACTIVE") != "ACTIVE":
+            return None
+        if tags.get(CONTENT_HASH_TAG) == digest or (match_content and same_task_definition(latest, definition)):
+            return str(latest["taskDefinitionArn"])
         return None
+
+    def _deregister(self, arn: str) -> None:
+        """auto_deregister_task_definition: the revision this submission registered is deregistered at once.
+
+        Prefect's worker does it when the task ends; a task keeps running on an INACTIVE revision, so doing it
+        once RunTask answered has the same effect without a watcher. A failure is logged, never the run's.
+        """
+        try:
+            self.client.deregister_task_definition(taskDefinition=arn)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning(
+                "could not deregister task definition %s: %s", arn, provider_error(exc, "DeregisterTaskDefinition")
+            )
 
     def _describe_task_definition(self, arn: str) -> dict[str, Any]:
         """A task definition given by ARN (its network mode and containers decide the RunTask request)."""
