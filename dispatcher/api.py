@@ -20,6 +20,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from pydantic_core import to_jsonable_python
 
 from . import deployments as deployment_ops
+from . import json_input
 from . import pools as pool_ops
 from .callbacks import apply_callback, parse_json_body, run_parameters
 from .cancelling import cancel_run, get_run
@@ -367,7 +368,8 @@ def _pool_create(api: Api, request: Request, p: dict[str, str]) -> Response:
 
 @route("GET", "/work_pools/{pool}")
 def _pool(api: Api, request: Request, p: dict[str, str]) -> Response:
-    return _ok(pool_ops.get_pool(api.store, p["pool"]))
+    pool = pool_ops.get_pool(api.store, p["pool"])
+    return _ok({**_json(pool), "status_reason": pool_ops.status_reason(pool)})
 
 
 @route("PATCH", "/work_pools/{pool}")
@@ -478,6 +480,28 @@ def _deployment_run(api: Api, request: Request, p: dict[str, str]) -> Response:
         scheduled_time=body.scheduled_time,
     )
     return _ok(run, 201)
+
+
+@route("GET", "/deployments/{name}/render", query=("job_variables", "parameters"))
+def _deployment_render(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """The job a run would submit (credentials and tokens masked); nothing is submitted or written."""
+    job = deployment_ops.render_deployment(
+        api.store,
+        p["name"],
+        job_variables=_json_object_param(request.query, "job_variables"),
+        parameters=_json_object_param(request.query, "parameters"),
+    )
+    return _ok(job)
+
+
+def _json_object_param(query: Mapping[str, str], name: str) -> dict[str, Any] | None:
+    text = query.get(name)
+    if text is None:
+        return None
+    value = json_input.loads(text, f"query parameter {name}")
+    if not isinstance(value, dict):
+        raise InvalidInput(f'query parameter {name} must be a JSON object like {{"key": "value"}}.')
+    return value
 
 
 # flow runs ------------------------------------------------------------------------------------------------

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from . import templating
-from .errors import Conflict, InvalidInput, NotFound
+from . import jobs, templating
+from .callbacks import callback_url
+from .errors import ConfigError, Conflict, InvalidInput, NotFound
 from .models import (
     Deployment,
     FlowRun,
@@ -20,6 +23,7 @@ from .models import (
     utcnow,
 )
 from .pools import UNSET, default_pool_name, get_pool, get_queue, limit_arg
+from .providers.base import Providers
 from .schedules import Schedule
 from .states import StateType
 from .store.base import Store, UnreadableRecord, deployment_slot
@@ -284,3 +288,48 @@ def run_deployment(
     )
     store.create_runs([run])
     return run
+
+
+def render_deployment(
+    store: Store,
+    name: str,
+    *,
+    parameters: dict[str, Any] | None = None,
+    job_variables: dict[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    providers: Providers | None = None,
+) -> dict[str, Any]:
+    """The job a run of this deployment would submit now, as the dispatcher renders it; nothing is written.
+
+    Rendered from the pool's template with the run's job variables and parameters, validated by the pool
+    type's provider, credentials and tokens masked. Raises ConfigError when the provider cannot load here, and
+    InvalidInput (the provider's sentence) when the job is invalid.
+    """
+    deployment = get_deployment(store, name)
+    pool = get_pool(store, deployment.pool)
+    problem = jobs.provider_problem(pool.type, providers)
+    if problem is not None:
+        raise ConfigError(problem)
+    run = new_run(store, deployment, scheduled_time=utcnow(), parameters=parameters, job_variables=job_variables)
+    environ = os.environ if environ is None else environ
+    base_url = environ.get("PUSHPOOL_CALLBACK_BASE_URL", "")
+    context = jobs.RunContext(
+        run_id=run.id,
+        deployment=run.deployment,
+        pool=run.pool,
+        queue=run.queue,
+        parameters=run.parameters,
+        callback_url=callback_url(base_url, run.id) if base_url else "",
+        callback_token=jobs.MASK,  # never derived here: a rendered job is for reading, not for running
+        run_name=run.name,
+    )
+    job = jobs.build_job(
+        pool.base_job_template,
+        pool.job_variables,
+        deployment.job_variables,
+        run.job_variables,
+        environ=environ,
+        context=context,
+    )
+    valid = (providers or Providers()).get(pool.type).validate(job)
+    return dict(jobs.mask(valid))

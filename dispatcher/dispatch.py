@@ -21,7 +21,7 @@ from .admit_pass import admit
 from .callbacks import callback_url, master_secret, run_token
 from .config import Settings
 from .errors import NotFound, ProviderError, PushpoolError
-from .jobs import RunContext, build_job, start_timeout
+from .jobs import RunContext, build_job, provider_problem, start_timeout
 from .models import Deployment, FlowRun, WorkPool, WorkQueue, utcnow
 from .provider_events import state_for
 from .providers.base import JobState, JobStatus, Provider, Providers
@@ -133,6 +133,10 @@ class Dispatcher:
 
     def _pass_pool(self, pool: WorkPool, queue: str | None, now: datetime, summary: PassSummary) -> None:
         queues = self.store.list_queues(pool.name)
+        problem = provider_problem(pool.type, self.providers)
+        if problem is not None:
+            self._hold(pool, queues, queue, now, problem, summary)
+            return
         # Reconcile first: runs that ended since the last pass free their slots for this pass's admissions.
         self._reconcile(pool, queues, now, summary)
         # A fresh time: reconciling may have taken a while (a status call per active run), and the admission
@@ -147,6 +151,41 @@ class Dispatcher:
         summary.late += self._mark_late([r for r in result.due if r.id not in taken], now)
         self.store.touch(pool.name, [q.name for q in queues if queue is None or q.name == queue], now)
         self._submit_all(pool, result.admitted, now, summary)
+
+    def _hold(
+        self,
+        pool: WorkPool,
+        queues: list[WorkQueue],
+        queue: str | None,
+        now: datetime,
+        problem: str,
+        summary: PassSummary,
+    ) -> None:
+        """A pool whose provider cannot load here admits nothing (SPEC §5): its due runs wait, saying why.
+
+        The pool is not touched, so it reads NOT_READY. A run admitted before (by an older release) that was never
+        launched goes back to SCHEDULED and frees its slot; one being cancelled ends CANCELLED at once, as nothing
+        of it runs. A run with a launch recorded is left to a dispatcher that can load the provider.
+        """
+        summary.problems[f"pool {pool.name}"] = problem
+        for run in self.store.active_runs(pool.name, limit=self.settings.max_active_scan):
+            if run.infrastructure_id is not None or (queue is not None and run.queue != queue):
+                continue
+            if run.state is StateType.CANCELLING:
+                self._finish(run, StateType.CANCELLED, f"cancelled; nothing was launched ({problem})", now, summary)
+            elif run.state is StateType.PENDING:
+                # The sanctioned step back of a submission that could not happen: it waits to be admitted again.
+                after, applied = run.moved(
+                    StateType.SCHEDULED, name="AwaitingRetry", source=SOURCE, message=problem, now=now
+                )
+                if applied and self.store.save_run(run, after):
+                    summary.waiting[run.id] = problem
+        for q in queues:
+            if queue is not None and q.name != queue:
+                continue
+            due = self.store.due_runs(pool.name, q.name, now, self.settings.max_admissions_per_pass)
+            summary.waiting.update({run.id: problem for run in due})
+            summary.late += self._mark_late(due, now)
 
     def _mark_late(self, waiting: Iterable[FlowRun], now: datetime) -> int:
         marked = 0

@@ -162,6 +162,13 @@ def delete_pool(store: Store, name: str) -> None:
         store.put_setting(DEFAULT_POOL_SETTING, "")
 
 
+def status_reason(pool: WorkPool, providers: Providers | None = None) -> str | None:
+    """Why a NOT_READY pool is not served, when this installation can tell: its provider cannot load."""
+    if pool.status != "NOT_READY":
+        return None
+    return jobs.provider_problem(pool.type, providers)
+
+
 def default_pool_name(store: Store) -> str | None:
     return store.get_setting(DEFAULT_POOL_SETTING) or None
 

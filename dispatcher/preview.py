@@ -6,8 +6,10 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from .admission import Decision
 from .admit_pass import plan
 from .config import Settings
+from .jobs import provider_problem
 from .models import FlowRun, WorkPool, WorkQueue, utcnow
 from .pools import get_pool, get_queue
 from .scheduler import ScheduleFailed, run_key, uncreated_times
@@ -80,6 +82,11 @@ def preview_pool(
     # Decide over every queue even when one is shown: higher queues take the pool's slots first.
     decision, _ = plan(store, pool, every_queue, now, settings, window=PREVIEW_WINDOW)
     admissible = {r.id for r in decision.admit}
+    # A pool whose provider cannot load admits nothing, whatever its slots say: every due run waits for that.
+    unavailable = provider_problem(pool.type)
+    if unavailable is not None:
+        admissible = set()
+        decision = Decision(admit=(), waiting={**decision.waiting, **{d.id: unavailable for d in decision.admit}})
     slots = store.slots([pool_slot(name), *(queue_slot(name, q.name) for q in queues)])
     result = PoolPreview(pool, getattr(slots.get(pool_slot(name)), "active", 0), hours)
     deployments = [d for d in store.list_deployments(name) if d.schedules and not d.schedule_paused]

@@ -106,12 +106,22 @@ def template_variables(pool: WorkPool) -> list[str]:
     return sorted(properties) if isinstance(properties, dict) else []
 
 
-def pool_detail(pool: WorkPool, active: int, queues: list[WorkQueue], queue_active: Mapping[str, int]) -> Group:
+def pool_detail(
+    pool: WorkPool,
+    active: int,
+    queues: list[WorkQueue],
+    queue_active: Mapping[str, int],
+    *,
+    status_reason: str | None = None,
+) -> Group:
+    status = status_text(pool.status)
+    if status_reason:
+        status = Text.assemble(status, f" ({status_reason})")
     fields = _fields(
         f"Work pool {pool.name}",
         [
             ("type", pool.type),
-            ("status", status_text(pool.status)),
+            ("status", status),
             ("paused", str(pool.paused).lower()),
             ("description", pool.description or "-"),
             ("concurrency", limit_text(active, pool.concurrency_limit)),

@@ -417,3 +417,127 @@ def test_a_template_is_stored_with_a_warning_where_the_provider_s_extra_is_missi
         "pool type 'ecs:push' needs pushpool[aws]: pip install 'pushpool[aws]'; the template was stored without "
         "checking its job against the ecs:push model."
     ]
+
+
+# -- a pool type whose provider cannot load takes no slot -----------------------------------------------------
+
+MISSING_AWS = "pool type 'ecs:push' needs pushpool[aws]: pip install 'pushpool[aws]'"
+
+
+def _admit_by_hand(store: SQLiteStore, run_id: str) -> None:
+    """PENDING with its slots, as an older release's dispatcher left runs of such a pool."""
+    from dispatcher.states import StateType
+    from dispatcher.store.base import Admission
+
+    run = store.get_run(run_id)
+    assert run is not None
+    pending, _ = run.moved(StateType.PENDING, source="test", message="admitted")
+    assert store.admit([Admission(run, pending)])
+
+
+def test_a_pool_whose_provider_cannot_load_admits_nothing_and_says_why(
+    store: SQLiteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dispatcher.cancelling import cancel_run
+    from dispatcher.config import Settings
+    from dispatcher.deployments import run_deployment
+    from dispatcher.dispatch import Dispatcher
+    from dispatcher.preview import preview_pool
+    from dispatcher.states import StateType
+    from dispatcher.store.base import pool_slot
+
+    _without_boto3(monkeypatch)
+    pools.create_pool(store, "ecs", type="ecs:push", concurrency_limit=1)
+    create_deployment(store, "nightly", pool="ecs", job_variables={"image": "flows:1"})
+    waiting = run_deployment(store, "nightly")
+    dispatcher = Dispatcher(store, settings=Settings(), environ={})
+    try:
+        summary = dispatcher.run_pass()
+        assert summary.admitted == [] and summary.waiting == {waiting.id: MISSING_AWS}
+        assert summary.problems["pool ecs"] == MISSING_AWS
+        stored = store.get_run(waiting.id)
+        assert stored is not None and stored.state is StateType.SCHEDULED
+        assert store.slots([pool_slot("ecs")])[pool_slot("ecs")].active == 0
+
+        pool = store.get_pool("ecs")
+        assert pool is not None and pool.status == "NOT_READY" and pools.status_reason(pool) == MISSING_AWS
+        preview = preview_pool(store, "ecs")
+        assert [(r.id, r.reason) for q in preview.queues for r in q.runs] == [(waiting.id, MISSING_AWS)]
+        inspected = CliRunner().invoke(
+            app, ["--store", f"sqlite:///{tmp_path}/s.db", "work-pool", "inspect", "ecs", "-o", "json"]
+        )
+        assert json.loads(inspected.stdout)["status_reason"] == MISSING_AWS
+
+        # A run an older release admitted (holding the only slot) goes back to waiting and frees it.
+        _admit_by_hand(store, waiting.id)
+        dispatcher.run_pass()
+        again = store.get_run(waiting.id)
+        assert again is not None and again.state is StateType.SCHEDULED
+        assert again.state_history[-1].message == MISSING_AWS
+        assert store.slots([pool_slot("ecs")])[pool_slot("ecs")].active == 0
+
+        # Cancelling ends such runs at once: a waiting one on the spot, a stranded CANCELLING one at the next pass.
+        assert cancel_run(store, waiting.id).state is StateType.CANCELLED
+        stranded = run_deployment(store, "nightly")
+        _admit_by_hand(store, stranded.id)
+        assert cancel_run(store, stranded.id).state is StateType.CANCELLING
+        assert dispatcher.run_pass().cancelled == [stranded.id]
+        ended = store.get_run(stranded.id)
+        assert ended is not None and ended.state is StateType.CANCELLED
+        assert store.slots([pool_slot("ecs")])[pool_slot("ecs")].active == 0
+    finally:
+        dispatcher.close()
+
+
+# -- deployment render ---------------------------------------------------------------------------------------
+
+
+def test_deployment_render_prints_the_job_masked_and_submits_nothing(tmp_path: Path) -> None:
+    from dispatcher.api import Api, Request
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    path = tmp_path / "ecs.json"
+    path.write_text(json.dumps(_prefect_template("ecs")))
+    runner = CliRunner()
+
+    def cli(*args: str) -> Any:
+        return runner.invoke(app, ["--store", url, *args])
+
+    assert cli("work-pool", "create", "p", "--type", "ecs:push", "--base-job-template", str(path)).exit_code == 0
+    variables = {"image": "flows:1", "env": {"API_TOKEN": "s3cret", "MODE": "full"}, "cluster": "flows"}
+    assert (
+        cli("deployment", "create", "nightly", "--pool", "p", "--job-variables", json.dumps(variables)).exit_code == 0
+    )
+
+    shown = cli(
+        "deployment", "render", "nightly", "--job-variables", '{"cpu": 512}', "--param", "day=2026-03-01", "-o", "json"
+    )
+    assert shown.exit_code == 0, shown.stderr
+    job = json.loads(shown.stdout)
+    assert job["task_definition"]["cpu"] == "512" and job["task_run_request"]["cluster"] == "flows"
+    env = job["env"]
+    assert env["MODE"] == "full" and env["API_TOKEN"] == "****" and env["PUSHPOOL_CALLBACK_TOKEN"] == "****"
+    assert json.loads(env["PUSHPOOL_PARAMETERS"]) == {"day": "2026-03-01"}
+    assert "s3cret" not in shown.stdout
+
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    try:
+        assert store.list_runs("p") == [], "rendering writes no run"
+        api = Api(store, api_token="t")
+        answer = api.handle(
+            Request(
+                "GET", "/deployments/nightly/render", {"Authorization": "Bearer t"}, {"job_variables": '{"cpu": 512}'}
+            )
+        )
+        assert answer.status == 200 and answer.body["task_definition"]["cpu"] == "512"
+        assert answer.body["env"]["API_TOKEN"] == "****"
+        bad = api.handle(
+            Request("GET", "/deployments/nightly/render", {"Authorization": "Bearer t"}, {"job_variables": "[1]"})
+        )
+        assert bad.status == 422 and "job_variables must be a JSON object" in bad.body["error"]
+    finally:
+        store.close()
+
+    invalid = cli("deployment", "render", "nightly", "--job-variables", '{"cloudwatch_logs_options": {"a": "b"}}')
+    assert invalid.exit_code == 2
+    assert "cloudwatch_logs_options: needs configure_cloudwatch_logs" in invalid.stderr

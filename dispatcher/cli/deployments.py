@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -185,6 +186,36 @@ def _merged(option: str, given: str | None, pairs_option: str, pairs: list[str] 
     if data is None and not extra:
         return None
     return {**(data or {}), **extra}
+
+
+@deployment_app.command("render")
+def deployment_render(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="NAME, or FLOW/NAME as Prefect spells it.")],
+    job_variables: Annotated[
+        str | None, typer.Option("--job-variables", metavar="JSON|@FILE", help="Run job variables, a JSON object.")
+    ] = None,
+    job_variable: Annotated[
+        list[str] | None, typer.Option("--job-variable", "-jv", metavar="KEY=VALUE", help="One run job variable.")
+    ] = None,
+    parameters: Annotated[
+        str | None,
+        typer.Option("--parameters", "--params", metavar="JSON|@FILE", help="Run parameters, a JSON object."),
+    ] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", metavar="KEY=VALUE", help="One parameter.")] = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Print the job a run of this deployment would submit: rendered, validated by its provider, credentials
+    and tokens masked. Nothing is submitted or written; an invalid job exits 2 with the provider's sentence."""
+    variables = _merged("--job-variables", job_variables, "--job-variable", job_variable)
+    params = _merged("--parameters", parameters, "--param", param)
+    with opened(ctx) as store:
+        name = deployment_ops.resolve_name(store, name)
+        job = deployment_ops.render_deployment(store, name, parameters=params, job_variables=variables)
+    if output is Output.json:
+        return print_json(job)
+    typer.echo(json.dumps(job, indent=2, ensure_ascii=False, sort_keys=False))
+    return None
 
 
 @deployment_app.command("run")

@@ -129,10 +129,11 @@ def pool_inspect(ctx: typer.Context, name: NameArg, output: OutputOpt = Output.t
         counts = pool_ops.active_counts(store, pool, queues)
     active = counts.get(pool_slot(name), 0)
     per_queue = name_counts(pool, queues, counts)
+    reason = pool_ops.status_reason(pool)
     if output is Output.json:
         queue_data = [{**jsonable(q), "active": per_queue[q.name]} for q in queues]
-        return print_json({**jsonable(pool), "active": active, "queues": queue_data})
-    render.show(render.pool_detail(pool, active, queues, per_queue))
+        return print_json({**jsonable(pool), "status_reason": reason, "active": active, "queues": queue_data})
+    render.show(render.pool_detail(pool, active, queues, per_queue, status_reason=reason))
 
 
 @pool_app.command("pause")
