@@ -167,7 +167,12 @@ def load_document(path: Path) -> dict[str, Any]:
     return _load_mapping(path, "an apply document")
 
 
-def _load_mapping(path: Path, what: str) -> dict[str, Any]:
+def _load_mapping(path: Path, what: str, *, quote: bool = True) -> dict[str, Any]:
+    """A YAML or JSON file that must hold a mapping; InvalidInput names the file, the line and the problem.
+
+    With `quote` False (a file a document points at, which may be any file on this machine), no error
+    repeats anything of the file's text: a key, a token or a value. The place (line, column) is kept.
+    """
     try:
         text = json_input.read_text(path)
     except FileNotFoundError:
@@ -186,18 +191,22 @@ def _load_mapping(path: Path, what: str) -> dict[str, Any]:
                 f"{path} is not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg}); fix the syntax there."
             ) from None
         except _DuplicateKey as exc:
-            raise InvalidInput(f"{path} is not valid: {exc}; keep one of them.") from None
+            raise InvalidInput(f"{path} is not valid: {exc if quote else 'a key appears twice'}; keep one.") from None
         except ValueError as exc:  # an integer of thousands of digits: Python refuses to convert it
-            raise InvalidInput(f"{path} is not valid: {_unreadable(exc)}.") from None
+            raise InvalidInput(
+                f"{path} is not valid: {_unreadable(exc) if quote else 'a value cannot be read'}."
+            ) from None
         except RecursionError:
             raise InvalidInput(f"{path} is nested too deeply to read; {what} needs far fewer levels.") from None
     else:
         try:
             data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
         except yaml.YAMLError as exc:
-            raise InvalidInput(_yaml_sentence(path, exc)) from None
+            raise InvalidInput(_yaml_sentence(path, exc, quote=quote)) from None
         except ValueError as exc:  # raised by a constructor, e.g. an integer of thousands of digits
-            raise InvalidInput(f"{path} is not valid YAML: {_unreadable(exc)}.") from None
+            raise InvalidInput(
+                f"{path} is not valid YAML: {_unreadable(exc) if quote else 'a value cannot be read'}."
+            ) from None
         except RecursionError:
             raise InvalidInput(f"{path} is nested too deeply to read; {what} needs far fewer levels.") from None
 
@@ -211,11 +220,13 @@ def _load_mapping(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def _yaml_sentence(path: Path, exc: yaml.YAMLError) -> str:
+def _yaml_sentence(path: Path, exc: yaml.YAMLError, *, quote: bool = True) -> str:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return f"{path} is not valid YAML{where} ({problem}); fix the syntax there."
+    # PyYAML's problem may quote the file ("found undefined alias 'x'"): left out for files we must not echo.
+    detail = f" ({problem})" if quote else ""
+    return f"{path} is not valid YAML{where}{detail}; fix the syntax there."
 
 
 def _kind_of(value: Any) -> str:
@@ -676,9 +687,16 @@ def _given_template(spec: PoolSpec, where: str, base_dir: Path) -> tuple[dict[st
     if spec.base_job_template_file is not None:
         path = base_dir / spec.base_job_template_file
         try:
-            return _load_mapping(path, "a base job template"), "base_job_template_file"
+            # Any path on this machine may be named here (/etc/shadow): no error may show what the file holds.
+            template = _load_mapping(path, "a base job template", quote=False)
         except InvalidInput as exc:
             raise InvalidInput(f"{where}.base_job_template_file: {exc}") from None
+        if set(template) != {"job_configuration", "variables"}:
+            raise InvalidInput(
+                f"{where}.base_job_template_file: {path} is not a base job template: it must be a mapping with "
+                "exactly the keys job_configuration and variables (its contents are not shown)."
+            )
+        return template, "base_job_template_file"
     return spec.base_job_template, "base_job_template"
 
 

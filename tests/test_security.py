@@ -28,7 +28,7 @@ from dispatcher.apply import apply
 from dispatcher.callbacks import SECRET_ENV, master_secret, run_token
 from dispatcher.config import Settings
 from dispatcher.dispatch import Dispatcher
-from dispatcher.errors import TemplateError
+from dispatcher.errors import InvalidInput, TemplateError
 from dispatcher.models import FlowRun, utcnow
 from dispatcher.providers.base import JobState, Providers
 from dispatcher.providers.process import ProcessProvider
@@ -347,3 +347,32 @@ def test_property_a_quoted_value_reaches_the_shell_as_exactly_itself(value: str)
     job = render({"command": "sh -c 'printf %s {{ x }}'"}, {"x": value}, {})
     done = subprocess.run(job["command"], capture_output=True, timeout=10, check=True)
     assert done.stdout == value.encode("utf-8", "surrogateescape")
+
+
+# 6. apply never echoes a file a document points at ---------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("shadow", "root:$6$saltsalt$SECRETHASH:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"),
+        ("creds.yaml", "AWS_SECRET_ACCESS_KEY: SECRETVALUE\nDB_PASSWORD: SECRETPASSWORD\n"),
+        ("alias.yaml", "token: *SECRETALIAS\n"),
+        ("twice.json", '{"SECRETKEY": 1, "SECRETKEY": 2}'),
+        ("list.yaml", "- SECRETITEM\n"),
+        ("bad.json", '{"SECRETKEY": SECRETVALUE}'),
+    ],
+)
+def test_apply_names_a_pointed_at_file_and_its_problem_never_its_contents(
+    tmp_path: Path, name: str, text: str
+) -> None:
+    (tmp_path / name).write_text(text)
+    document = tmp_path / "pools.yaml"
+    document.write_text(f"work_pools:\n  - {{name: p, base_job_template_file: {name}}}\n")
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    with pytest.raises(InvalidInput) as refused:
+        apply(store, document, dry_run=True)
+    message = str(refused.value)
+    assert "work_pools[0].base_job_template_file: " in message and str(tmp_path / name) in message
+    shown = message.replace(str(tmp_path), "<dir>")
+    assert "SECRET" not in shown and "root" not in shown and "daemon" not in shown, message
+    assert store.get_pool("p") is None
+    store.close()
