@@ -14,6 +14,7 @@ from rich.text import Text
 
 from .models import Deployment, FlowRun, StateRecord, WorkPool, WorkQueue
 from .schedules import describe
+from .terminal import safe_text
 
 NO_LIMIT = "∞"
 STATUS_STYLES = {"READY": "green", "NOT_READY": "yellow", "PAUSED": "red"}
@@ -32,8 +33,12 @@ _WIDE = 200
 
 
 def console() -> Console:
-    """A console on stdout; wide when stdout is a pipe or a file."""
-    return Console(width=None if sys.stdout.isatty() else _WIDE)
+    """A console on stdout; wide when stdout is a pipe or a file.
+
+    Markup and emoji codes are off: a string shown here may hold a job's words, and `[link=...]` or
+    `[on red]` in them must print as written (styles come from `Text` objects, never from markup).
+    """
+    return Console(width=None if sys.stdout.isatty() else _WIDE, markup=False, emoji=False)
 
 
 def show(*renderables: RenderableType) -> None:
@@ -212,8 +217,8 @@ def runs_table(runs: list[FlowRun]) -> Table:
     for run in runs:
         table.add_row(
             run.id,
-            run.name,
-            run.deployment,
+            safe_text(run.name),
+            safe_text(run.deployment),
             run.pool,
             run.queue,
             state_text(run.state.value, run.state_name),
@@ -230,7 +235,8 @@ def history_table(run: FlowRun) -> Table:
         state = state_text(record.state.value, record.name)
         if not record.applied:
             state.append(" — ignored" + _repeats(record), style="dim")
-        table.add_row(time_text(record.time), state, record.source, record.message or "")
+        # The message (and a provider's words in it) may come from the job: escaped, never acted on.
+        table.add_row(time_text(record.time), state, safe_text(record.source), safe_text(record.message or ""))
     return table
 
 
@@ -252,7 +258,7 @@ def run_detail(run: FlowRun) -> Group:
             ("queue", run.queue),
             ("state", state_text(run.state.value, run.state_name)),
             ("scheduled", time_text(run.scheduled_time)),
-            ("infrastructure id", run.infrastructure_id or "-"),
+            ("infrastructure id", safe_text(run.infrastructure_id or "-")),
             ("submission attempts", str(run.submission_attempts)),
             ("parameters", json_text(run.parameters)),
             ("job variables", json_text(run.job_variables)),
@@ -268,8 +274,8 @@ def log_lines(run: FlowRun) -> list[str]:
     lines = []
     for r in run.state_history:
         ignored = f" (ignored: not a forward move{_repeats(r)})" if not r.applied else ""
-        message = f" {r.message}" if r.message else ""
-        lines.append(f"{time_text(r.time)} {r.source}: {r.state.value}/{r.name}{ignored}{message}")
+        message = f" {safe_text(r.message)}" if r.message else ""
+        lines.append(f"{time_text(r.time)} {safe_text(r.source)}: {r.state.value}/{r.name}{ignored}{message}")
     return lines
 
 
@@ -293,7 +299,7 @@ def preview_tables(preview: Any) -> list[RenderableType]:
             table.add_column(column, overflow="fold")
         for run in qp.runs:
             why = (run.reason or "next pass") if run.due else ""
-            table.add_row(time_text(run.scheduled_time), run.name, run.deployment, run.state_name, why)
+            table.add_row(time_text(run.scheduled_time), run.name, run.deployment, run.state_name, safe_text(why))
         if not qp.runs:
             table.add_row("-", "no runs in this window", "", "", "")
         out.append(table)
@@ -312,10 +318,10 @@ def pass_summary(summary: Any) -> RenderableType:
     for reason in summary.waiting.values():
         reasons[reason] = reasons.get(reason, 0) + 1
     for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
-        table.add_row("waiting", str(count), reason)
+        table.add_row("waiting", str(count), safe_text(reason))
     for label, items in (("retrying", summary.retrying), ("crashed", summary.crashed), ("problem", summary.problems)):
         for run_id, words in items.items():
-            table.add_row(label, run_id, words)
+            table.add_row(label, run_id, safe_text(words))  # a provider's words, which a job may shape
     for key, words in summary.repairs.items():
-        table.add_row("slot repaired", key, words)
+        table.add_row("slot repaired", key, safe_text(words))
     return Group(headline, table) if table.row_count else headline

@@ -361,9 +361,7 @@ def test_property_a_quoted_value_reaches_the_shell_as_exactly_itself(value: str)
         ("bad.json", '{"SECRETKEY": SECRETVALUE}'),
     ],
 )
-def test_apply_names_a_pointed_at_file_and_its_problem_never_its_contents(
-    tmp_path: Path, name: str, text: str
-) -> None:
+def test_apply_names_a_pointed_at_file_and_its_problem_never_its_contents(tmp_path: Path, name: str, text: str) -> None:
     (tmp_path / name).write_text(text)
     document = tmp_path / "pools.yaml"
     document.write_text(f"work_pools:\n  - {{name: p, base_job_template_file: {name}}}\n")
@@ -376,3 +374,68 @@ def test_apply_names_a_pointed_at_file_and_its_problem_never_its_contents(
     assert "SECRET" not in shown and "root" not in shown and "daemon" not in shown, message
     assert store.get_pool("p") is None
     store.close()
+
+
+# 7. what a job writes reaches the terminal escaped ---------------------------------------------------------
+HOSTILE = (
+    "done\x1b[2J\x1b]0;pwned\x07\x1b]8;;http://evil.example/\x1b\\click\x1b]8;;\x1b\\ \x9b31m"
+    " \u202egnp.exe\u202c [red]x[/red] [link=http://evil.example/]y[/link] :smile:\nFAKE LINE\r"
+)
+RAW = ("\x1b", "\x07", "\x9b", "\u202e", "\r", "\nFAKE LINE")
+
+
+def _signed_callback(store: SQLiteStore, run: FlowRun, payload: dict[str, Any]) -> None:
+    from dispatcher import signing
+    from dispatcher.callbacks import apply_callback
+
+    body = json.dumps(payload).encode()
+    token = run_token(master_secret(store), run.deployment_id, run.id)
+    apply_callback(store, run.id, body, signing.sign(token, body, int(time.time())))
+
+
+def test_a_job_s_words_and_output_reach_the_terminal_escaped_and_json_stays_json(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from dispatcher.cli import app
+
+    monkeypatch.setenv("PUSHPOOL_PROCESS_DIR", str(world.provider.state_dir))
+    printer = f"import sys; sys.stdout.write({HOSTILE!r})"
+    run = world.run({"command": [sys.executable, "-c", printer]})
+    _signed_callback(world.store, run, {"state": "FAILED", "exit_code": 3, "message": HOSTILE})
+    url = f"sqlite:///{world.tmp_path / 's.db'}"
+    runner = CliRunner()
+    outputs = {}
+    for args in (["flow-run", "inspect", run.id], ["flow-run", "ls"], ["flow-run", "logs", run.id]):
+        result = runner.invoke(app, ["--store", url, *args])
+        assert result.exit_code == 0, result.output
+        outputs[args[1]] = result.stdout
+    for name, text in outputs.items():
+        for raw in RAW:
+            # A job's output keeps its own lines; a message is one line whatever it holds.
+            if not (name == "logs" and raw == "\nFAKE LINE"):
+                assert raw not in text, (name, raw)
+    assert "\\x0aFAKE LINE" in outputs["logs"]
+    assert "\\x1b[2J" in outputs["inspect"] and "\\u202e" in outputs["inspect"]
+    assert "[red]x[/red]" in outputs["inspect"].replace("\n", "")  # markup printed as written, not obeyed
+    assert ":smile:" in outputs["inspect"].replace("\n", "")
+    assert outputs["logs"].count("\\x1b[2J") == 2  # the callback's message and the job's own output
+    shown = runner.invoke(app, ["--store", url, "flow-run", "inspect", run.id, "-o", "json"]).stdout
+    for raw in RAW:
+        assert raw not in shown
+    assert json.loads(shown)["state_history"][-1]["message"] == HOSTILE
+
+
+def test_safe_text_escapes_every_control_and_invisible_format_character() -> None:
+    from dispatcher.terminal import escape_json_text, safe_text
+
+    assert safe_text("a\x1b[1mb\x00\x7f\x85\u200b\u2066\ufeff\U000e0041") == (
+        "a\\x1b[1mb\\x00\\x7f\\x85\\u200b\\u2066\\ufeff\\U000e0041"
+    )
+    assert safe_text("tab\there\nnext") == "tab\\x09here\\x0anext"
+    assert safe_text("tab\there\nnext", keep_lines=True) == "tab\there\nnext"
+    assert safe_text("émoji 🚀 ünïcode 中文") == "émoji 🚀 ünïcode 中文"
+    text = json.dumps({"m": "\u202e\x9b\U000e0041 ok"}, ensure_ascii=False)
+    assert json.loads(escape_json_text(text)) == {"m": "\u202e\x9b\U000e0041 ok"}
+    assert escape_json_text(text).isascii()

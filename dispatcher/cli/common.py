@@ -28,6 +28,7 @@ from ..models import WorkPool, WorkQueue, validation_sentence
 from ..preview import MAX_PREVIEW_HOURS, preview_pool
 from ..store import open_store, store_url
 from ..store.base import Store, queue_slot
+from ..terminal import escape_json_text, safe_text
 
 
 class _Group(TyperGroup):
@@ -43,7 +44,10 @@ class _Group(TyperGroup):
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    Console(stderr=True).print(f"Error: {message}", style="red", markup=False, highlight=False, soft_wrap=True)
+    # An error may quote a provider or a job (a run's message): escaped like everything a job can write.
+    Console(stderr=True).print(
+        f"Error: {safe_text(message)}", style="red", markup=False, highlight=False, soft_wrap=True
+    )
     raise typer.Exit(code)
 
 
@@ -128,11 +132,12 @@ def jsonable(data: Any) -> Any:
 
 
 def print_json(data: Any) -> None:
-    typer.echo(json.dumps(jsonable(data), indent=2, ensure_ascii=False))
+    # Still valid JSON; a job's C1 or bidi characters are written as \u escapes, not sent raw to a terminal.
+    typer.echo(escape_json_text(json.dumps(jsonable(data), indent=2, ensure_ascii=False)))
 
 
 def say(message: str) -> None:
-    render.console().print(message, markup=False, highlight=False, soft_wrap=True)
+    render.console().print(safe_text(message), markup=False, highlight=False, soft_wrap=True)
 
 
 def _read_file(option: str, path: Path, what: str) -> str:

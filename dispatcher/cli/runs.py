@@ -16,6 +16,7 @@ from ..models import utcnow
 from ..preview import shown_state_name
 from ..providers.base import provider_logs
 from ..states import NAMES_BY_TYPE, StateType
+from ..terminal import safe_text
 from .common import HELP_ONLY_LONG, Output, OutputOpt, opened, print_json, run_app, say
 
 NAME_SCAN = 10_000
@@ -133,9 +134,9 @@ def run_logs(
     elif tail:
         lines = lines[-count:]
     for line in lines:
-        typer.echo(line)
+        typer.echo(safe_text(line, keep_lines=True))  # the job's output: its escapes are shown, never obeyed
     if note is not None:
-        typer.echo(note, err=True)
+        typer.echo(safe_text(note), err=True)
 
 
 DEFAULT_LOG_LINES = 20
