@@ -42,6 +42,8 @@ def private_dir(path: Path, *, tighten: bool = True) -> None:
         with contextlib.suppress(FileExistsError):  # another process made it meanwhile
             directory.mkdir(mode=DIR_MODE)
         _chmod(directory, DIR_MODE)  # mkdir's mode is narrowed by the umask, never widened: set it outright
+    if not missing and not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a directory")  # as mkdir(exist_ok=True) says
     if tighten and not missing:
         narrow(path, DIR_MODE)
 
