@@ -142,9 +142,10 @@ class ACIStub:
         with self.lock:
             self.faults.clear()
 
-    def slow_next(self, route: str, seconds: float) -> None:
+    def slow_next(self, route: str, seconds: float, times: int = 1) -> None:
+        """The next `times` requests of `route` answer only after `seconds`."""
         with self.lock:
-            self.faults.append(Fault(route, delay=seconds))
+            self.faults.extend(Fault(route, delay=seconds) for _ in range(times))
 
     def set_container(self, name: str, state: str, *, exit_code: int | None = None, **extra: Any) -> None:
         """Move a group's first container to `state` (Running, Terminated, Waiting), with instance-view extras."""

@@ -637,7 +637,102 @@ class CloudRunHarness(ProviderHarness):
         self.stub.stop()
 
 
+# -- ACI: the ARM stub of tests/aci_stub.py, spoken to by the real Azure SDK ------------------------------------
+
+_ACI_FAULTS: dict[str, tuple[int, str, str]] = {
+    # kind: (HTTP status, ARM error code, ARM's message)
+    "throttle": (429, "TooManyRequests", "The request is being throttled; retry after some time."),
+    "server_error": (503, "ServiceUnavailable", "The service is temporarily unavailable."),
+    "permanent": (403, "AuthorizationFailed", "The client does not have authorization to perform action"),
+}
+
+
+class ACIHarness(ProviderHarness):
+    """ACIProvider on the real Azure SDK against the ARM stub: groups, instance views, stop, delete, faults."""
+
+    name = "aci"
+    pool_type = "azure-container-instance:push"
+    faults = frozenset({"throttle", "server_error", "timeout", "permanent"})
+    template_path = ROOT / "templates" / "azure-container-instance-push.json"
+
+    def __init__(self, tmp_path: Path) -> None:
+        from aci_stub import ACIStub
+
+        super().__init__(tmp_path)
+        self.stub = ACIStub().__enter__()
+        self._provider = self.fresh_provider()
+
+    def provider(self) -> Provider:
+        return self._provider
+
+    def fresh_provider(self) -> Provider:
+        from aci_stub import RESOURCE_GROUP, SUBSCRIPTION, StubCredential
+
+        from dispatcher.providers.aci import ACIProvider
+
+        return ACIProvider(
+            StubCredential(),
+            base_url=self.stub.url,
+            polling_interval=0,
+            read_timeout=1.0,
+            sweep_interval_seconds=None,
+            # A restarted dispatcher knows where its pool's groups live from its configuration.
+            subscription_id=SUBSCRIPTION,
+            resource_group=RESOURCE_GROUP,
+        )
+
+    def job_variables(self) -> dict[str, Any]:
+        from aci_stub import RESOURCE_GROUP, SUBSCRIPTION
+
+        return {
+            "image": "flows:1",
+            "resource_group_name": RESOURCE_GROUP,
+            "subscription_id": SUBSCRIPTION,
+            "entrypoint": "",
+            "command": ["python", "flow.py"],
+        }
+
+    def bad_job(self) -> tuple[dict[str, Any], str]:
+        return {**self.job(), "cpu": -1}, "cpu"
+
+    def finish(self, run_id: str, infrastructure_id: str, exit_code: int) -> None:
+        self.stub.set_container(infrastructure_id.rsplit("/", 1)[-1], "Terminated", exit_code=exit_code)
+
+    def launched(self) -> int:
+        return self.stub.creates + self.stub.updates
+
+    def touches(self) -> int:
+        return len(self.stub.requests)
+
+    def unknown_id(self) -> str:
+        from aci_stub import RESOURCE_GROUP, SUBSCRIPTION
+
+        from dispatcher.providers.aci.provider import resource_id
+
+        return resource_id(SUBSCRIPTION, RESOURCE_GROUP, f"pp-never-{uuid.uuid4().hex[:8]}")
+
+    @contextlib.contextmanager
+    def fault(self, kind: str) -> Iterator[str]:
+        if kind == "timeout":
+            # The GET before the PUT answers after the client's read timeout: nothing is PUT.
+            self.stub.slow_next("get", 2.0, times=10_000)
+            try:
+                yield "timed out"
+            finally:
+                self.stub.clear_faults()
+            return
+        status, code, words = _ACI_FAULTS[kind]
+        self.stub.fail_next("put", status, code, words, times=10_000)
+        try:
+            yield words
+        finally:
+            self.stub.clear_faults()
+
+    def close(self) -> None:
+        self.stub.__exit__(None, None, None)
+
+
 HARNESSES: dict[str, type[ProviderHarness]] = {
-    h.name: h for h in (ProcessHarness, FakeHarness, EcsHarness, CloudRunHarness)
+    h.name: h for h in (ProcessHarness, FakeHarness, EcsHarness, CloudRunHarness, ACIHarness)
 }
 """Every provider's harness by name; the conformance suite and the reliability scenarios run over all of them."""

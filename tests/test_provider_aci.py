@@ -285,6 +285,10 @@ def test_find_gets_the_group_of_the_keys_run(stub: ACIStub, provider: ACIProvide
     listed = stub.count("GET", "list")
     assert fresh.find(f"{run_id}-1") == infra_id
     assert stub.count("GET", "list") == listed + 1
+    # Told its resource group, a fresh one GETs the group there, with no listing.
+    configured = make_provider(stub, subscription_id=SUBSCRIPTION, resource_group=RESOURCE_GROUP)
+    assert configured.find(f"{run_id}-1") == infra_id
+    assert stub.count("GET", "list") == listed + 1
 
 
 def test_clients_are_built_lazily_once_and_credentials_never_logged(

@@ -142,6 +142,8 @@ class ACIProvider:
     - `sweep_interval_seconds`, `sweep_min_age_seconds`: after a submit, at most this often per resource
       group, a background `sweep` deletes pushpool's groups whose run ended at least that long ago (None:
       no background sweeps; `sweep()` can still be called).
+    - `subscription_id`, `resource_group`: where `find` looks for a run's group before anything was submitted
+      (after a cold start); AZURE_SUBSCRIPTION_ID and PUSHPOOL_ACI_RESOURCE_GROUP when not given.
 
     Clients are built on first use, one per subscription and identity, and kept for the life of the provider,
     so warm cloud-function invocations reuse them. The SDK retries nothing (`retry_total=0`): the dispatcher
@@ -162,6 +164,8 @@ class ACIProvider:
         connection_timeout: float = 5.0,
         sweep_interval_seconds: float | None = 600.0,
         sweep_min_age_seconds: float = 3600.0,
+        subscription_id: str | None = None,
+        resource_group: str | None = None,
     ) -> None:
         self._credential = credential
         self._base_url = base_url
@@ -169,6 +173,7 @@ class ACIProvider:
         self.provision_wait_seconds = provision_wait_seconds
         self.sweep_interval_seconds = sweep_interval_seconds
         self.sweep_min_age_seconds = sweep_min_age_seconds
+        self._home = (subscription_id, resource_group)
         self._timeouts = {"read_timeout": read_timeout, "connection_timeout": connection_timeout}
         self._lock = threading.Lock()
         self._credentials: dict[_CredentialsKey, Any] = {}
@@ -388,7 +393,8 @@ class ACIProvider:
         """
         name = group_name(run_id_of_key(idempotency_key))
         places = list(self._seen)
-        subscription_env, group_env = os.environ.get(SUBSCRIPTION_ENV), os.environ.get(RESOURCE_GROUP_ENV)
+        subscription_env = self._home[0] or os.environ.get(SUBSCRIPTION_ENV)
+        group_env = self._home[1] or os.environ.get(RESOURCE_GROUP_ENV)
         if subscription_env and group_env and (subscription_env, group_env) not in places:
             places.append((subscription_env, group_env))
         for subscription, resource_group in places:
