@@ -171,7 +171,7 @@ def apply_callback(
     for _ in range(SAVE_ATTEMPTS):
         if run.has_report(source):
             raise signing.SignatureError("callback already received (replay)")
-        after = _proposed(run, report, source, now)
+        after = _proposed(run, report, source, now).remembering(source)
         if store.save_run(run, after):
             return after.model_copy(update={"version": run.version + 1})
         run = get_run(store, run_id)

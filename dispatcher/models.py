@@ -384,6 +384,10 @@ HISTORY_NOOPS_KEPT = 20
 """No-op records a run's history keeps, the newest; the first record and every applied one are always kept."""
 HISTORY_MAX_RECORDS = 100
 """A backstop over everything a history keeps: past it, the first record and the newest ones stay."""
+RECENT_REPORTS_KEPT = 100
+"""Sources of a run's latest reports (callbacks, provider events) kept beside its history, so a replay is still
+recognised after the bounded history dropped its no-op record. A signature is good for 300 s and a job sends
+a handful of reports, so a replay would need a hundred newer reports in between, and would still change nothing."""
 NOOP_MESSAGE_CHARS = 200
 """Characters of a no-op record's message (an applied one keeps MAX_DESCRIPTION): it changed nothing."""
 
@@ -471,6 +475,8 @@ class FlowRun(_Model):
     """How often `flow-run retry` sent this run back to SCHEDULED; each retry is a new identity for providers."""
     tags: list[str] = Field(default_factory=list)
     state_history: list[StateRecord] = Field(default_factory=list)
+    recent_reports: list[str] = Field(default_factory=list)
+    """The sources of the latest RECENT_REPORTS_KEPT reports, oldest first (see `has_report`)."""
     version: int = 0
     created: datetime = Field(default_factory=utcnow)
     updated: datetime = Field(default_factory=utcnow)
@@ -484,8 +490,12 @@ class FlowRun(_Model):
         return self.state in TERMINAL
 
     def has_report(self, source: str) -> bool:
-        """Whether the history holds the report of `source`: a replayed callback, a duplicate event."""
-        return any(record.came_from(source) for record in self.state_history)
+        """Whether the report of `source` arrived before: a replayed callback, a duplicate event."""
+        return source in self.recent_reports or any(record.came_from(source) for record in self.state_history)
+
+    def remembering(self, source: str) -> FlowRun:
+        """This run with `source` among its recent reports (the oldest forgotten past RECENT_REPORTS_KEPT)."""
+        return self.model_copy(update={"recent_reports": [*self.recent_reports, source][-RECENT_REPORTS_KEPT:]})
 
     def moved(
         self,

@@ -61,6 +61,7 @@ def apply_status(
         state, message = target
         # moved() records what the state rules refuse (a RUNNING report for a run that holds no slot, say).
         after, _ = run.moved(state, source=source, message=message, now=now)
+        after = after.remembering(source)
         if store.save_run(run, after):
             return after.model_copy(update={"version": run.version + 1})
     return store.get_run(run_id)

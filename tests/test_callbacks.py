@@ -28,7 +28,7 @@ from dispatcher.callbacks import (
 from dispatcher.cancelling import cancel_run
 from dispatcher.errors import InvalidInput
 from dispatcher.http_server import make_server
-from dispatcher.models import FlowRun, utcnow
+from dispatcher.models import HISTORY_NOOPS_KEPT, RECENT_REPORTS_KEPT, FlowRun, utcnow
 from dispatcher.signing import PARAMETERS_SIGNED_BODY, SIGNATURE_HEADER, SignatureError, sign
 from dispatcher.states import StateType
 from dispatcher.store.base import pool_slot, queue_slot
@@ -397,3 +397,25 @@ def get_run_state(store: SQLiteStore, run_id: str) -> StateType:
     run = store.get_run(run_id)
     assert run is not None
     return run.state
+
+
+def test_a_replayed_no_op_is_refused_after_the_history_dropped_its_record(base_url: str, store: SQLiteStore) -> None:
+    # The history keeps only the newest HISTORY_NOOPS_KEPT no-ops; a replay must be recognised all the same.
+    run = new_run(store)
+    token = token_of(store, run)
+    assert (
+        post(base_url, run.id, b'{"state":"RUNNING"}', sign(token, b'{"state":"RUNNING"}', int(time.time())))[0] == 200
+    )
+    first = b'{"state":"RUNNING","message":"noop 0"}'
+    first_signature = sign(token, first, int(time.time()))
+    assert post(base_url, run.id, first, first_signature)[0] == 200
+    for i in range(1, HISTORY_NOOPS_KEPT + 40):
+        body = json.dumps({"state": "RUNNING", "message": f"noop {i}"}).encode()
+        assert post(base_url, run.id, body, sign(token, body, int(time.time())))[0] == 200
+    before = store.get_run(run.id)
+    assert before is not None and not any(r.message == "noop 0" for r in before.state_history), "record dropped"
+    status, answer = post(base_url, run.id, first, first_signature)
+    assert status == 401 and "replay" in answer["error"]
+    after = store.get_run(run.id)
+    assert after is not None and after.version == before.version
+    assert len(after.recent_reports) <= RECENT_REPORTS_KEPT
