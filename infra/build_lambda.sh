@@ -29,11 +29,14 @@ out=${1:?usage: build_lambda.sh OUT_DIR | --zip OUT.zip}
 case ",$extras," in *,aws,*) ;; *) echo "PUSHPOOL_EXTRAS must include aws (got '$extras')" >&2; exit 2 ;; esac
 
 wheels=$(mktemp -d)
-trap 'rm -rf "$wheels"' EXIT
-# The project itself as a wheel (pure Python), then everything for the Lambda platform from wheels only.
-# Powertools' Tracer needs aws-xray-sdk under Lambda (Tracing: Active), hence its [tracer] extra here.
-# (PYTHONWARNINGS: setuptools' deprecation notices about pyproject.toml, printed once per build step.)
-PYTHONWARNINGS=ignore "$python" -m pip wheel --quiet --no-deps --wheel-dir "$wheels" "$root"
+source=$(mktemp -d)
+trap 'rm -rf "$wheels" "$source"' EXIT
+# The project itself as a wheel (pure Python), built from a copy of its sources: setuptools writes egg-info and
+# build/ beside the sources, and `sam build --parallel` builds three functions at once. Then everything for
+# the Lambda platform from wheels only. Powertools' Tracer needs aws-xray-sdk under Lambda (Tracing: Active),
+# hence its [tracer] extra here. (PYTHONWARNINGS: setuptools' deprecation notices about pyproject.toml.)
+(cd "$root" && tar -cf - --exclude=__pycache__ pyproject.toml README.md dispatcher handlers) | (cd "$source" && tar -xf -)
+PYTHONWARNINGS=ignore "$python" -m pip wheel --quiet --no-deps --wheel-dir "$wheels" "$source"
 mkdir -p "$out"
 "$python" -m pip install --quiet --upgrade --no-compile --no-warn-conflicts --target "$out" \
   --platform manylinux2014_x86_64 --implementation cp --python-version 3.12 --only-binary=:all: \
