@@ -250,6 +250,7 @@ def test_sandbox_names_and_tags_keep_to_modal_s_rules() -> None:
     assert tags["pushpool.io_pool"] == "modal_pool" and tags["team_owner"] == "data__eu_"
     assert tags["name"] == "a_b" and len(tags["long"]) == 63
     assert tags["pushpool.io_run-id"] == config.env["PUSHPOOL_RUN_ID"] and tags["pushpool.io_submission"] == key
+    assert tags["pushpool.io_launch"] == key.rpartition("-")[0]
 
 
 def test_submit_creates_one_sandbox_with_the_job_s_settings(provider: ModalProvider, fake: FakeModal) -> None:
@@ -288,6 +289,17 @@ def test_the_same_key_twice_returns_the_running_sandbox(provider: ModalProvider,
     assert provider.find(f"{uuid.uuid4()}-1") is None
     fake.finish(infra_id, 0)
     assert provider.find(key) is None, "Modal forgets an ended sandbox's name"
+
+
+def test_a_retried_run_never_takes_its_earlier_life_s_sandbox(provider: ModalProvider, fake: FakeModal) -> None:
+    run_id, key, earlier = submit(provider)  # still running: the run was crashed while Modal kept it
+    job = provider.validate(render_job({"command": "python -m flows.nightly"}, run_id=run_id))
+    for retry_key in (f"{run_id}-r1-1", f"{run_id}-r1-2"):
+        assert provider.find(retry_key) is None
+    later = provider.submit(job, idempotency_key=f"{run_id}-r1-2", resubmission=True)
+    assert later != earlier and len(fake.of_run(run_id)) == 2
+    assert fake.sandboxes[later].tags["pushpool.io_launch"] == f"{run_id}-r1"
+    assert provider.find(f"{run_id}-r1-5") == later
 
 
 def test_a_create_whose_answer_was_lost_is_found_by_the_next_attempt(provider: ModalProvider, fake: FakeModal) -> None:

@@ -65,7 +65,10 @@ MAX_TIMEOUT = 86400
 """Modal's maximum lifetime of a sandbox: 24 hours."""
 
 RUN_ID_TAG = "pushpool.io_run-id"
-"""The tag the provider finds a run's sandboxes by (Modal tags allow no '/', so pushpool.io/run-id becomes this)."""
+"""The run's id (Modal tags allow no '/', so the label pushpool.io/run-id becomes this)."""
+LAUNCH_TAG = "pushpool.io_launch"
+"""The head of the submission key (`<run id>`, or `<run id>-r<N>` after `flow-run retry`): the tag the provider
+finds a launch by across attempts, and never a retried run's earlier life."""
 KEY_TAG = "pushpool.io_submission"
 
 # Modal's rules: object names are 1-64 of these characters; tag keys and values 1-63 of them.
@@ -275,23 +278,21 @@ def _tag_text(text: str) -> str:
 
 def sandbox_tags(config: ModalJobConfiguration, idempotency_key: str) -> dict[str, str]:
     """The sandbox's tags: `name` from the job's name, the labels (pushpool's run, pool and deployment among
-    them), the run id and the submission key, spelled as Modal allows."""
+    them), the run id, the launch (the key's head) and the submission key, spelled as Modal allows."""
     merged: dict[str, str] = {}
     if config.name:
         merged["name"] = config.name
     merged.update(config.labels)
     tags = {_tag_text(key): _tag_text(value) for key, value in merged.items()}
-    tags[RUN_ID_TAG] = _tag_text(_run_id(config, idempotency_key))
+    run_id = config.env.get("PUSHPOOL_RUN_ID") or config.labels.get("pushpool.io/run-id")
+    tags[RUN_ID_TAG] = _tag_text(run_id or _key_head(idempotency_key))
+    tags[LAUNCH_TAG] = _tag_text(_key_head(idempotency_key))
     tags[KEY_TAG] = _tag_text(idempotency_key)
     return tags
 
 
-def _run_id(config: ModalJobConfiguration, idempotency_key: str) -> str:
-    """The run a job belongs to: PUSHPOOL_RUN_ID, else its run label, else the key (`<run id>-<attempt>`) without
-    its attempt."""
-    run_id = config.env.get("PUSHPOOL_RUN_ID") or config.labels.get("pushpool.io/run-id")
-    if run_id:
-        return run_id
+def _key_head(idempotency_key: str) -> str:
+    """A dispatcher key (`<head>-<attempt>`, dispatch.idempotency_key) without its attempt: one launch's name."""
     head, _, attempt = idempotency_key.rpartition("-")
     return head if head and attempt.isdigit() else idempotency_key
 
@@ -586,9 +587,9 @@ class ModalProvider:
         tags = sandbox_tags(config, idempotency_key)
 
         if resubmission or not _first_attempt(idempotency_key):
-            # An earlier call may have started a sandbox whose id never came back: find the run's, any attempt.
+            # An earlier call may have started a sandbox whose id never came back: find this launch's, any attempt.
             running = self._call(
-                "Sandbox.list", self.sdk.find_by_tags, app_name, {RUN_ID_TAG: tags[RUN_ID_TAG]}, profile=profile
+                "Sandbox.list", self.sdk.find_by_tags, app_name, {LAUNCH_TAG: tags[LAUNCH_TAG]}, profile=profile
             )
             if running:
                 return make_infrastructure_id(running[0], profile)
@@ -625,22 +626,22 @@ class ModalProvider:
         return make_infrastructure_id(sandbox_id, profile)
 
     def find(self, idempotency_key: str) -> str | None:
-        """The running sandbox launched for this key's run: by its name, else by the run's tag (a sandbox of an
-        earlier attempt that was never recorded counts, as for ECS: the run's launch has happened).
+        """The running sandbox launched for this key: by its name, else by its launch tag (a sandbox of an earlier
+        attempt that was never recorded counts, as for ECS: the launch has happened; a retried run's earlier life
+        does not).
 
         It searches the default app and the apps this provider used. Modal forgets a sandbox's name once it
         ends and lists only running sandboxes, so an ended launch is not found (see the module docstring).
         """
         name = sandbox_name(idempotency_key)
-        head, _, attempt = idempotency_key.rpartition("-")
-        run_tag = {RUN_ID_TAG: _tag_text(head if head and attempt.isdigit() else idempotency_key)}
+        launch = {LAUNCH_TAG: _tag_text(_key_head(idempotency_key))}
         with self._lock:
             places = list(self._apps)
         for app_name, profile in places:
             try:
                 found = self.sdk.find_by_name(app_name, name, profile=profile)
                 if found is None:
-                    found = next(iter(self.sdk.find_by_tags(app_name, run_tag, profile=profile)), None)
+                    found = next(iter(self.sdk.find_by_tags(app_name, launch, profile=profile)), None)
             except Exception as exc:
                 if _is(exc, "NotFoundError"):
                     continue  # the app itself does not exist (yet)
