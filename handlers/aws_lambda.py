@@ -32,6 +32,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field
 
+from dispatcher.errors import ConfigError
 from dispatcher.providers.base import JobStatus, Provider, Providers
 from dispatcher.store import open_store, store_url
 
@@ -107,7 +108,7 @@ class Runtime:
     def dispatcher(self) -> Dispatcher:
         from dispatcher.dispatch import Dispatcher
 
-        return Dispatcher(self.store, providers=TracedProviders(self.tracer) if self.tracer else None)
+        return Dispatcher(self.store, providers=TracedProviders(self.tracer) if self.tracer else LambdaProviders())
 
     @cached_property
     def api(self) -> Api:
@@ -150,6 +151,37 @@ def load_secret() -> None:
 
     value = parameters.get_secret(arn) if arn else parameters.get_parameter(str(name), decrypt=True)
     os.environ["PUSHPOOL_SECRET"] = value.decode() if isinstance(value, bytes) else str(value)
+
+
+MODAL_TOKEN_SECRET_ENV = "PUSHPOOL_MODAL_TOKEN_SECRET"
+"""Name or ARN of the Secrets Manager secret holding `{"token_id": ..., "token_secret": ...}` for modal:push."""
+
+
+def load_modal_token() -> None:
+    """Put the Modal token in MODAL_TOKEN_ID/MODAL_TOKEN_SECRET, where Modal's client looks, from Secrets Manager.
+
+    Called before a modal:push provider is first built, so a stack without Modal pools never reads the secret. A
+    token already in the environment wins; a missing secret leaves Modal's own lookup, whose AuthError then
+    names the problem per run. Only the secret's name is ever logged, never its value.
+    """
+    name = os.environ.get(MODAL_TOKEN_SECRET_ENV)
+    if not name or (os.environ.get("MODAL_TOKEN_ID") and os.environ.get("MODAL_TOKEN_SECRET")):
+        return
+    from aws_lambda_powertools.utilities import parameters
+
+    try:
+        value = parameters.get_secret(name, transform="json")
+    except parameters.exceptions.TransformParameterError:
+        raise ConfigError(
+            f'the Modal token secret {name} must be JSON: {{"token_id": "ak-...", "token_secret": "as-..."}}'
+        ) from None
+    except parameters.exceptions.GetParameterError as exc:
+        logger.warning("Modal token secret %s could not be read; Modal's own credentials apply: %s", name, exc)
+        return
+    if not isinstance(value, dict) or not value.get("token_id") or not value.get("token_secret"):
+        raise ConfigError(f"the Modal token secret {name} must hold token_id and token_secret")
+    os.environ["MODAL_TOKEN_ID"] = str(value["token_id"])
+    os.environ["MODAL_TOKEN_SECRET"] = str(value["token_secret"])
 
 
 runtime = Runtime()
@@ -200,7 +232,16 @@ class TracedProvider:
             self.inner.cancel(infrastructure_id)
 
 
-class TracedProviders(Providers):
+class LambdaProviders(Providers):
+    """The registry's providers; a modal:push provider is built only after the Modal token has been loaded."""
+
+    def get(self, pool_type: str) -> Provider:
+        if pool_type == "modal:push" and pool_type not in self._instances:
+            load_modal_token()
+        return super().get(pool_type)
+
+
+class TracedProviders(LambdaProviders):
     """The registry's providers, each wrapped once in a `TracedProvider`."""
 
     def __init__(self, tracer: Tracer) -> None:
