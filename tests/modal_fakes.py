@@ -15,8 +15,10 @@ those parameters. What the fake copies from Modal:
   nothing; an unknown sandbox id is NotFoundError everywhere;
 - `find_by_tags` lists running sandboxes only, as Sandbox.list does.
 
-Tests script the rest: `finish`, `time_out`, `kill` (Modal terminates it), `fail_next`, and
-`lose_next_answer` (the sandbox starts but the create call fails on the way back).
+Tests script the rest: `finish`, `time_out`, `kill` (Modal terminates it), `fail_next`, `fail_always`
+(every call of a method fails until cleared), `hold` (creates wait until released, as a call that does not
+answer; the sandbox starts once it is released), and `lose_next_answer` (the sandbox starts but the create
+call fails on the way back).
 """
 
 from __future__ import annotations
@@ -67,7 +69,10 @@ class FakeModal:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self._lock = threading.Lock()
         self._failures: dict[str, deque[BaseException]] = {}
+        self._always: dict[str, BaseException] = {}
         self._lose_answers = 0
+        self.released = threading.Event()
+        self.released.set()
 
     # -- scripting ---------------------------------------------------------------------------------------------
 
@@ -75,6 +80,21 @@ class FakeModal:
         """The next `n` calls of `method` raise `error` before doing anything."""
         with self._lock:
             self._failures.setdefault(method, deque()).extend([error] * n)
+
+    def fail_always(self, method: str, error: BaseException | None) -> None:
+        """Every call of `method` raises `error` before doing anything, until called again with None."""
+        with self._lock:
+            if error is None:
+                self._always.pop(method, None)
+            else:
+                self._always[method] = error
+
+    def hold(self) -> None:
+        """Creates wait (outside the lock) until `release`, then go on: a call that hangs, then answers."""
+        self.released.clear()
+
+    def release(self) -> None:
+        self.released.set()
 
     def lose_next_answer(self) -> None:
         """The next create starts its sandbox, then fails as a dropped connection would."""
@@ -130,6 +150,7 @@ class FakeModal:
         region: str | list[str] | None,
         profile: str | None,
     ) -> str:
+        self.released.wait(timeout=120)
         with self._lock:
             self._record("create", locals())
             check_object_name(name, "Sandbox")
@@ -200,6 +221,8 @@ class FakeModal:
 
     def _record(self, method: str, arguments: dict[str, Any]) -> None:
         self.calls.append((method, {k: copy.deepcopy(v) for k, v in arguments.items() if k != "self"}))
+        if method in self._always:
+            raise self._always[method]
         queue = self._failures.get(method)
         if queue:
             raise queue.popleft()

@@ -732,7 +732,86 @@ class ACIHarness(ProviderHarness):
         self.stub.__exit__(None, None, None)
 
 
+# -- Modal: FakeModal, which behaves as Modal's servers do (Modal has no offline server) -----------------------
+
+_MODAL_FAULTS: dict[str, tuple[str, str]] = {
+    # kind: (modal.exception class, Modal's words)
+    "throttle": ("ResourceExhaustedError", "Rate limit exceeded for sandbox creation"),
+    "server_error": ("InternalError", "Internal server error, please try again"),
+    "timeout": ("TimeoutError", "Deadline exceeded"),
+    "permanent": ("AuthError", "Token ID is malformed. Did you use the right credentials?"),
+}
+
+
+class ModalHarness(ProviderHarness):
+    """The `modal:push` provider over tests/modal_fakes.py's FakeModal, the SDK adapter's stand-in.
+
+    tests/test_provider_modal.py checks that every call the real adapter makes fits the installed SDK; here
+    the provider's behaviour is held to the suite. Sandboxes run until `finish` ends them.
+    """
+
+    name = "modal"
+    pool_type = "modal:push"
+    faults = frozenset(FAULTS)
+    template_path = ROOT / "templates" / "modal-push.json"
+
+    def __init__(self, tmp_path: Path) -> None:
+        from modal_fakes import FakeModal
+
+        from dispatcher.providers.modal import ModalProvider
+
+        super().__init__(tmp_path)
+        self.fake = FakeModal()
+        self._provider_class = ModalProvider
+        self._provider = ModalProvider(self.fake)
+
+    def provider(self) -> Provider:
+        return self._provider
+
+    def fresh_provider(self) -> Provider:
+        return self._provider_class(self.fake)
+
+    def job_variables(self) -> dict[str, Any]:
+        return {"command": ["python", "-m", "flows.nightly"], "timeout": 600}
+
+    def bad_job(self) -> tuple[dict[str, Any], str]:
+        return {**self.job(), "command": []}, "command"
+
+    def finish(self, run_id: str, infrastructure_id: str, exit_code: int) -> None:
+        self.fake.finish(infrastructure_id, exit_code)
+
+    def launched(self) -> int:
+        return len(self.fake.sandboxes)
+
+    def touches(self) -> int:
+        return len(self.fake.calls)
+
+    def unknown_id(self) -> str:
+        return "sb-" + uuid.uuid4().hex[:22]
+
+    @contextlib.contextmanager
+    def fault(self, kind: str) -> Iterator[str]:
+        from modal import exception as modal_exception
+
+        if kind == "hang":
+            self.fake.hold()
+            try:
+                yield ""
+            finally:
+                self.fake.release()
+            return
+        cls, words = _MODAL_FAULTS[kind]
+        self.fake.fail_always("create", getattr(modal_exception, cls)(words))
+        try:
+            yield f"{cls}: {words}"
+        finally:
+            self.fake.fail_always("create", None)
+
+    def close(self) -> None:
+        self.fake.release()
+
+
 HARNESSES: dict[str, type[ProviderHarness]] = {
-    h.name: h for h in (ProcessHarness, FakeHarness, EcsHarness, CloudRunHarness, ACIHarness)
+    h.name: h for h in (ProcessHarness, FakeHarness, EcsHarness, CloudRunHarness, ACIHarness, ModalHarness)
 }
 """Every provider's harness by name; the conformance suite and the reliability scenarios run over all of them."""
