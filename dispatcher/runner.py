@@ -44,14 +44,12 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
-from dispatcher.signing import PARAMETERS_SIGNED_BODY, SIGNATURE_HEADER, sign
+from dispatcher.signing import PARAMETERS_ENV, PARAMETERS_SIGNED_BODY, PARAMETERS_URL_ENV, SIGNATURE_HEADER, sign
 
 __all__ = ["Reporter", "main", "signal_name", "write_atomic"]
 
 CALLBACK_URL_ENV = "PUSHPOOL_CALLBACK_URL"
 CALLBACK_TOKEN_ENV = "PUSHPOOL_CALLBACK_TOKEN"
-PARAMETERS_ENV = "PUSHPOOL_PARAMETERS"
-PARAMETERS_URL_ENV = "PUSHPOOL_PARAMETERS_URL"
 EXIT_NO_PARAMETERS = 1
 RETRY_SECONDS_ENV = "PUSHPOOL_CALLBACK_RETRY_SECONDS"
 DEFAULT_RETRY_SECONDS = 30.0

@@ -32,6 +32,10 @@ class SignatureError(PushpoolError):
     http_status = 401
 
 
+PARAMETERS_ENV = "PUSHPOOL_PARAMETERS"
+PARAMETERS_URL_ENV = "PUSHPOOL_PARAMETERS_URL"
+"""A job's parameters travel in PARAMETERS_ENV, or, when too large for its environment, by reference in
+PARAMETERS_URL_ENV (the job's callback URL + PARAMETERS_PATH), which `pushpool-run` reads for the command."""
 PARAMETERS_PATH = "/parameters"
 """Appended to a run's callback URL: where its job reads parameters too large to travel in its environment."""
 PARAMETERS_SIGNED_BODY = b"GET parameters"

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from dispatcher import arguments
 from dispatcher.errors import TemplateError
-from dispatcher.signing import PARAMETERS_PATH
+from dispatcher.signing import PARAMETERS_ENV, PARAMETERS_PATH, PARAMETERS_URL_ENV
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
@@ -649,8 +649,6 @@ def _text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-PARAMETERS_ENV = "PUSHPOOL_PARAMETERS"
-PARAMETERS_URL_ENV = "PUSHPOOL_PARAMETERS_URL"
 PARAMETERS_INLINE_BYTES = 4096
 """Parameters up to this size travel in PUSHPOOL_PARAMETERS. Larger ones travel by reference: the job gets
 PUSHPOOL_PARAMETERS_URL, which `pushpool-run` reads with the run's own token and hands to the command as
