@@ -89,6 +89,19 @@ def split_command(value: Any) -> list[Any]:
     return value
 
 
+def key_head(idempotency_key: str) -> str:
+    """A dispatcher key (`<head>-<attempt>`, see `dispatch.idempotency_key`) without its attempt: the run id, or
+    `<run id>-r<N>` for a run sent back by `flow-run retry`, whose new life must not find its earlier launch;
+    the whole key when it names no attempt. Every attempt of one life shares the head."""
+    head, _, attempt = idempotency_key.rpartition("-")
+    return head if head and attempt.isdigit() else idempotency_key
+
+
+def first_attempt(idempotency_key: str) -> bool:
+    """Whether a dispatcher key names its run's first submission attempt (no earlier launch can exist)."""
+    return idempotency_key.rpartition("-")[2] == "1"
+
+
 REGISTRY: dict[str, tuple[str, str]] = {
     # pool type: (dotted path of the provider class, extra that installs its SDK)
     "process": ("dispatcher.providers.process:ProcessProvider", ""),

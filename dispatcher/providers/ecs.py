@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import InvalidInput, ProviderError, TemplateError
 from ..templating import check_credentials
-from .base import JobState, JobStatus, split_command
+from .base import JobState, JobStatus, first_attempt, key_head, split_command
 from .ecs_network import NoRouteOut, SubnetChoice, choose_subnets
 
 log = logging.getLogger("pushpool.providers.ecs")
@@ -516,18 +516,7 @@ def _tag_list(
 def _run_id(config: ECSJobConfiguration, idempotency_key: str) -> str:
     """The run a job belongs to: PUSHPOOL_RUN_ID, else its run label, else the key without its `-<attempt>`."""
     run_id = config.env.get(_RUN_ID_ENV) or config.labels.get(_RUN_ID_LABEL)
-    return run_id or _run_id_of_key(idempotency_key)
-
-
-def _run_id_of_key(idempotency_key: str) -> str:
-    """The run id in a dispatcher key (`<run id>-<attempt>`), or the whole key when it has no attempt."""
-    head, _, attempt = idempotency_key.rpartition("-")
-    return head if head and attempt.isdigit() else idempotency_key
-
-
-def _first_attempt(idempotency_key: str) -> bool:
-    """Whether a dispatcher key (`<run id>-<attempt>`) names a run's first submission attempt."""
-    return idempotency_key.rpartition("-")[2] == "1"
+    return run_id or key_head(idempotency_key)
 
 
 def started_by(run_id: str) -> str:
@@ -1003,7 +992,7 @@ class ECSProvider:
         with self._lock:
             self._clusters.setdefault(cluster, None)  # where `find` looks first
 
-        if resubmission or not _first_attempt(idempotency_key):
+        if resubmission or not first_attempt(idempotency_key):
             orphan = self._find_orphan(cluster, started_by(run_id))
             if orphan is not None:
                 return make_infrastructure_id(orphan, cluster)
@@ -1072,7 +1061,7 @@ class ECSProvider:
         resubmission's lookup it answers for the run, so a task of an earlier attempt that was never
         recorded counts too: the run's launch has happened. ECS forgets a stopped task after about an hour.
         """
-        by = started_by(_run_id_of_key(idempotency_key))
+        by = started_by(key_head(idempotency_key))
         for cluster in self._clusters_to_search():
             try:
                 orphan = self._find_orphan(cluster, by)

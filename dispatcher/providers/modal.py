@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ..errors import InvalidInput, ProviderError
-from .base import JobState, JobStatus, split_command
+from .base import JobState, JobStatus, first_attempt, key_head, split_command
 
 if importlib.util.find_spec("modal") is None:
     # Checked here, not imported: the registry turns this into "pip install 'pushpool[modal]'", while a
@@ -285,21 +285,10 @@ def sandbox_tags(config: ModalJobConfiguration, idempotency_key: str) -> dict[st
     merged.update(config.labels)
     tags = {_tag_text(key): _tag_text(value) for key, value in merged.items()}
     run_id = config.env.get("PUSHPOOL_RUN_ID") or config.labels.get("pushpool.io/run-id")
-    tags[RUN_ID_TAG] = _tag_text(run_id or _key_head(idempotency_key))
-    tags[LAUNCH_TAG] = _tag_text(_key_head(idempotency_key))
+    tags[RUN_ID_TAG] = _tag_text(run_id or key_head(idempotency_key))
+    tags[LAUNCH_TAG] = _tag_text(key_head(idempotency_key))
     tags[KEY_TAG] = _tag_text(idempotency_key)
     return tags
-
-
-def _key_head(idempotency_key: str) -> str:
-    """A dispatcher key (`<head>-<attempt>`, dispatch.idempotency_key) without its attempt: one launch's name."""
-    head, _, attempt = idempotency_key.rpartition("-")
-    return head if head and attempt.isdigit() else idempotency_key
-
-
-def _first_attempt(idempotency_key: str) -> bool:
-    """Whether a dispatcher key (`<run id>-<attempt>`) names a run's first submission attempt."""
-    return idempotency_key.rpartition("-")[2] == "1"
 
 
 def make_infrastructure_id(sandbox_id: str, profile: str | None) -> str:
@@ -586,7 +575,7 @@ class ModalProvider:
             self._apps[(app_name, profile)] = None
         tags = sandbox_tags(config, idempotency_key)
 
-        if resubmission or not _first_attempt(idempotency_key):
+        if resubmission or not first_attempt(idempotency_key):
             # An earlier call may have started a sandbox whose id never came back: find this launch's, any attempt.
             running = self._call(
                 "Sandbox.list", self.sdk.find_by_tags, app_name, {LAUNCH_TAG: tags[LAUNCH_TAG]}, profile=profile
@@ -634,7 +623,7 @@ class ModalProvider:
         ends and lists only running sandboxes, so an ended launch is not found (see the module docstring).
         """
         name = sandbox_name(idempotency_key)
-        launch = {LAUNCH_TAG: _tag_text(_key_head(idempotency_key))}
+        launch = {LAUNCH_TAG: _tag_text(key_head(idempotency_key))}
         with self._lock:
             places = list(self._apps)
         for app_name, profile in places:

@@ -24,7 +24,6 @@ __all__ = [
     "container_group_body",
     "group_name",
     "parse_job",
-    "run_id_of_key",
 ]
 
 CONTAINER_NAME = "pushpool"
@@ -222,13 +221,6 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 # -- names -----------------------------------------------------------------------------------------------------
-
-
-def run_id_of_key(idempotency_key: str) -> str:
-    """The head of a dispatcher key (`<head>-<attempt>`): the run id, or `<run id>-r<N>` for a run sent back
-    by `flow-run retry`, whose new life must not find the group of its earlier one."""
-    head, _, attempt = idempotency_key.rpartition("-")
-    return head if head and attempt.isdigit() else idempotency_key
 
 
 def group_name(run_id: str) -> str:

@@ -28,8 +28,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ...errors import InvalidInput, ProviderError
-from ..base import JobState, JobStatus
-from .model import KEEP_TAG, ACIJobConfiguration, container_group_body, group_name, parse_job, run_id_of_key
+from ..base import JobState, JobStatus, key_head
+from .model import KEEP_TAG, ACIJobConfiguration, container_group_body, group_name, parse_job
 from .model import template_location as literal_location
 from .status import group_status, is_kept, main_container
 
@@ -261,7 +261,7 @@ class ACIProvider:
         with self._lock:
             self._identity_of[subscription] = identity
             self._seen[(subscription, resource_group)] = None
-        name = group_name(run_id_of_key(idempotency_key))
+        name = group_name(key_head(idempotency_key))
         infra_id = resource_id(subscription, resource_group, name)
 
         if self._get(client, resource_group, name, "GET container group") is not None:
@@ -391,7 +391,7 @@ class ACIProvider:
         each known subscription's groups. Raises ProviderError when no subscription is known at all, since
         "none" would then be a guess.
         """
-        name = group_name(run_id_of_key(idempotency_key))
+        name = group_name(key_head(idempotency_key))
         places = list(self._seen)
         subscription_env = self._home[0] or os.environ.get(SUBSCRIPTION_ENV)
         group_env = self._home[1] or os.environ.get(RESOURCE_GROUP_ENV)

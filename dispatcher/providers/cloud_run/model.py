@@ -28,7 +28,6 @@ __all__ = [
     "gcp_labels",
     "job_id_for_run",
     "parse_job",
-    "run_id_of_key",
 ]
 
 JOB_ID_PREFIX = "pushpool-"
@@ -220,13 +219,6 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 # -- identity ---------------------------------------------------------------------------------------------------
-
-
-def run_id_of_key(idempotency_key: str) -> str:
-    """The head of a dispatcher key (`<head>-<attempt>`): the run id, or `<run id>-r<N>` for a run sent back by
-    `flow-run retry`. One Cloud Run job per head: every attempt of a life finds it, a new life gets its own."""
-    head, _, attempt = idempotency_key.rpartition("-")
-    return head if head and attempt.isdigit() else idempotency_key
 
 
 def job_id_for_run(run_id: str) -> str:

@@ -33,10 +33,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ...errors import InvalidInput, ProviderError
-from ..base import JobState, JobStatus
+from ..base import JobState, JobStatus, first_attempt, key_head
 from .clients import Clients, CloudRunClients
 from .errors import http_status, provider_error
-from .model import CloudRunJobConfiguration, build_job_body, job_id_for_run, parse_job, run_id_of_key
+from .model import CloudRunJobConfiguration, build_job_body, job_id_for_run, parse_job
 from .status import execution_status
 
 log = logging.getLogger("pushpool.providers.cloud_run")
@@ -194,7 +194,7 @@ class CloudRunProvider:
         Looks for the run's job in the locations this instance submitted to and in the default one (`region`,
         in `project` or the default credentials' project). Raises ProviderError when it cannot look at all.
         """
-        job_id = job_id_for_run(run_id_of_key(idempotency_key))
+        job_id = job_id_for_run(key_head(idempotency_key))
         with self._lock:
             locations = dict(self._locations)
         default = self._default_location()
@@ -245,7 +245,7 @@ class CloudRunProvider:
         location = f"projects/{project}/locations/{config.region}"
         with self._lock:
             self._locations[location] = credentials_file
-        job_id = job_id_for_run(run_id_of_key(key))
+        job_id = job_id_for_run(key_head(key))
         job_name = f"{location}/jobs/{job_id}"
         body = build_job_body(config)
         if config.keep_job:
@@ -253,10 +253,10 @@ class CloudRunProvider:
             body["template"]["labels"][KEEP_JOB_LABEL] = "true"
 
         created = self._create_job(clients, location, job_id, body)
-        first_attempt = key.rpartition("-")[2] == "1"
-        if not created or resubmission or not first_attempt:
+        is_first = first_attempt(key)
+        if not created or resubmission or not is_first:
             existing = self._latest_execution(clients, job_name)
-            if existing is None and not created and first_attempt and not resubmission:
+            if existing is None and not created and is_first and not resubmission:
                 # Another submit of this very attempt created the job a moment ago (two dispatchers racing):
                 # it is about to run it, so wait for its execution rather than start a second one.
                 existing = self._wait_for_execution(clients, job_name)
