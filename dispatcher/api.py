@@ -31,6 +31,16 @@ from .schedules import Schedule, parse_schedule
 from .signing import SIGNATURE_HEADER
 from .states import StateType
 from .store.base import DEFAULT_LIST_LIMIT, Store
+from .wakeups import (
+    RUN_CANCELLED,
+    RUN_CREATED,
+    SLOT_FREED,
+    NoWakeups,
+    Wakeups,
+    deployment_wake_reason,
+    left_active,
+    room_opened,
+)
 
 log = logging.getLogger(__name__)
 
@@ -278,12 +288,33 @@ class Api:
     `gateway_authorized` is for a deployment where the gateway in front already authorised every management
     call (API Gateway with IAM auth on those routes: SigV4 takes the Authorization header, so no bearer can
     travel with it). Never set it where the function is reachable without that gateway.
+
+    `wakeups` hears of every successful change that lets a run start sooner than the next pass (a run
+    created, a slot freed, a pool or queue resumed, a limit raised, a schedule set): `serve` and the cloud
+    functions start a pass on it. A refused request wakes nothing.
     """
 
-    def __init__(self, store: Store, *, api_token: str | None, gateway_authorized: bool = False) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        api_token: str | None,
+        gateway_authorized: bool = False,
+        wakeups: Wakeups | None = None,
+    ) -> None:
         self.store = store
         self.api_token = api_token
         self.gateway_authorized = gateway_authorized
+        self.wakeups: Wakeups = wakeups or NoWakeups()
+
+    def wake(self, pool: str | None, reason: str | None) -> None:
+        """Pass a wake-up on (`reason` None: nothing to wake for); the change is stored, so this never fails it."""
+        if reason is None:
+            return
+        try:
+            self.wakeups.wake(pool, reason)
+        except Exception:  # a Wakeups must not raise; if one does, the answer still stands (the tick catches up)
+            log.exception("wake-up for pool %s (%s) failed", pool, reason)
 
     def handle(self, request: Request) -> Response:
         """Answer one request; never raises (an unexpected error is a logged 500)."""
@@ -335,6 +366,7 @@ def _ok(data: Any, status: int = 200) -> Response:
 @route("POST", "/callbacks/runs/{run_id}", management=False)
 def _callback(api: Api, request: Request, p: dict[str, str]) -> Response:
     run = apply_callback(api.store, p["run_id"], request.body, request.headers.get(SIGNATURE_HEADER))
+    api.wake(run.pool, SLOT_FREED if left_active(run) else None)
     return _ok(callback_answer(run))
 
 
@@ -376,7 +408,10 @@ def _pool(api: Api, request: Request, p: dict[str, str]) -> Response:
 def _pool_update(api: Api, request: Request, p: dict[str, str]) -> Response:
     body = parse_json_body(PoolUpdate, request.body)
     fields = body.model_dump(exclude={"concurrency_limit"})
-    return _ok(pool_ops.update_pool(api.store, p["pool"], concurrency_limit=_limit_change(body), **fields))
+    before = pool_ops.get_pool(api.store, p["pool"])
+    after = pool_ops.update_pool(api.store, p["pool"], concurrency_limit=_limit_change(body), **fields)
+    api.wake(after.name, room_opened(before, after))
+    return _ok(after)
 
 
 @route("DELETE", "/work_pools/{pool}")
@@ -392,7 +427,10 @@ def _pool_pause(api: Api, request: Request, p: dict[str, str]) -> Response:
 
 @route("POST", "/work_pools/{pool}/resume")
 def _pool_resume(api: Api, request: Request, p: dict[str, str]) -> Response:
-    return _ok(pool_ops.update_pool(api.store, p["pool"], paused=False))
+    before = pool_ops.get_pool(api.store, p["pool"])
+    after = pool_ops.update_pool(api.store, p["pool"], paused=False)
+    api.wake(after.name, room_opened(before, after))
+    return _ok(after)
 
 
 @route("GET", "/work_pools/{pool}/preview", query=("hours", "queue"))
@@ -422,7 +460,9 @@ def _queue(api: Api, request: Request, p: dict[str, str]) -> Response:
 def _queue_update(api: Api, request: Request, p: dict[str, str]) -> Response:
     body = parse_json_body(QueueUpdate, request.body)
     fields = body.model_dump(exclude={"concurrency_limit"})
+    before = pool_ops.get_queue(api.store, p["pool"], p["queue"])
     queue = pool_ops.update_queue(api.store, p["pool"], p["queue"], concurrency_limit=_limit_change(body), **fields)
+    api.wake(queue.pool, room_opened(before, queue))
     return _ok(queue)
 
 
@@ -445,7 +485,9 @@ def _deployments(api: Api, request: Request, p: dict[str, str]) -> Response:
 def _deployment_create(api: Api, request: Request, p: dict[str, str]) -> Response:
     body = parse_json_body(DeploymentCreate, request.body)
     fields = body.model_dump(exclude={"schedules"})
-    return _ok(deployment_ops.create_deployment(api.store, schedules=_schedules(body.schedules), **fields), 201)
+    deployment = deployment_ops.create_deployment(api.store, schedules=_schedules(body.schedules), **fields)
+    api.wake(deployment.pool, deployment_wake_reason(None, deployment))
+    return _ok(deployment, 201)
 
 
 @route("GET", "/deployments/{name}")
@@ -457,9 +499,11 @@ def _deployment(api: Api, request: Request, p: dict[str, str]) -> Response:
 def _deployment_update(api: Api, request: Request, p: dict[str, str]) -> Response:
     body = parse_json_body(DeploymentUpdate, request.body)
     fields = body.model_dump(exclude={"schedules", "concurrency_limit"})
+    before = deployment_ops.get_deployment(api.store, p["name"])
     deployment = deployment_ops.update_deployment(
         api.store, p["name"], schedules=_schedules(body.schedules), concurrency_limit=_limit_change(body), **fields
     )
+    api.wake(deployment.pool, deployment_wake_reason(before, deployment))
     return _ok(deployment)
 
 
@@ -479,6 +523,7 @@ def _deployment_run(api: Api, request: Request, p: dict[str, str]) -> Response:
         job_variables=body.job_variables,
         scheduled_time=body.scheduled_time,
     )
+    api.wake(run.pool, RUN_CREATED)
     return _ok(run, 201)
 
 
@@ -527,4 +572,7 @@ def _run(api: Api, request: Request, p: dict[str, str]) -> Response:
 
 @route("POST", "/flow_runs/{run_id}/cancel")
 def _run_cancel(api: Api, request: Request, p: dict[str, str]) -> Response:
-    return _ok(cancel_run(api.store, p["run_id"], message="cancelled through the API"))
+    run = cancel_run(api.store, p["run_id"], message="cancelled through the API")
+    # A CANCELLING run still holds its slot: the pass stops its infrastructure, which frees it.
+    api.wake(run.pool, RUN_CANCELLED if run.state is StateType.CANCELLING else None)
+    return _ok(run)
