@@ -146,7 +146,7 @@ def test_every_variable_set_renders_into_a_job_the_model_accepts(provider: Modal
 @pytest.mark.parametrize(
     ("variables", "words"),
     [
-        ({}, "command: is required"),
+        ({}, "command: field required"),
         ({"command": "x", "image": " "}, "image: is required"),
         ({"command": "x", "image": "python 3"}, "image: must be a registry reference"),
         ({"command": "python 'unclosed"}, "command: cannot be split"),

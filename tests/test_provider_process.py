@@ -330,7 +330,7 @@ def test_invalid_job_at_submit_is_a_permanent_error(provider: ProcessProvider) -
         ({"command": []}, "command: must not be empty."),
         ({}, "command: field required."),
         ({"command": 5}, "command: must be a string or a list of strings."),
-        ({"command": ["ok", 5]}, "command.1: input should be a valid string."),
+        ({"command": ["ok", 5]}, "command[1]: input should be a valid string."),
         ({"command": "echo 'unclosed"}, "command: cannot be split like a shell command line"),
         ({"command": "x", "image": "python:3"}, "image: is not a setting of a process job; allowed: command, env"),
         ({"command": "x", "env": {"A": 1}}, "env.A: input should be a valid string."),

@@ -8,11 +8,14 @@ Loading a pool type imports only that type's module, so a pass over ECS pools ne
 from __future__ import annotations
 
 import importlib
+import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
+
+from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError
 
@@ -100,6 +103,50 @@ def key_head(idempotency_key: str) -> str:
 def first_attempt(idempotency_key: str) -> bool:
     """Whether a dispatcher key names its run's first submission attempt (no earlier launch can exist)."""
     return idempotency_key.rpartition("-")[2] == "1"
+
+
+def job_settings_error(
+    exc: ValidationError,
+    pool_type: str,
+    settings: type[BaseModel],
+    nested: Mapping[str, type[BaseModel]] | None = None,
+) -> str:
+    """A job's validation errors as one sentence per field, never quoting a value (it may be a secret).
+
+    The one wording for every provider: `task_definition.containers[0].image: field required`; a setting the
+    job does not have lists the allowed ones of the object it sits in (`nested` maps a field holding a model
+    of its own, e.g. `credentials`, to that model); a model-level rule that names its own field is kept as is.
+    """
+    parts = []
+    for error in exc.errors():
+        where = _location(error["loc"])
+        if error["type"] == "extra_forbidden":
+            parent = next((m for name, m in (nested or {}).items() if where.startswith(f"{name}.")), settings)
+            article = "an" if pool_type[:1] in "aeio" else "a"
+            allowed = ", ".join(parent.model_fields)
+            parts.append(f"{where}: is not a setting of {article} {pool_type} job; allowed: {allowed}")
+            continue
+        text = str(error["msg"]).removeprefix("Value error, ")
+        if not where and _NAMES_ITS_FIELD.match(text):
+            parts.append(text)
+        else:
+            parts.append(f"{where or 'job'}: {text[:1].lower()}{text[1:]}")
+    return "; ".join(dict.fromkeys(parts)) + "."
+
+
+_NAMES_ITS_FIELD = re.compile(r"[\w.\[\]-]+: ")
+"""A model-level rule's message that starts with the field it is about (`image: is required ...`)."""
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    """Pydantic's error location as a path, `a.b[0].c`, without its validator and union tags."""
+    where = ""
+    for part in loc:
+        if isinstance(part, int):
+            where += f"[{part}]"
+        elif not part.startswith(("function-", "union")):
+            where += f".{part}" if where else part
+    return where
 
 
 REGISTRY: dict[str, tuple[str, str]] = {

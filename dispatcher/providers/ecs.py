@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import InvalidInput, ProviderError, TemplateError
 from ..templating import check_credentials
-from .base import JobState, JobStatus, first_attempt, key_head, split_command
+from .base import JobState, JobStatus, first_attempt, job_settings_error, key_head, split_command
 from .ecs_network import NoRouteOut, SubnetChoice, choose_subnets
 
 log = logging.getLogger("pushpool.providers.ecs")
@@ -454,21 +454,6 @@ def _find_container(definitions: list[ContainerDefinition], name: str | None) ->
     if name is not None:
         return next((c for c in definitions if c.name == name), None)
     return next((c for c in definitions if c.name == DEFAULT_CONTAINER_NAME), definitions[0] if definitions else None)
-
-
-def _validation_message(exc: ValidationError) -> str:
-    """Pydantic's errors as one sentence per field: `task_definition.containerDefinitions[0].image: ...`."""
-    parts = []
-    for error in exc.errors():
-        where = ""
-        for part in error["loc"]:
-            where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
-        text = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            allowed = ", ".join(ECSJobConfiguration.model_fields)
-            text = f"is not a setting of an ecs:push job; allowed: {allowed}"
-        parts.append(f"{where}: {text}" if where else text)
-    return "; ".join(parts) + "."
 
 
 # -- pure mapping: job -> ECS requests -------------------------------------------------------------------------
@@ -1210,7 +1195,7 @@ class ECSProvider:
         try:
             return ECSJobConfiguration.model_validate(job)
         except ValidationError as exc:
-            raise InvalidInput(_validation_message(exc)) from None
+            raise InvalidInput(job_settings_error(exc, "ecs:push", ECSJobConfiguration)) from None
 
     def _find_orphan(self, cluster: str | None, by: str) -> str | None:
         """A task an earlier attempt of the run started, in any state ECS still remembers."""

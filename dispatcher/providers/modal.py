@@ -39,7 +39,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ..errors import InvalidInput, ProviderError
-from .base import JobState, JobStatus, first_attempt, key_head, split_command
+from .base import JobState, JobStatus, first_attempt, job_settings_error, key_head, split_command
 
 if importlib.util.find_spec("modal") is None:
     # Checked here, not imported: the registry turns this into "pip install 'pushpool[modal]'", while a
@@ -237,24 +237,6 @@ class ModalJobConfiguration(BaseModel):
     @property
     def profile(self) -> str | None:
         return self.modal_credentials.profile if self.modal_credentials else None
-
-
-def _validation_message(exc: ValidationError) -> str:
-    """Pydantic's errors as one sentence per field, without the offending values (they may be secrets)."""
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "job"
-        if error["type"] == "extra_forbidden":
-            parent = ModalCredentials if where.startswith("modal_credentials.") else ModalJobConfiguration
-            allowed = ", ".join(parent.model_fields)
-            parts.append(f"{where}: is not a setting of a modal:push job; allowed: {allowed}")
-            continue
-        if error["type"] == "missing":
-            parts.append(f"{where}: is required")
-            continue
-        text = str(error["msg"]).removeprefix("Value error, ")
-        parts.append(f"{where}: {text[:1].lower()}{text[1:]}")
-    return "; ".join(parts) + "."
 
 
 # -- pure mapping: job -> Modal names, tags, ids, statuses -----------------------------------------------------
@@ -698,7 +680,9 @@ class ModalProvider:
         try:
             return ModalJobConfiguration.model_validate(job)
         except ValidationError as exc:
-            raise InvalidInput(_validation_message(exc)) from None
+            raise InvalidInput(
+                job_settings_error(exc, "modal:push", ModalJobConfiguration, {"modal_credentials": ModalCredentials})
+            ) from None
 
     @staticmethod
     def _call(action: str, method: Any, *args: Any, **kwargs: Any) -> Any:

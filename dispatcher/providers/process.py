@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from ..errors import InvalidInput, NotFound, ProviderError
 from ..private_files import DIR_MODE, private_dir, pushpool_home
 from ..runner import signal_name, write_atomic
-from .base import JobState, JobStatus, split_command
+from .base import JobState, JobStatus, job_settings_error, split_command
 
 __all__ = ["INHERITED_ENV", "STATE_DIR_ENV", "ProcessJob", "ProcessProvider", "job_environment"]
 
@@ -101,20 +101,6 @@ def job_environment(job_env: Mapping[str, str | None], dispatcher_env: Mapping[s
         else:
             env[key] = value
     return env
-
-
-def _validation_message(exc: ValidationError) -> str:
-    """Pydantic's errors as one sentence per field: `command: must not be empty.`"""
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "job"
-        if error["type"] == "extra_forbidden":
-            allowed = ", ".join(ProcessJob.model_fields)
-            parts.append(f"{where}: is not a setting of a process job; allowed: {allowed}")
-            continue
-        text = str(error["msg"]).removeprefix("Value error, ")
-        parts.append(f"{where}: {text[:1].lower()}{text[1:]}")
-    return "; ".join(parts) + "."
 
 
 def _sanitise(key: str) -> str:
@@ -301,7 +287,7 @@ class ProcessProvider:
         try:
             return ProcessJob.model_validate(job)
         except ValidationError as exc:
-            raise InvalidInput(_validation_message(exc)) from None
+            raise InvalidInput(job_settings_error(exc, "process", ProcessJob)) from None
 
     @staticmethod
     def _working_dir(spec: ProcessJob) -> Path | None:

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ...errors import InvalidInput
-from ..base import split_command
+from ..base import job_settings_error, split_command
 
 __all__ = [
     "CONTAINER_NAME",
@@ -201,23 +201,7 @@ def parse_job(job: Any) -> ACIJobConfiguration:
     try:
         return ACIJobConfiguration.model_validate(job)
     except ValidationError as exc:
-        raise InvalidInput(_validation_message(exc)) from None
-
-
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"] if not str(part).startswith(("function-", "union")))
-        if error["type"] == "extra_forbidden":
-            allowed = ", ".join(ACIJobConfiguration.model_fields)
-            parts.append(f"{where}: is not a setting of an azure-container-instance:push job; allowed: {allowed}")
-            continue
-        text = str(error["msg"]).removeprefix("Value error, ")
-        if text.startswith(tuple(f"{name}:" for name in ACIJobConfiguration.model_fields)):
-            parts.append(text)  # a model-level rule that names its own field
-        else:
-            parts.append(f"{where or 'job'}: {text[:1].lower()}{text[1:]}")
-    return "; ".join(dict.fromkeys(parts)) + "."
+        raise InvalidInput(job_settings_error(exc, "azure-container-instance:push", ACIJobConfiguration)) from None
 
 
 # -- names -----------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ...errors import InvalidInput
-from ..base import split_command
+from ..base import job_settings_error, split_command
 
 __all__ = [
     "CloudRunCredentials",
@@ -196,26 +196,9 @@ def parse_job(job: Any) -> CloudRunJobConfiguration:
     try:
         return CloudRunJobConfiguration.model_validate(job)
     except ValidationError as exc:
-        raise InvalidInput(_validation_message(exc)) from None
-
-
-def _validation_message(exc: ValidationError) -> str:
-    """Pydantic's errors as one sentence per field: `job_body: must hold template.template.containers ...`."""
-    parts = []
-    for error in exc.errors():
-        where = ""
-        for part in error["loc"]:
-            where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
-        text = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            allowed = ", ".join(
-                CloudRunCredentials.model_fields
-                if where.startswith("credentials.")
-                else CloudRunJobConfiguration.model_fields
-            )
-            text = f"is not a setting of a cloud-run-v2:push job; allowed: {allowed}"
-        parts.append(f"{where}: {text}" if where else text)
-    return "; ".join(parts) + "."
+        raise InvalidInput(
+            job_settings_error(exc, "cloud-run-v2:push", CloudRunJobConfiguration, {"credentials": CloudRunCredentials})
+        ) from None
 
 
 # -- identity ---------------------------------------------------------------------------------------------------
