@@ -21,7 +21,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy dispatcher handlers
 
-unit: $(STAMP)
+# The dashboard's browser tests drive Debian's Chromium through Playwright (tests/test_ui_browser.py); Playwright's
+# own browser download is never used. Installed here on a fresh machine (CI runs as root).
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+unit: $(STAMP) $(CHROMIUM)
 	$(BIN)/pytest -rfEs   # -rfEs: failures, errors and each skipped test with why (e.g. no Prefect venv)
 
 test: lint typecheck unit

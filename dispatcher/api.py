@@ -45,6 +45,8 @@ from .wakeups import (
 log = logging.getLogger(__name__)
 
 API_TOKEN_ENV = "PUSHPOOL_API_TOKEN"
+UI_PREFIX = "/ui"
+"""Where the dashboard lives (dispatcher/ui)."""
 DEFAULT_RUN_LIMIT = 50
 """Flow runs listed when `limit` is not given (as `flow-run ls`)."""
 
@@ -75,6 +77,8 @@ class Request:
     headers: Mapping[str, str] = field(default_factory=dict)
     query: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
+    scheme: str = "http"
+    """How the client reached the adapter: "https" behind API Gateway or Azure, "http" for `pushpool serve`."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.headers, Headers):
@@ -84,23 +88,32 @@ class Request:
 
 @dataclass
 class Response:
-    """A JSON answer; `body` is None for 204 No Content."""
+    """An answer: JSON by default; `body` None for no body (204, 304, a redirect).
+
+    A `str` or `bytes` body is sent as it is, with `content_type` (the dashboard's HTML, its stylesheet and
+    script), so every adapter passes pages through without knowing about them.
+    """
 
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
 
     def encoded(self) -> bytes:
-        """The body as bytes, so every adapter writes the same JSON."""
+        """The body as bytes, so every adapter writes the same JSON (or page)."""
         if self.body is None:
             return b""
+        if isinstance(self.body, bytes):
+            return self.body
+        if isinstance(self.body, str):
+            return self.body.encode()
         return json.dumps(self.body, ensure_ascii=False).encode()
 
     def all_headers(self) -> dict[str, str]:
         """The headers to send, Content-Type included when there is a body."""
         if self.body is None:
             return dict(self.headers)
-        return {"Content-Type": "application/json", **self.headers}
+        return {"Content-Type": self.content_type, **self.headers}
 
 
 def _json(data: Any) -> Any:
@@ -319,6 +332,12 @@ class Api:
     def handle(self, request: Request) -> Response:
         """Answer one request; never raises (an unexpected error is a logged 500)."""
         path = request.path.rstrip("/") or "/"
+        if path == UI_PREFIX or path.startswith(UI_PREFIX + "/"):
+            # The dashboard has its own routes and cookie authentication; imported on first use, so the API
+            # alone (a Lambda answering callbacks) never loads the template engine.
+            from .ui import handle_ui
+
+            return handle_ui(self, request, path)
         matches = [(r, m) for r in _ROUTES if (m := r.pattern.match(path))]
         if not matches:
             return error(404, f"no route {path}; see the management API under /work_pools, /deployments, /flow_runs")

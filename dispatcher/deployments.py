@@ -15,6 +15,7 @@ from .models import (
     Deployment,
     FlowRun,
     StateRecord,
+    WorkPool,
     build,
     check_json_document,
     check_name,
@@ -311,6 +312,31 @@ def render_deployment(
     if problem is not None:
         raise ConfigError(problem)
     run = new_run(store, deployment, scheduled_time=utcnow(), parameters=parameters, job_variables=job_variables)
+    return _rendered(pool, deployment, run, environ, providers)
+
+
+def render_run(
+    store: Store, run: FlowRun, *, environ: Mapping[str, str] | None = None, providers: Providers | None = None
+) -> dict[str, Any]:
+    """The job of a stored run as its pool and deployment render it now (the dashboard's run page), masked.
+
+    Raises as `render_deployment` does, and NotFound once the run's deployment or pool is gone.
+    """
+    deployment = get_deployment(store, run.deployment)
+    pool = get_pool(store, run.pool)
+    problem = jobs.provider_problem(pool.type, providers)
+    if problem is not None:
+        raise ConfigError(problem)
+    return _rendered(pool, deployment, run, environ, providers)
+
+
+def _rendered(
+    pool: WorkPool,
+    deployment: Deployment,
+    run: FlowRun,
+    environ: Mapping[str, str] | None,
+    providers: Providers | None,
+) -> dict[str, Any]:
     environ = os.environ if environ is None else environ
     base_url = environ.get("PUSHPOOL_CALLBACK_BASE_URL", "")
     context = jobs.RunContext(

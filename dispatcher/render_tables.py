@@ -174,7 +174,8 @@ def queue_detail(queue: WorkQueue, active: int) -> Table:
 
 
 # deployments -----------------------------------------------------------------------------------------------
-def _schedules_text(deployment: Deployment) -> str:
+def schedules_text(deployment: Deployment) -> str:
+    """A deployment's schedules in words, `(paused)` when they are."""
     text = "; ".join(describe(s) for s in deployment.schedules) or "-"
     return f"{text} (paused)" if deployment.schedules and deployment.schedule_paused else text
 
@@ -185,7 +186,7 @@ def deployments_table(deployments: list[Deployment]) -> Table:
         table.add_column(column)
     for d in deployments:
         limit = NO_LIMIT if d.concurrency_limit is None else str(d.concurrency_limit)
-        table.add_row(d.name, d.pool, d.queue, _schedules_text(d), limit, ", ".join(d.tags))
+        table.add_row(d.name, d.pool, d.queue, schedules_text(d), limit, ", ".join(d.tags))
     return table
 
 
@@ -197,7 +198,7 @@ def deployment_detail(d: Deployment) -> Table:
             ("pool", d.pool),
             ("queue", d.queue),
             ("description", d.description or "-"),
-            ("schedules", _schedules_text(d)),
+            ("schedules", schedules_text(d)),
             ("schedule paused", str(d.schedule_paused).lower()),
             ("concurrency limit", NO_LIMIT if d.concurrency_limit is None else str(d.concurrency_limit)),
             ("tags", ", ".join(d.tags) or "-"),

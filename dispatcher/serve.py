@@ -67,8 +67,10 @@ class Server:
         api_token: str | None = None,
         dispatcher: Dispatcher | None = None,
         on_pass: Callable[[PassSummary], None] | None = None,
+        dispatch: bool = True,
     ) -> None:
         self.store = store
+        self.dispatch = dispatch
         self.interval = interval
         self.http = _listen(Api(store, api_token=api_token), host, port)
         bound_host, bound_port = self.http.server_address[:2]
@@ -107,9 +109,11 @@ class Server:
         try:
             while not self.stopping.is_set():
                 try:
-                    summary = self.dispatcher.run_pass()
-                    if self.on_pass:
-                        self.on_pass(summary)
+                    # --no-dispatch: the API and the dashboard only, beside a dispatcher that runs elsewhere.
+                    if self.dispatch:
+                        summary = self.dispatcher.run_pass()
+                        if self.on_pass:
+                            self.on_pass(summary)
                 except PushpoolError as exc:
                     log.error("pass failed: %s", exc)
                 except Exception:

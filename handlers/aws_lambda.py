@@ -443,13 +443,18 @@ def http_resolver(api: Api) -> APIGatewayHttpResolver:
         path = event.path  # rawPath, without the stage name of a non-default stage
         match = _RUN_PATH.match(path)
         with logger.append_context_keys(run_id=match.group(1) if match else None):
+            headers = dict(event.headers or {})
+            if event.cookies:
+                # Payload 2.0 moves the Cookie header into `cookies` (the dashboard's session travels there).
+                headers["cookie"] = "; ".join(event.cookies)
             response = api.handle(
                 Request(
                     method=event.http_method,
                     path=path,
-                    headers=dict(event.headers or {}),
+                    headers=headers,
                     query=dict(event.query_string_parameters or {}),
                     body=body,
+                    scheme="https",  # API Gateway and function URLs answer HTTPS only
                 )
             )
             logger.info("http request", extra={"method": event.http_method, "path": path, "status": response.status})

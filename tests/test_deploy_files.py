@@ -390,6 +390,18 @@ def test_http_api_routes_and_auth(sam: dict[str, Any], sls: dict[str, Any]) -> N
         assert ("ANY", prefix) in sam_routes and ("ANY", prefix + "/{proxy+}") in sam_routes
 
 
+def test_the_dashboard_is_not_routed_through_the_iam_gateway(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    # docs/decisions.md, "Dashboard": behind IAM auth every request must be SigV4-signed, which a browser cannot do,
+    # so no /ui route reaches the function (the gateway answers 404) and `pushpool serve` serves the dashboard.
+    sam_paths = [
+        e["Properties"]["Path"] for e in sam_function(sam, "http")["Events"].values() if e["Type"] == "HttpApi"
+    ]
+    sls_paths = [e["httpApi"]["path"] for e in sls_function(sls, "http")["events"] if "httpApi" in e]
+    for path in (*sam_paths, *sls_paths):
+        assert path != "/ui" and not path.startswith("/ui/") and path not in ("$default", "/{proxy+}"), path
+    assert sam_function(sam, "http")["Environment"]["Variables"]["PUSHPOOL_API_AUTH"] == "iam"
+
+
 def test_http_api_is_throttled_so_the_open_callback_route_cannot_be_flooded(
     sam: dict[str, Any], sls: dict[str, Any]
 ) -> None:

@@ -663,6 +663,34 @@ def test_management_api_needs_the_bearer_token_and_answers_on_any_stage(world: W
     assert status == 404 and "no route" in body["error"]
 
 
+def test_the_dashboard_signs_in_and_reads_its_session_from_payload_cookies(world: World) -> None:
+    # Payload 2.0 moves the Cookie header into `cookies`; API Gateway serves HTTPS only, so the cookie is Secure.
+    host = "abc123.execute-api.us-east-1.amazonaws.com"
+    form = urlencode({"token": API_TOKEN, "next": "/ui"}).encode()
+    headers = {"content-type": "application/x-www-form-urlencoded", "origin": f"https://{host}"}
+    response = aws_lambda.http(
+        http_event("POST", "/ui/login", body=form, headers=headers), LambdaContext("pushpool-http")
+    )
+    assert response["statusCode"] == 303
+    set_cookie = response["headers"]["Set-Cookie"]
+    assert "; Secure" in set_cookie and "HttpOnly" in set_cookie and API_TOKEN not in set_cookie
+    page = http_event("GET", "/ui")
+    page["cookies"] = ["other=1", set_cookie.split(";")[0]]
+    response = aws_lambda.http(page, LambdaContext("pushpool-http"))
+    assert response["statusCode"] == 200
+    assert response["headers"]["Content-Type"].startswith("text/html")
+    assert f'data-pool="{world.pool}"' in response["body"]
+    refused = aws_lambda.http(http_event("GET", "/ui"), LambdaContext("pushpool-http"))
+    assert refused["statusCode"] == 303 and refused["headers"]["Location"].startswith("/ui/login")
+
+
+def test_behind_iam_the_dashboard_says_to_use_serve(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PUSHPOOL_API_AUTH", "iam")
+    aws_lambda.reset_runtime()
+    response = aws_lambda.http(http_event("GET", "/ui"), LambdaContext("pushpool-http"))
+    assert response["statusCode"] == 404 and "pushpool serve" in response["body"]
+
+
 def test_cancelling_through_the_api_stops_the_task_and_its_stop_event_ends_the_run(world: World) -> None:
     [(run, arn)] = _dispatched(world, 1)
     auth = {"Authorization": f"Bearer {API_TOKEN}"}

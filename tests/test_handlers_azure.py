@@ -166,6 +166,34 @@ def test_the_timer_submits_due_runs_and_later_sees_their_end(runtime: function_a
 # -- HTTP: callbacks and the management API --------------------------------------------------------------------
 
 
+def test_the_dashboard_is_served_with_its_cookie_over_https(runtime: function_app.Runtime) -> None:
+    pools.create_pool(runtime.store, "aci-pool", type=ACI, job_variables=POOL_VARIABLES)
+    host = "pushpool-app.azurewebsites.net"
+    login = func.HttpRequest(
+        method="POST",
+        url=f"https://{host}/ui/login",
+        headers={"host": host, "origin": f"https://{host}", "content-type": "application/x-www-form-urlencoded"},
+        params={},
+        route_params={"path": "ui/login"},
+        body=f"token={API_TOKEN}".encode(),
+    )
+    response = functions()["http"].get_user_function()(login)
+    assert response.status_code == 303
+    cookie = response.headers["Set-Cookie"]
+    assert "; Secure" in cookie and "SameSite=Strict" in cookie
+    page = func.HttpRequest(
+        method="GET",
+        url=f"https://{host}/ui",
+        headers={"host": host, "cookie": cookie.split(";")[0]},
+        params={},
+        route_params={"path": "ui"},
+        body=b"",
+    )
+    response = functions()["http"].get_user_function()(page)
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    assert 'data-pool="aci-pool"' in response.get_body().decode()
+
+
 def test_a_signed_callback_moves_the_run(runtime: function_app.Runtime) -> None:
     run = aci_run(runtime)
     call_timer()

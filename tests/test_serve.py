@@ -114,6 +114,28 @@ def wait_for(predicate: Any, timeout: float, what: str) -> Any:
         time.sleep(0.1)
 
 
+def test_serve_no_dispatch_answers_the_api_and_dashboard_but_runs_no_pass(tmp_path: Path) -> None:
+    # Beside a dispatcher elsewhere (the AWS functions): this process must never admit or submit a run.
+    s = Served(tmp_path, "--no-dispatch")
+    try:
+        assert "no dispatch passes" in s.first_line
+        assert s.request("POST", "/work_pools", {"name": "p"})[0] == 201
+        command = [sys.executable, "-c", "print('never')"]
+        assert (
+            s.request("POST", "/deployments", {"name": "d", "pool": "p", "job_variables": {"command": command}})[0]
+            == 201
+        )
+        status, run = s.request("POST", "/deployments/d/runs", {})
+        assert status == 201
+        with urllib.request.urlopen(f"{s.url}/ui/login", timeout=10) as page:
+            assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+        time.sleep(1.0)  # five intervals of 0.2 s: a dispatching serve would have admitted the run by now
+        assert s.request("GET", f"/flow_runs/{run['id']}")[1]["state"] == "SCHEDULED"
+        assert s.request("GET", "/work_pools/p")[1]["status"] == "NOT_READY"  # no pass ever served it
+    finally:
+        s.close()
+
+
 def test_serve_answers_the_api_runs_a_run_end_to_end_and_stops_on_sigterm(served: Served) -> None:
     s = served
     assert s.request("GET", "/work_pools", token=None)[0] == 401

@@ -61,6 +61,13 @@ def serve(
         float | None, typer.Option(metavar="SECONDS", min=0.1, help="Stop by itself after this long.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print only the start and stop lines.")] = False,
+    no_dispatch: Annotated[
+        bool,
+        typer.Option(
+            "--no-dispatch",
+            help="Serve the API and the dashboard only: no passes (another dispatcher, e.g. on AWS, serves the pools).",
+        ),
+    ] = False,
 ) -> None:
     """Dispatch loop plus the callback and management HTTP API on one machine; stops on Ctrl-C or SIGTERM."""
     from ..serve import Server, api_token_from_env
@@ -74,8 +81,10 @@ def serve(
             interval=interval,
             api_token=token,
             on_pass=None if quiet else lambda s: say(f"{render.time_text(s.started)} {s.headline()}"),
+            dispatch=not no_dispatch,
         )
-        say(f"pushpool serving on {server.url} (a pass every {interval:g}s); Ctrl-C stops.")
+        passes = "no dispatch passes" if no_dispatch else f"a pass every {interval:g}s"
+        say(f"pushpool serving on {server.url} ({passes}); Ctrl-C stops.")
         if generated:
             say(f"Management API bearer token for this session: {token} (set PUSHPOOL_API_TOKEN to choose one).")
         server.run(duration)

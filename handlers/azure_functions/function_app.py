@@ -99,9 +99,20 @@ def http(req: func.HttpRequest) -> func.HttpResponse:
     from dispatcher.api import Request
 
     # The path as sent, still percent-encoded; the body as the exact bytes the callback's signature covers.
-    path = urlsplit(req.url).path or "/"
+    url = urlsplit(req.url)
+    path = url.path or "/"
     response = runtime.api.handle(
-        Request(method=req.method, path=path, headers=dict(req.headers), query=dict(req.params), body=req.get_body())
+        Request(
+            method=req.method,
+            path=path,
+            headers=dict(req.headers),
+            query=dict(req.params),
+            body=req.get_body(),
+            scheme=url.scheme or "https",
+        )
     )
     log.info("http %s %s -> %s", req.method, path, response.status)
-    return func.HttpResponse(body=response.encoded(), status_code=response.status, headers=response.all_headers())
+    headers = response.all_headers()
+    # The worker takes the body's type from `mimetype` (text/plain unless told): the API's JSON, the dashboard's HTML.
+    mimetype = headers.get("Content-Type", "text/plain").split(";")[0]
+    return func.HttpResponse(body=response.encoded(), status_code=response.status, headers=headers, mimetype=mimetype)

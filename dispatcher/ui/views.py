@@ -1,0 +1,254 @@
+"""What each dashboard page shows, read from the store through the core; templates only lay it out.
+
+Nothing here decides a rule: status comes from the models, reasons from `preview`, bars from `timeline`,
+the job from `deployments.render_run`, logs from `providers.base.provider_logs`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from .. import pools as pool_ops
+from ..cancelling import get_run
+from ..config import Settings
+from ..deployments import render_run
+from ..errors import PushpoolError
+from ..models import READY_WINDOW, Deployment, FlowRun, WorkPool, WorkQueue, utcnow
+from ..preview import PREVIEW_WINDOW, PoolPreview, PreviewRun, preview_pool, shown_state_name
+from ..providers.base import provider_logs
+from ..providers.console import console_url
+from ..states import StateType
+from ..store.base import Store, pool_slot
+from ..timeline import MAX_RUNS, Bar, bars
+from .charts import Timeline, timeline_chart
+
+TIMELINE_WINDOW = timedelta(hours=1)
+"""How far back a pool's timeline looks (as `work-pool timeline`'s default --since)."""
+PREVIEW_HOURS = 1.0
+"""How far ahead a pool's upcoming runs are shown (as `work-pool preview`'s default --hours)."""
+PAGE_SIZE = 25
+"""Runs per page of the runs list."""
+MAX_PAGE = 200
+"""The deepest page of the runs list (5,000 runs); filters narrow a longer history."""
+
+
+@dataclass(frozen=True)
+class Gauge:
+    """Slots in use of a limit; `limit` None is unlimited."""
+
+    active: int
+    limit: int | None
+
+    @property
+    def percent(self) -> int:
+        if self.limit is None:
+            return 0
+        if self.limit == 0:
+            return 100
+        return min(100, round(100 * self.active / self.limit))
+
+    @property
+    def level(self) -> str:
+        """ok, busy (70% or more) or full: the gauge's colour."""
+        if self.limit is not None and self.active >= self.limit:
+            return "full"
+        return "busy" if self.percent >= 70 else "ok"
+
+
+def status_why(pool: WorkPool | WorkQueue, now: datetime) -> str | None:
+    """Why a pool or queue is not READY, in words (None when it is)."""
+    if pool.status == "PAUSED":
+        return "paused: no run starts until it is resumed"
+    if pool.status == "READY":
+        return None
+    if isinstance(pool, WorkPool):
+        problem = pool_ops.status_reason(pool)
+        if problem:
+            return problem
+    if pool.last_polled is None:
+        return "no dispatch pass has served it yet; is `pushpool serve` (or the dispatch function) running?"
+    ago = int((now - pool.last_polled).total_seconds())
+    return f"no dispatch pass for {ago} s (READY means one within the last {int(READY_WINDOW.total_seconds())} s)"
+
+
+# pools -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PoolRow:
+    pool: WorkPool
+    why: str | None
+    gauge: Gauge
+    waiting: int
+    late: int
+    capped: bool
+    """True when a queue had more due runs than were counted (PREVIEW_WINDOW each)."""
+
+
+def pool_rows(store: Store, now: datetime | None = None) -> list[PoolRow]:
+    """The pools page: one row per pool."""
+    now = now or utcnow()
+    settings = Settings.from_env()
+    pools = store.list_pools()
+    slots = store.slots([pool_slot(p.name) for p in pools])
+    rows = []
+    for pool in pools:
+        waiting = late = 0
+        capped = False
+        for queue in store.list_queues(pool.name):
+            due = store.due_runs(pool.name, queue.name, now, PREVIEW_WINDOW)
+            capped = capped or len(due) >= PREVIEW_WINDOW
+            waiting += len(due)
+            late += sum(1 for r in due if shown_state_name(r, now, settings) == "Late")
+        active = getattr(slots.get(pool_slot(pool.name)), "active", 0)
+        rows.append(PoolRow(pool, status_why(pool, now), Gauge(active, pool.concurrency_limit), waiting, late, capped))
+    return rows
+
+
+# one pool --------------------------------------------------------------------------------------------------
+@dataclass
+class PoolPage:
+    pool: WorkPool
+    why: str | None
+    gauge: Gauge
+    preview: PoolPreview
+    queue_gauges: dict[str, Gauge]
+    queue_why: dict[str, str | None]
+    deployments: list[Deployment]
+    timeline: Timeline
+    now: datetime
+
+    @property
+    def upcoming(self) -> list[PreviewRun]:
+        """Runs not due yet (stored or planned by a schedule), soonest first, across the pool's queues."""
+        runs = [r for q in self.preview.queues for r in q.runs if not r.due]
+        return sorted(runs, key=lambda r: (r.scheduled_time, r.id))
+
+
+def pool_page(store: Store, name: str, now: datetime | None = None) -> PoolPage:
+    now = now or utcnow()
+    pool = pool_ops.get_pool(store, name)
+    preview = preview_pool(store, name, PREVIEW_HOURS, now=now, settings=Settings.from_env())
+    queue_gauges = {q.queue.name: Gauge(q.active, q.queue.concurrency_limit) for q in preview.queues}
+    queue_why = {q.queue.name: status_why(q.queue, now) for q in preview.queues}
+    order = [q.queue.name for q in preview.queues]
+    recent: list[Bar] = bars(store.list_runs(name, limit=MAX_RUNS), now - TIMELINE_WINDOW, now)
+    return PoolPage(
+        pool,
+        status_why(pool, now),
+        Gauge(preview.active, pool.concurrency_limit),
+        preview,
+        queue_gauges,
+        queue_why,
+        store.list_deployments(name),
+        timeline_chart(recent, order, now),
+        now,
+    )
+
+
+# runs ------------------------------------------------------------------------------------------------------
+@dataclass
+class RunFilter:
+    pool: str | None = None
+    queue: str | None = None
+    deployment: str | None = None
+    state: StateType | None = None
+    page: int = 1
+
+    def query(self, page: int) -> str:
+        """The query string of another page of the same filter."""
+        fields = {"pool": self.pool, "queue": self.queue, "deployment": self.deployment}
+        fields["state"] = self.state.value if self.state else None
+        return urlencode({**{k: v for k, v in fields.items() if v is not None}, "page": page})
+
+
+@dataclass
+class RunsPage:
+    runs: list[FlowRun]
+    filter: RunFilter
+    has_next: bool
+    pools: list[WorkPool]
+    queues: list[WorkQueue]
+    deployments: list[Deployment]
+
+
+def runs_page(store: Store, f: RunFilter) -> RunsPage:
+    """A page of runs, newest scheduled time first, through the store's per-pool and per-deployment lists."""
+    if f.pool is not None:
+        pool_ops.get_pool(store, f.pool)
+        if f.queue is not None:
+            pool_ops.get_queue(store, f.pool, f.queue)
+    # One more than the page's end tells whether a next page exists.
+    wanted = f.page * PAGE_SIZE + 1
+    if f.deployment is not None:
+        found = store.runs_of_deployment(f.deployment, limit=max(wanted, 1000) if f.state or f.queue else wanted)
+        found = [
+            r
+            for r in found
+            if (f.pool is None or r.pool == f.pool)
+            and (f.queue is None or r.queue == f.queue)
+            and (f.state is None or r.state is f.state)
+        ]
+    else:
+        names = [f.pool] if f.pool is not None else [p.name for p in store.list_pools()]
+        found = [r for n in names for r in store.list_runs(n, queue=f.queue, state=f.state, limit=wanted)]
+    found.sort(key=lambda r: (r.scheduled_time, r.id), reverse=True)
+    start = (f.page - 1) * PAGE_SIZE
+    pools = store.list_pools()
+    return RunsPage(
+        found[start : start + PAGE_SIZE],
+        f,
+        len(found) > start + PAGE_SIZE,
+        pools,
+        store.list_queues(f.pool) if f.pool is not None else [],
+        store.list_deployments(f.pool),
+    )
+
+
+@dataclass
+class RunPage:
+    run: FlowRun
+    pool: WorkPool | None
+    console: str | None
+    job: dict[str, Any] | None
+    job_problem: str | None
+    shown_state: str
+    logs: str | None = None
+    logs_problem: str | None = None
+    history: list[Any] = field(default_factory=list)
+
+
+def run_page(store: Store, run_id: str, *, with_logs: bool = False) -> RunPage:
+    """A run's page; `with_logs` asks its provider for the job's output (a call to the cloud for most)."""
+    run = get_run(store, run_id)
+    pool = store.get_pool(run.pool)
+    console = console_url(pool.type, run.infrastructure_id) if pool and run.infrastructure_id else None
+    job: dict[str, Any] | None = None
+    job_problem = None
+    try:
+        job = render_run(store, run)
+    except PushpoolError as exc:
+        job_problem = str(exc)
+    page = RunPage(
+        run,
+        pool,
+        console,
+        job,
+        job_problem,
+        shown_state_name(run, utcnow(), Settings.from_env()),
+        history=list(reversed(run.state_history)),
+    )
+    if with_logs:
+        if run.infrastructure_id is None:
+            page.logs_problem = "The run has no infrastructure yet: nothing was submitted."
+        elif pool is None:
+            page.logs_problem = f"Pool {run.pool!r} no longer exists, so its provider is unknown."
+        else:
+            try:
+                page.logs = provider_logs(pool.type, run.infrastructure_id)
+                if page.logs is None:
+                    page.logs_problem = f"The {pool.type} provider keeps no output; see the provider's console."
+            except PushpoolError as exc:
+                page.logs_problem = str(exc)
+    return page

@@ -1,0 +1,282 @@
+"""The dashboard's routes, sign-in and CSRF checks through `Api.handle`, as every adapter calls it."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+
+from dispatcher import deployments, pools
+from dispatcher.api import Api, Request, Response
+from dispatcher.errors import InvalidInput
+from dispatcher.models import utcnow
+from dispatcher.providers.console import console_url
+from dispatcher.states import StateType
+from dispatcher.store.sqlite import SQLiteStore
+from dispatcher.ui import auth, views
+
+TOKEN = "ui-unit-token-0123456789"
+HOST = "127.0.0.1:4300"
+ORIGIN = f"http://{HOST}"
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SQLiteStore:
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    pools.create_pool(store, "etl", concurrency_limit=3, description="<script>alert(1)</script>")
+    pools.create_queue(store, "etl", "critical", priority=1, concurrency_limit=1)
+    deployments.create_deployment(store, "load", pool="etl", job_variables={"command": "echo hi"})
+    return store
+
+
+@pytest.fixture
+def api(store: SQLiteStore) -> Api:
+    return Api(store, api_token=TOKEN)
+
+
+def get(api: Api, path: str, cookie: str | None = None, **headers: str) -> Response:
+    path, _, query = path.partition("?")
+    params = dict(pair.split("=", 1) for pair in query.split("&")) if query else {}
+    all_headers = {"host": HOST, **headers, **({"cookie": cookie} if cookie else {})}
+    return api.handle(Request("GET", path, all_headers, params))
+
+
+def post(api: Api, path: str, form: dict[str, str], cookie: str | None = None, **headers: str) -> Response:
+    all_headers = {"host": HOST, "origin": ORIGIN, "content-type": FORM, **headers}
+    if cookie:
+        all_headers["cookie"] = cookie
+    return api.handle(Request("POST", path, all_headers, body=urlencode(form).encode()))
+
+
+def text(response: Response) -> str:
+    return response.encoded().decode()
+
+
+def sign_in(api: Api) -> tuple[str, str]:
+    """(Cookie header, CSRF token) of a fresh session."""
+    response = post(api, "/ui/login", {"token": TOKEN, "next": "/ui"})
+    assert response.status == 303
+    cookie = response.headers["Set-Cookie"].split(";")[0]
+    page = get(api, "/ui", cookie)
+    match = re.search(r'name="csrf" value="([0-9a-f]{64})"', text(page))
+    assert match, "every signed-in page carries the CSRF token in its forms"
+    return cookie, match.group(1)
+
+
+# sign-in ------------------------------------------------------------------------------------------------------
+def test_every_page_but_login_and_static_files_redirects_to_the_login_form(api: Api) -> None:
+    for path in ("/ui", "/ui/pools/etl", "/ui/runs", "/ui/runs/nope"):
+        response = get(api, path)
+        assert response.status == 303, path
+        assert response.headers["Location"].startswith("/ui/login?next=")
+    assert get(api, "/ui/login").status == 200
+    css = get(api, "/ui/static/app.css")
+    assert css.status == 200 and css.all_headers()["Content-Type"].startswith("text/css")
+    assert get(api, "/ui/static/..%2Fauth.py").status == 404
+    assert get(api, "/ui/static/auth.py").status == 404
+
+
+def test_signing_in_sets_a_derived_http_only_strict_cookie(api: Api) -> None:
+    response = post(api, "/ui/login", {"token": TOKEN, "next": "/ui/pools/etl"})
+    assert response.status == 303 and response.headers["Location"] == "/ui/pools/etl"
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/ui" in cookie
+    assert "Secure" not in cookie  # plain http on a loopback host: `pushpool serve` on 127.0.0.1
+    assert TOKEN not in cookie
+    https = api.handle(
+        Request(
+            "POST",
+            "/ui/login",
+            {"host": "pushpool.example.com", "origin": "https://pushpool.example.com", "content-type": FORM},
+            body=urlencode({"token": TOKEN}).encode(),
+            scheme="https",
+        )
+    )
+    assert https.status == 303 and "; Secure" in https.headers["Set-Cookie"]
+
+
+def test_a_wrong_token_a_foreign_next_and_plain_http_from_elsewhere_are_refused(api: Api) -> None:
+    wrong = post(api, "/ui/login", {"token": "guess"})
+    assert wrong.status == 401 and "Set-Cookie" not in wrong.headers and "Wrong token" in text(wrong)
+    foreign = post(api, "/ui/login", {"token": TOKEN, "next": "//evil.example.com/ui"})
+    assert foreign.headers["Location"] == "/ui"
+    plain = post(api, "/ui/login", {"token": TOKEN}, host="10.1.2.3:4300", origin="http://10.1.2.3:4300")
+    assert plain.status == 403 and "Set-Cookie" not in plain.headers and "HTTPS" in text(plain)
+    no_origin = api.handle(
+        Request("POST", "/ui/login", {"host": HOST, "content-type": FORM}, body=urlencode({"token": TOKEN}).encode())
+    )
+    assert no_origin.status == 403 and "Set-Cookie" not in no_origin.headers
+
+
+def test_a_tampered_or_expired_session_is_not_signed_in(api: Api) -> None:
+    cookie, _ = sign_in(api)
+    assert get(api, "/ui", cookie).status == 200
+    name, _, value = cookie.partition("=")
+    issued, _, mac = value.partition(".")
+    assert get(api, "/ui", f"{name}={issued}.{mac[:-1]}0").status == 303
+    assert get(api, "/ui", f"{name}={int(issued) + 1}.{mac}").status == 303
+    old = auth.new_session(TOKEN, now=0)
+    assert get(api, "/ui", f"{name}={old}").status == 303
+    assert not auth.valid_session("another-token", value)  # a rotated token ends every session
+
+
+def test_signing_out_clears_the_cookie(api: Api) -> None:
+    cookie, csrf = sign_in(api)
+    response = post(api, "/ui/logout", {"csrf": csrf}, cookie)
+    assert response.status == 303 and "Max-Age=0" in response.headers["Set-Cookie"]
+
+
+def test_without_a_token_or_behind_iam_the_dashboard_says_why(store: SQLiteStore) -> None:
+    disabled = get(Api(store, api_token=None), "/ui/login")
+    assert disabled.status == 403 and "PUSHPOOL_API_TOKEN" in text(disabled)
+    iam = get(Api(store, api_token=None, gateway_authorized=True), "/ui")
+    assert iam.status == 404 and "pushpool serve" in text(iam)
+
+
+# CSRF and actions ---------------------------------------------------------------------------------------------
+def test_an_action_needs_the_cookie_the_csrf_token_and_this_origin(api: Api, store: SQLiteStore) -> None:
+    cookie, csrf = sign_in(api)
+    refused = [
+        post(api, "/ui/pools/etl/pause", {"csrf": csrf}),  # no cookie
+        post(api, "/ui/pools/etl/pause", {}, cookie),  # no CSRF token
+        post(api, "/ui/pools/etl/pause", {"csrf": "0" * 64}, cookie),  # a wrong one
+        post(api, "/ui/pools/etl/pause", {"csrf": csrf}, cookie, origin="https://evil.example.com"),
+        post(api, "/ui/pools/etl/pause", {"csrf": csrf}, cookie, origin="null"),
+    ]
+    assert [r.status for r in refused] == [401, 403, 403, 403, 403]
+    assert all("nothing was changed" in text(r).lower() for r in refused)
+    assert store.get_pool("etl").paused is False  # type: ignore[union-attr]
+    other_session = auth.new_session(TOKEN, now=auth.time.time() - 5)
+    assert not auth.csrf_ok(TOKEN, other_session, csrf)  # a token belongs to its session
+    done = post(api, "/ui/pools/etl/pause", {"csrf": csrf}, cookie)
+    assert done.status == 303 and done.headers["Location"] == "/ui/pools/etl"
+    assert store.get_pool("etl").paused is True  # type: ignore[union-attr]
+    referer_only = api.handle(
+        Request(
+            "POST",
+            "/ui/pools/etl/resume",
+            {"host": HOST, "referer": f"{ORIGIN}/ui/pools/etl", "cookie": cookie, "content-type": FORM},
+            body=urlencode({"csrf": csrf}).encode(),
+        )
+    )
+    assert referer_only.status == 303 and store.get_pool("etl").paused is False  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("value", ["three", "-1", "1.5", "99999999999"])
+def test_a_bad_limit_shows_the_core_sentence_and_writes_nothing(api: Api, store: SQLiteStore, value: str) -> None:
+    cookie, csrf = sign_in(api)
+    with pytest.raises(InvalidInput) as core:
+        pools.limit_arg("concurrency_limit", int(value) if value.lstrip("-").isdigit() else value)  # type: ignore[arg-type]
+    before = store.get_pool("etl")
+    response = post(api, "/ui/pools/etl/limit", {"csrf": csrf, "limit": value}, cookie)
+    assert response.status == 422
+    assert f'id="error">{_escaped(str(core.value))}<' in text(response)
+    assert store.get_pool("etl") == before
+
+
+def _escaped(sentence: str) -> str:
+    return sentence.replace("&", "&amp;").replace("'", "&#39;").replace('"', "&#34;").replace("<", "&lt;")
+
+
+def test_limits_pause_cancel_and_run_go_through_the_core(api: Api, store: SQLiteStore) -> None:
+    cookie, csrf = sign_in(api)
+    assert post(api, "/ui/pools/etl/queues/critical/limit", {"csrf": csrf, "limit": "4"}, cookie).status == 303
+    assert store.get_queue("etl", "critical").concurrency_limit == 4  # type: ignore[union-attr]
+    assert post(api, "/ui/pools/etl/limit", {"csrf": csrf, "limit": ""}, cookie).status == 303
+    assert store.get_pool("etl").concurrency_limit is None  # type: ignore[union-attr]
+    assert post(api, "/ui/pools/etl/queues/critical/pause", {"csrf": csrf}, cookie).status == 303
+    assert store.get_queue("etl", "critical").paused is True  # type: ignore[union-attr]
+    started = post(api, "/ui/deployments/load/run", {"csrf": csrf}, cookie)
+    run_id = started.headers["Location"].rsplit("/", 1)[1]
+    assert store.get_run(run_id).deployment == "load"  # type: ignore[union-attr]
+    assert post(api, f"/ui/runs/{run_id}/cancel", {"csrf": csrf}, cookie).status == 303
+    assert store.get_run(run_id).state is StateType.CANCELLED  # type: ignore[union-attr]
+    again = post(api, f"/ui/runs/{run_id}/cancel", {"csrf": csrf}, cookie)
+    assert again.status == 409 and "already CANCELLED" in text(again)
+
+
+def test_unknown_pools_runs_and_queues_are_404_pages_that_name_them(api: Api) -> None:
+    cookie, csrf = sign_in(api)
+    pool = get(api, "/ui/pools/nope", cookie)
+    assert pool.status == 404 and "work pool &#39;nope&#39; does not exist" in text(pool)
+    run = get(api, "/ui/runs/0000-missing", cookie)
+    assert run.status == 404 and "flow run &#39;0000-missing&#39; does not exist" in text(run)
+    queue = post(api, "/ui/pools/etl/queues/nope/pause", {"csrf": csrf}, cookie)
+    assert queue.status == 404 and "nope" in text(queue)
+    assert get(api, "/ui/nothing-here", cookie).status == 404
+    assert post(api, "/ui/runs/x", {"csrf": csrf}, cookie).status == 405
+
+
+# pages --------------------------------------------------------------------------------------------------------
+def test_pages_escape_what_users_wrote(api: Api) -> None:
+    cookie, _ = sign_in(api)
+    page = text(get(api, "/ui", cookie))
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_an_unchanged_page_answers_304_to_its_etag(api: Api, store: SQLiteStore) -> None:
+    cookie, _ = sign_in(api)
+    first = get(api, "/ui/pools/etl", cookie)
+    etag = first.headers["ETag"]
+    again = get(api, "/ui/pools/etl", cookie, **{"if-none-match": etag})
+    assert again.status == 304 and again.encoded() == b"" and again.headers["ETag"] == etag
+    deployments.run_deployment(store, "load", scheduled_time=utcnow() + timedelta(minutes=5))
+    changed = get(api, "/ui/pools/etl", cookie, **{"if-none-match": etag})
+    assert changed.status == 200 and changed.headers["ETag"] != etag
+
+
+def test_every_page_sends_a_strict_content_security_policy(api: Api) -> None:
+    cookie, _ = sign_in(api)
+    for path in ("/ui", "/ui/login", "/ui/pools/etl", "/ui/runs"):
+        headers = get(api, path, cookie).headers
+        assert (
+            "script-src 'self'" in headers["Content-Security-Policy"]
+            and "frame-ancestors 'none'" in (headers["Content-Security-Policy"])
+        )
+
+
+def test_the_runs_list_pages_and_filters(api: Api, store: SQLiteStore) -> None:
+    cookie, _ = sign_in(api)
+    now = utcnow()
+    for i in range(views.PAGE_SIZE + 5):
+        deployments.run_deployment(store, "load", scheduled_time=now + timedelta(minutes=i))
+    first = text(get(api, "/ui/runs?pool=etl", cookie))
+    assert first.count('<tr data-run="') == views.PAGE_SIZE and 'rel="next"' in first
+    second = text(get(api, "/ui/runs?pool=etl&page=2", cookie))
+    assert second.count('<tr data-run="') == 5 and 'rel="next"' not in second and 'rel="prev"' in second
+    assert text(get(api, "/ui/runs?state=COMPLETED", cookie)).count('<tr data-run="') == 0
+    assert text(get(api, "/ui/runs?deployment=load&state=SCHEDULED", cookie)).count('<tr data-run="') == 25
+    bad = get(api, "/ui/runs?state=DONE", cookie)
+    assert bad.status == 422 and "query parameter state must be one of" in text(bad)
+    assert get(api, "/ui/runs?queue=critical", cookie).status == 422
+    assert get(api, "/ui/runs?page=0", cookie).status == 422
+
+
+def test_a_run_page_shows_the_masked_job(api: Api, store: SQLiteStore) -> None:
+    cookie, _ = sign_in(api)
+    run = deployments.run_deployment(store, "load")
+    page = text(get(api, f"/ui/runs/{run.id}", cookie))
+    assert run.id in page and "PUSHPOOL_CALLBACK_TOKEN&#34;: &#34;****&#34;" in page
+    logs = text(get(api, f"/ui/runs/{run.id}/logs", cookie))
+    assert "nothing was submitted" in logs
+
+
+# console links ------------------------------------------------------------------------------------------------
+def test_console_urls_are_formed_from_each_providers_infrastructure_id() -> None:
+    assert console_url("ecs:push", "arn:aws:ecs:eu-west-1:123456789012:task/prod/abc123") == (
+        "https://eu-west-1.console.aws.amazon.com/ecs/v2/clusters/prod/tasks/abc123/configuration?region=eu-west-1"
+    )
+    assert "clusters/mine/tasks/abc" in (console_url("ecs:push", "mine|arn:aws:ecs:us-east-1:1:task/abc") or "")
+    assert console_url("cloud-run-v2:push", "creds.json|projects/p/locations/europe-west1/jobs/j/executions/e1") == (
+        "https://console.cloud.google.com/run/jobs/executions/details/europe-west1/e1/tasks?project=p"
+    )
+    group = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ContainerInstance/containerGroups/g"
+    assert console_url("azure-container-instance:push", group) == f"https://portal.azure.com/#resource{group}/overview"
+    assert console_url("modal:push", "team/sb-AbC123") == "https://modal.com/id/sb-AbC123"
+    assert console_url("process", "abc") is None
+    assert console_url("ecs:push", "not-an-arn") is None
+    assert console_url("azure-container-instance:push", "/subscriptions/s") is None
