@@ -17,6 +17,7 @@ from dispatcher.providers.console import console_url
 from dispatcher.states import StateType
 from dispatcher.store.sqlite import SQLiteStore
 from dispatcher.ui import auth, views
+from dispatcher.wakeups import LIMIT_RAISED, POOL_RESUMED, RUN_CREATED, RecordedWakeups
 
 TOKEN = "ui-unit-token-0123456789"
 HOST = "127.0.0.1:4300"
@@ -197,6 +198,21 @@ def test_limits_pause_cancel_and_run_go_through_the_core(api: Api, store: SQLite
     assert store.get_run(run_id).state is StateType.CANCELLED  # type: ignore[union-attr]
     again = post(api, f"/ui/runs/{run_id}/cancel", {"csrf": csrf}, cookie)
     assert again.status == 409 and "already CANCELLED" in text(again)
+
+
+def test_actions_wake_a_pass_as_the_api_routes_do(store: SQLiteStore) -> None:
+    wakeups = RecordedWakeups()
+    api = Api(store, api_token=TOKEN, wakeups=wakeups)
+    cookie, csrf = sign_in(api)
+    post(api, "/ui/pools/etl/pause", {"csrf": csrf}, cookie)
+    post(api, "/ui/pools/etl/limit", {"csrf": csrf, "limit": "2"}, cookie)  # lowered: nothing to wake for
+    assert wakeups.calls == []
+    post(api, "/ui/pools/etl/resume", {"csrf": csrf}, cookie)
+    post(api, "/ui/pools/etl/queues/critical/limit", {"csrf": csrf, "limit": ""}, cookie)
+    post(api, "/ui/pools/etl/limit", {"csrf": csrf, "limit": "three"}, cookie)  # refused: wakes nothing
+    run_id = post(api, "/ui/deployments/load/run", {"csrf": csrf}, cookie).headers["Location"].rsplit("/", 1)[1]
+    post(api, f"/ui/runs/{run_id}/cancel", {"csrf": csrf}, cookie)  # SCHEDULED -> CANCELLED frees no slot
+    assert wakeups.calls == [("etl", POOL_RESUMED), ("etl", LIMIT_RAISED), ("etl", RUN_CREATED)]
 
 
 def test_unknown_pools_runs_and_queues_are_404_pages_that_name_them(api: Api) -> None:

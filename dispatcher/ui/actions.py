@@ -13,6 +13,9 @@ from .. import pools as pool_ops
 from ..cancelling import cancel_run
 from ..deployments import get_deployment, run_deployment
 from ..errors import PushpoolError
+from ..models import WorkPool, WorkQueue
+from ..states import StateType
+from ..wakeups import RUN_CANCELLED, RUN_CREATED, room_opened
 from .pages import pool_view, redirect, run_view
 from .router import Context, Response, ui_route
 
@@ -31,14 +34,20 @@ def limit_value(text: str) -> Any:
 def _on_pool(c: Context, change: dict[str, Any], queue: str | None = None) -> Response:
     pool = c.params["pool"]
     try:
+        before: WorkPool | WorkQueue
+        after: WorkPool | WorkQueue
         if queue is None:
-            pool_ops.update_pool(c.api.store, pool, **change)
+            before = pool_ops.get_pool(c.api.store, pool)
+            after = pool_ops.update_pool(c.api.store, pool, **change)
         else:
-            pool_ops.update_queue(c.api.store, pool, queue, **change)
+            before = pool_ops.get_queue(c.api.store, pool, queue)
+            after = pool_ops.update_queue(c.api.store, pool, queue, **change)
     except PushpoolError as exc:
         if exc.http_status == 404:
             raise
         return pool_view(c, status=exc.http_status, error=str(exc))
+    # As the API's routes: a resume or a raised limit asks for a pass now rather than at the next tick.
+    c.api.wake(pool, room_opened(before, after))
     return redirect(f"/ui/pools/{quote(pool, safe='')}")
 
 
@@ -75,11 +84,13 @@ def set_queue_limit(c: Context) -> Response:
 @ui_route("POST", "/runs/{run_id}/cancel")
 def cancel(c: Context) -> Response:
     try:
-        cancel_run(c.api.store, c.params["run_id"], message="cancelled from the dashboard")
+        run = cancel_run(c.api.store, c.params["run_id"], message="cancelled from the dashboard")
     except PushpoolError as exc:
         if exc.http_status == 404:
             raise
         return run_view(c, status=exc.http_status, error=str(exc))
+    # A CANCELLING run still holds its slot: the pass stops its infrastructure, which frees it.
+    c.api.wake(run.pool, RUN_CANCELLED if run.state is StateType.CANCELLING else None)
     return redirect(f"/ui/runs/{quote(c.params['run_id'], safe='')}")
 
 
@@ -94,4 +105,5 @@ def start_run(c: Context) -> Response:
         return pool_view(
             Context(c.api, c.request, {"pool": deployment.pool}, c.csrf, c.form), status=exc.http_status, error=str(exc)
         )
+    c.api.wake(run.pool, RUN_CREATED)
     return redirect(f"/ui/runs/{run.id}")
