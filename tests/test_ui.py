@@ -266,6 +266,9 @@ def test_the_runs_list_pages_and_filters(api: Api, store: SQLiteStore) -> None:
     assert second.count('<tr data-run="') == 5 and 'rel="next"' not in second and 'rel="prev"' in second
     assert text(get(api, "/ui/runs?state=COMPLETED", cookie)).count('<tr data-run="') == 0
     assert text(get(api, "/ui/runs?deployment=load&state=SCHEDULED", cookie)).count('<tr data-run="') == 25
+    late = deployments.run_deployment(store, "load", scheduled_time=now - timedelta(minutes=5))
+    listed = text(get(api, "/ui/runs?pool=etl&page=2", cookie))
+    assert re.search(rf'data-run="{late.id}">.*?data-state="SCHEDULED">Late<', listed, re.S)
     bad = get(api, "/ui/runs?state=DONE", cookie)
     assert bad.status == 422 and "query parameter state must be one of" in text(bad)
     assert get(api, "/ui/runs?queue=critical", cookie).status == 422

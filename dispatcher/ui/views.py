@@ -171,6 +171,8 @@ class RunsPage:
     pools: list[WorkPool]
     queues: list[WorkQueue]
     deployments: list[Deployment]
+    shown: dict[str, str] = field(default_factory=dict)
+    """run id -> the state name shown: Late for a Scheduled run past its time (as `flow-run ls`)."""
 
 
 def runs_page(store: Store, f: RunFilter) -> RunsPage:
@@ -195,14 +197,16 @@ def runs_page(store: Store, f: RunFilter) -> RunsPage:
         found = [r for n in names for r in store.list_runs(n, queue=f.queue, state=f.state, limit=wanted)]
     found.sort(key=lambda r: (r.scheduled_time, r.id), reverse=True)
     start = (f.page - 1) * PAGE_SIZE
-    pools = store.list_pools()
+    shown = found[start : start + PAGE_SIZE]
+    now, settings = utcnow(), Settings.from_env()
     return RunsPage(
-        found[start : start + PAGE_SIZE],
+        shown,
         f,
         len(found) > start + PAGE_SIZE,
-        pools,
+        store.list_pools(),
         store.list_queues(f.pool) if f.pool is not None else [],
         store.list_deployments(f.pool),
+        {r.id: shown_state_name(r, now, settings) for r in shown},
     )
 
 

@@ -65,6 +65,9 @@
   document.addEventListener("DOMContentLoaded", function () {
     refreshTimes();
     window.setInterval(refreshTimes, 1000);
-    if (document.querySelector("[data-live]")) { schedule(); }
+    if (document.querySelector("[data-live]")) {
+      if (indicator) { indicator.hidden = false; }
+      schedule();
+    }
   });
 })();
