@@ -46,6 +46,9 @@ CHROMIUM_ARGS = [
 ]
 TOKEN = "ui-test-token-0123456789"
 POOL = "etl"
+LONG = 180
+"""Seconds the slot-holding jobs sleep: far longer than the module takes, so the gauges stay put; teardown
+cancels them."""
 SHOTS = os.environ.get("PUSHPOOL_SCREENSHOTS")
 """A folder to write screenshots to (docs/images for the README); unset, none are taken."""
 
@@ -94,9 +97,9 @@ def seed_pools(store: SQLiteStore) -> None:
     pools.create_queue(store, POOL, "critical", priority=1, concurrency_limit=1)
     pools.create_queue(store, POOL, "backfill", priority=10)
     pools.create_pool(store, "ml-training", concurrency_limit=2, description="GPU training jobs", paused=True)
-    deployments.create_deployment(store, "ingest", pool=POOL, queue="critical", job_variables=job(40))
-    deployments.create_deployment(store, "transform", pool=POOL, queue="default", job_variables=job(40))
-    deployments.create_deployment(store, "backfill-2025", pool=POOL, queue="backfill", job_variables=job(40))
+    deployments.create_deployment(store, "ingest", pool=POOL, queue="critical", job_variables=job(LONG))
+    deployments.create_deployment(store, "transform", pool=POOL, queue="default", job_variables=job(LONG))
+    deployments.create_deployment(store, "backfill-2025", pool=POOL, queue="backfill", job_variables=job(LONG))
     deployments.create_deployment(
         store, "report", pool=POOL, queue="default", job_variables=job(0.2), schedules=[IntervalSchedule(interval=900)]
     )
