@@ -5,9 +5,10 @@
 #   2. sam validate --lint (aws-sam-cli in a venv of its own: it pins old boto3/click), then sam build, with
 #      each function's unzipped size (and that of a package with every extra) checked against Lambda's 250 MB
 #   3. the Lambda package (infra/build_lambda.sh), imported under Python 3.12 when this machine has one
-#   4. serverless@3 package (npx, pinned) -> .serverless/, then cfn-lint on the generated CloudFormation
-#   5. checkov on infra/template.yaml and on the generated CloudFormation; every skip is written next to its
-#      resource (Metadata.checkov.skip) with its reason, so any new finding fails the check
+#   4. serverless@3 package (npx, pinned) -> .serverless/ (every part on) and .build/serverless-quickstart/ (the ECS
+#      quickstart alone), then cfn-lint on each generated CloudFormation template
+#   5. checkov on infra/template.yaml as it is and with every part on, and on the generated CloudFormation; every
+#      skip is written next to its resource (Metadata.checkov.skip) with its reason, so any new finding fails
 #
 # Nothing here talks to AWS: the AWS credentials are dummies. The tools live in .tools/<tool>/ (one venv each,
 # made once, re-made only when missing or when its pinned version below changes); serverless comes from
@@ -139,35 +140,73 @@ else
 fi
 
 # --- Serverless -------------------------------------------------------------------------------------------
-step "serverless@$SERVERLESS_VERSION package"
-rm -rf .serverless
-sls_out=$(npx --yes "serverless@$SERVERLESS_VERSION" package --stage ci --region us-east-1 \
+sls_package() {  # DIR PARAM...: serverless package into DIR, failing on any configuration warning but one
+  local dir=$1 out
+  shift
+  rm -rf "$dir"
+  out=$(npx --yes "serverless@$SERVERLESS_VERSION" package --stage ci --region us-east-1 --package "$dir" "$@" 2>&1) \
+    || { echo "$out"; return 1; }
+  echo "$out"
+  # v3's schema predates python3.12 (a warning only; CloudFormation takes it). Any other warning fails.
+  if echo "$out" | grep -E "^ +at '" | grep -vq "at 'provider.runtime'"; then
+    echo "serverless.yml has configuration warnings besides the known provider.runtime one" >&2
+    return 1
+  fi
+  [ -f "$dir/cloudformation-template-update-stack.json" ]
+}
+
+# Serverless empties .serverless/ whenever it packages, wherever to: the quickstart alone goes first.
+step "serverless@$SERVERLESS_VERSION package (the ECS quickstart alone, as docs/deploy.md deploys it)"
+sls_package .build/serverless-quickstart --param="createEcsQuickstart=true"
+quickstart=.build/serverless-quickstart/cloudformation-template-update-stack.json
+
+step "serverless@$SERVERLESS_VERSION package (every part on: clusters and roles named, and the ECS quickstart)"
+sls_package .serverless --param="createEcsQuickstart=true" \
   --param="clusterArns=arn:aws:ecs:us-east-1:123456789012:cluster/pushpool,arn:aws:ecs:us-east-1:123456789012:cluster/other" \
   --param="taskRoleArns=arn:aws:iam::123456789012:role/pushpool-task" \
-  --param="executionRoleArns=arn:aws:iam::123456789012:role/pushpool-execution" 2>&1) || { echo "$sls_out"; exit 1; }
-echo "$sls_out"
-# v3's schema predates python3.12 (a warning only; CloudFormation takes it). Any other warning fails.
-if echo "$sls_out" | grep -E "^ +at '" | grep -vq "at 'provider.runtime'"; then
-  echo "serverless.yml has configuration warnings besides the known provider.runtime one" >&2
-  exit 1
-fi
+  --param="executionRoleArns=arn:aws:iam::123456789012:role/pushpool-execution"
 generated=.serverless/cloudformation-template-update-stack.json
-[ -f "$generated" ]
 
-step "cfn-lint $generated"
 # W3005: Serverless itself adds DependsOn entries that a Ref/GetAtt already implies.
-# W8003: Serverless resolves ${param:...} before CloudFormation sees the template, so the condition over
-# dispatchReservedConcurrency compares two constants (that is the point: it is decided at package time).
-"$CFN_LINT" --ignore-checks W3005 W8003 -- "$generated"
-echo ok
+# W8003: Serverless resolves ${param:...} before CloudFormation sees the template, so each condition over a
+# param compares two constants (that is the point: it is decided at package time).
+# W1033 (the quickstart alone): an empty clusterArns/taskRoleArns/executionRoleArns is split into [""] inside
+# the Fn::If branch its constant-false condition (HasTaskRoleArns, ...) never takes.
+for file in "$generated" "$quickstart"; do
+  step "cfn-lint $file"
+  ignored="W3005 W8003"
+  [ "$file" = "$quickstart" ] && ignored="$ignored W1033"
+  # shellcheck disable=SC2086
+  "$CFN_LINT" --ignore-checks $ignored -- "$file"
+  echo ok
+done
 
 # --- checkov ----------------------------------------------------------------------------------------------
 # On the SAM template and on what serverless.yml really deploys (the generated template): checkov's own
 # serverless runner ignores resource Metadata skips and checks the same resources again.
-for file in infra/template.yaml "$generated"; do
+# checkov drops what a condition excludes under the parameters' defaults, so the SAM template is also checked with
+# every part on (the quickstart, and clusters and roles named), as the first serverless package is.
+sam_on=$(mktemp --suffix=.yaml)
+"$PYTHON" - infra/template.yaml "$sam_on" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+text, quickstart = re.subn(r'(\n  CreateEcsQuickstart:\n    Type: String\n    Default: )"false"', r'\1"true"', text)
+defaults = {
+    "ClusterArns": "arn:aws:ecs:us-east-1:123456789012:cluster/pushpool",
+    "TaskRoleArns": "arn:aws:iam::123456789012:role/pushpool-task",
+    "ExecutionRoleArns": "arn:aws:iam::123456789012:role/pushpool-execution",
+}
+for name, arn in defaults.items():
+    text, n = re.subn(rf'(\n  {name}:\n    Type: CommaDelimitedList\n    Default: )""', rf"\g<1>{arn}", text)
+    quickstart += n
+assert quickstart == 4, "infra/check.sh: the parameters to turn on have moved"
+open(sys.argv[2], "w").write(text)
+PY
+for file in infra/template.yaml "$sam_on" "$generated"; do
   step "checkov $file"
   "$CHECKOV" --file "$file" --framework cloudformation --skip-download --quiet --compact
   echo ok
 done
+rm -f "$sam_on"
 
 printf '\ndeploy-check passed in %d s\n' "$((SECONDS - started))"

@@ -10,6 +10,7 @@ is callable; and each function's role is least privilege.
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import uuid
 from pathlib import Path
@@ -18,8 +19,11 @@ from typing import Any
 import pytest
 import yaml
 
+from dispatcher import ecs_quickstart
+from dispatcher.pool_types import default_template
 from dispatcher.providers.ecs import started_by
 from dispatcher.store import dynamodb_schema
+from dispatcher.templating import validate_job_variables
 
 ROOT = Path(__file__).resolve().parents[1]
 SAM_PATH = ROOT / "infra" / "template.yaml"
@@ -35,6 +39,17 @@ SLS_LOGICAL = {
     "http": "HttpLambdaFunction",
 }
 ROLES = {"dispatch": "DispatchRole", "ecs_events": "EcsEventsRole", "http": "HttpRole"}
+QUICKSTART_ROLES = ("EcsQuickstartTaskRole", "EcsQuickstartExecutionRole")
+QUICKSTART_CONDITIONS = ("EcsQuickstart", "EcsQuickstartCreatesNetwork")
+# AmazonECSTaskExecutionRolePolicy's actions; the quickstart's execution role may add logs:CreateLogGroup only.
+TASK_EXECUTION_ACTIONS = {
+    "ecr:GetAuthorizationToken",
+    "ecr:BatchCheckLayerAvailability",
+    "ecr:GetDownloadUrlForLayer",
+    "ecr:BatchGetImage",
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+}
 
 DYNAMODB_ITEM_ACTIONS = {
     "dynamodb:GetItem",
@@ -155,12 +170,32 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def unless(value: Any) -> tuple[str | None, Any]:
+    """(condition, value) of `Fn::If [condition, value, AWS::NoValue]`, else (None, value)."""
+    if isinstance(value, dict) and set(value) == {"Fn::If"}:
+        condition, then, otherwise = value["Fn::If"]
+        assert otherwise == {"Ref": "AWS::NoValue"}, f"an Fn::If that is not 'this or nothing': {value}"
+        return condition, then
+    return None, value
+
+
 def role_statements(resources: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    """A role's statements, those present only under a condition included (`Fn::If [C, statement, NoValue]`)."""
     return [
-        statement
-        for policy in resources[role]["Properties"]["Policies"]
+        unless(statement)[1]
+        for policy in resources[role]["Properties"].get("Policies", [])
         for statement in as_list(policy["PolicyDocument"]["Statement"])
     ]
+
+
+def statement_conditions(resources: dict[str, Any], role: str) -> dict[str, str | None]:
+    """Sid -> the condition a statement of the role exists under (None: always)."""
+    found = {}
+    for policy in resources[role]["Properties"].get("Policies", []):
+        for statement in as_list(policy["PolicyDocument"]["Statement"]):
+            condition, body = unless(statement)
+            found[body["Sid"]] = condition
+    return found
 
 
 def actions(statement: dict[str, Any]) -> set[str]:
@@ -343,6 +378,7 @@ def test_ecs_events_pipeline(sam: dict[str, Any], sls: dict[str, Any]) -> None:
         [rule] = [r for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
         pattern = rule["Properties"]["EventPattern"]
         assert pattern["source"] == ["aws.ecs"] and pattern["detail-type"] == ["ECS Task State Change"], name
+        assert refs(pattern["detail"]["clusterArn"]) >= {"EcsQuickstartCluster"}, name
         assert refs(pattern["detail"]["clusterArn"]) & {"ClusterArns", "param:clusterArns"}, name
         # A shared cluster's service tasks stay out (EventBridge matches a field only where it is present).
         assert pattern["detail"]["startedBy"] == [{"anything-but": {"prefix": "ecs-svc/"}}], name
@@ -495,10 +531,12 @@ def test_parameters(sam: dict[str, Any], sls: dict[str, Any]) -> None:
     used = {m for m in re.findall(r"\$\{param:(\w+)", SLS_PATH.read_text())}
     assert {"scheduleRate", "runRetentionDays", "logLevel", "clusterArns", "taskRoleArns", "executionRoleArns"} <= used
     assert {p[0].lower() + p[1:] for p in sam_params} == used, "the same parameters, camelCased in serverless.yml"
-    # The lists have no default: a deploy must name its clusters and roles.
+    # The lists may be empty (the quickstart's cluster and roles, or no ECS at all): each IAM statement over one
+    # exists only when it is not (IAM refuses an empty Resource).
     for name in ("ClusterArns", "TaskRoleArns", "ExecutionRoleArns"):
-        assert "Default" not in sam["Parameters"][name]
-        assert name[0].lower() + name[1:] not in sls["params"]["default"]
+        assert sam["Parameters"][name]["Default"] == ""
+        assert sls["params"]["default"][name[0].lower() + name[1:]] == ""
+        assert re.compile(sam["Parameters"][name]["AllowedPattern"]).fullmatch("")
     # Each ARN is checked by CloudFormation before anything is created (per item of a CommaDelimitedList).
     arns = {
         "ClusterArns": ("arn:aws:ecs:us-east-1:123456789012:cluster/pushpool", "pushpool"),
@@ -565,17 +603,25 @@ def test_pass_role_and_ecs_are_scoped(sam: dict[str, Any], sls: dict[str, Any]) 
     for name, resources in both(sam, sls):
         statements = role_statements(resources, ROLES["dispatch"])
         passes = [s for s in statements if "iam:PassRole" in actions(s)]
+        quickstart_roles = frozenset({"EcsQuickstartTaskRole", "EcsQuickstartExecutionRole"})
         assert {frozenset(refs(s["Resource"])) for s in passes} in (
-            {frozenset({"TaskRoleArns"}), frozenset({"ExecutionRoleArns"})},
-            {frozenset({"param:taskRoleArns"}), frozenset({"param:executionRoleArns"})},
+            {frozenset({"TaskRoleArns"}), frozenset({"ExecutionRoleArns"}), quickstart_roles},
+            {frozenset({"param:taskRoleArns"}), frozenset({"param:executionRoleArns"}), quickstart_roles},
         ), name
+        # Each exists only when it has something to allow.
+        conditions = statement_conditions(resources, ROLES["dispatch"])
+        assert conditions["PassTaskRoles"] == "HasTaskRoleArns", name
+        assert conditions["PassExecutionRoles"] == "HasExecutionRoleArns", name
+        assert conditions["PassQuickstartRoles"] == "EcsQuickstart", name
+        assert conditions["EcsTasksInClusters"] == "HasClusterArns", name
+        assert conditions["EcsTasksInQuickstartCluster"] == "EcsQuickstart", name
         for statement in passes:
             assert actions(statement) == {"iam:PassRole"}, name
             assert statement["Condition"]["StringEquals"]["iam:PassedToService"] == "ecs-tasks.amazonaws.com", name
         for statement in statements:
             if actions(statement) & ECS_CLUSTER_ACTIONS:
                 condition = statement["Condition"]["ArnEquals"]["ecs:cluster"]
-                assert refs(condition) & {"ClusterArns", "param:clusterArns"}, name
+                assert refs(condition) & {"ClusterArns", "param:clusterArns", "EcsQuickstartCluster"}, name
             if "ecs:TagResource" in actions(statement):
                 assert set(statement["Condition"]["StringEquals"]["ecs:CreateAction"]) == {
                     "RegisterTaskDefinition",
@@ -614,7 +660,7 @@ def test_serverless_deployment_bucket_can_be_removed(sls: dict[str, Any]) -> Non
 
 
 def test_roles_match_between_files(sam: dict[str, Any], sls: dict[str, Any]) -> None:
-    for role in ROLES.values():
+    for role in (*ROLES.values(), *QUICKSTART_ROLES):
         sam_view = {s["Sid"]: actions(s) for s in role_statements(sam_resources(sam), role)}
         sls_view = {s["Sid"]: actions(s) for s in role_statements(sls_resources(sls), role)}
         assert sam_view == sls_view, role
@@ -631,6 +677,206 @@ def test_both_files_define_the_same_resources(sam: dict[str, Any], sls: dict[str
         "ApiAccessLogGroup",
     }
     assert set(sam_resources(sam)) - made_by_sam_or_serverless == set(sls_resources(sls))
+
+
+# the ECS quickstart (CreateEcsQuickstart=true) ------------------------------------------------------------------
+def canonical(value: Any, *, params: dict[str, str] | None = None) -> Any:
+    """A value with each file's spelling of the same thing made one: Ref, GetAtt, Sub and Join become `${...}`
+    texts, and `${param:x}` becomes `${X}` (the SAM parameter), so SAM's and Serverless' resources compare equal."""
+    if isinstance(value, dict):
+        if set(value) == {"Ref"}:
+            return f"${{{value['Ref']}}}"
+        if set(value) == {"Fn::GetAtt"}:
+            target = value["Fn::GetAtt"]
+            return f"${{{'.'.join(target) if isinstance(target, list) else target}}}"
+        if set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
+            return value["Fn::Sub"]
+        if set(value) == {"Fn::Join"}:
+            separator, parts = value["Fn::Join"]
+            parts = [canonical(p) for p in parts] if isinstance(parts, list) else [canonical(parts)]
+            if all(isinstance(p, str) for p in parts):
+                return separator.join(parts)
+        return {key: canonical(inner) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [canonical(inner) for inner in value]
+    if isinstance(value, str):
+        return re.sub(r"\$\{param:(\w)(\w*)\}", lambda m: f"${{{m.group(1).upper()}{m.group(2)}}}", value)
+    return value
+
+
+# What CloudFormation would print for each quickstart resource (Ref or GetAtt), in AWS's shapes.
+PHYSICAL = {
+    "EcsQuickstartCluster": "arn:aws:ecs:us-east-1:123456789012:cluster/s-EcsQuickstartCluster-AbC",
+    "EcsQuickstartTaskRole": "arn:aws:iam::123456789012:role/s-EcsQuickstartTaskRole-AbC",
+    "EcsQuickstartExecutionRole": "arn:aws:iam::123456789012:role/s-EcsQuickstartExecutionRole-AbC",
+    "EcsQuickstartVpc": "vpc-0a1b",
+    "EcsQuickstartSubnetA": "subnet-0a",
+    "EcsQuickstartSubnetB": "subnet-0b",
+    "EcsQuickstartSecurityGroup": "sg-01",
+    "TaskLogGroup": "/pushpool/s/tasks",
+}
+
+
+def quickstart_resources(resources: dict[str, Any]) -> dict[str, Any]:
+    return {name: r for name, r in resources.items() if r.get("Condition") in QUICKSTART_CONDITIONS}
+
+
+def quickstart_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
+    return {name: o for name, o in outputs.items() if o.get("Condition") in QUICKSTART_CONDITIONS}
+
+
+def test_the_quickstart_is_off_by_default_and_its_condition_gates_every_part_of_it(
+    sam: dict[str, Any], sls: dict[str, Any]
+) -> None:
+    parameter = sam["Parameters"]["CreateEcsQuickstart"]
+    assert parameter["Default"] == "false" and set(parameter["AllowedValues"]) == {"true", "false"}
+    assert sls["params"]["default"]["createEcsQuickstart"] == "false"
+    network = sam["Parameters"]["EcsQuickstartNetwork"]
+    assert set(network["AllowedValues"]) == {"create", "default-vpc"}
+    assert sls["params"]["default"]["ecsQuickstartNetwork"] == network["Default"] == "create"
+    for name, conditions in (
+        ("infra/template.yaml", sam["Conditions"]),
+        ("serverless.yml", sls["resources"]["Conditions"]),
+    ):
+        assert canonical(conditions["EcsQuickstart"]) == {"Fn::Equals": ["${CreateEcsQuickstart}", "true"]}, name
+        # The network is part of the quickstart: never created without it.
+        created = canonical(conditions["EcsQuickstartCreatesNetwork"])
+        assert created == {
+            "Fn::And": [{"Condition": "EcsQuickstart"}, {"Fn::Equals": ["${EcsQuickstartNetwork}", "create"]}]
+        }
+    for name, resources in both(sam, sls):
+        gated = quickstart_resources(resources)
+        assert set(gated) == {n for n in resources if n.startswith("EcsQuickstart")}, f"{name}: every one gated"
+        network = {n for n, r in gated.items() if r["Type"].startswith("AWS::EC2::")}
+        assert {n for n, r in gated.items() if r["Condition"] == "EcsQuickstartCreatesNetwork"} == network, name
+        assert {r["Type"] for r in gated.values()} == {
+            "AWS::ECS::Cluster",
+            "AWS::IAM::Role",
+            "AWS::EC2::VPC",
+            "AWS::EC2::Subnet",
+            "AWS::EC2::InternetGateway",
+            "AWS::EC2::VPCGatewayAttachment",
+            "AWS::EC2::RouteTable",
+            "AWS::EC2::Route",
+            "AWS::EC2::SubnetRouteTableAssociation",
+            "AWS::EC2::SecurityGroup",
+        }, name
+        # What is not gated names a quickstart resource only inside `Fn::If [EcsQuickstart, ..., NoValue]`: a
+        # reference to a resource the stack did not create fails the deploy.
+        for owner, resource in resources.items():
+            if owner not in gated:
+                text = json_without_ifs(resource)
+                assert "EcsQuickstart" not in text, f"{name}: {owner} names the quickstart outside its condition"
+        for output, value in (sam["Outputs"] if name.startswith("infra") else sls["resources"]["Outputs"]).items():
+            if value.get("Condition") not in QUICKSTART_CONDITIONS:
+                assert not {r for r in refs(value) if r.startswith("EcsQuickstart")}, f"{name}: output {output}"
+
+
+def json_without_ifs(value: Any) -> str:
+    """The text of a value as the stack is without the quickstart: each `Fn::If` on its condition takes its else."""
+    if isinstance(value, dict):
+        if set(value) == {"Fn::If"} and value["Fn::If"][0] in QUICKSTART_CONDITIONS:
+            return json_without_ifs(value["Fn::If"][2])
+        return "{" + ",".join(f"{k}:{json_without_ifs(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(json_without_ifs(v) for v in value) + "]"
+    return str(value)
+
+
+def test_the_quickstart_outputs_are_the_job_variables_of_an_ecs_push_pool(
+    sam: dict[str, Any], sls: dict[str, Any]
+) -> None:
+    variables = default_template("ecs:push")["variables"]["properties"]
+    assert ecs_quickstart.quickstart_variables() == set(variables)
+    for name, outputs in (("infra/template.yaml", sam["Outputs"]), ("serverless.yml", sls["resources"]["Outputs"])):
+        named = {key: ecs_quickstart.variable_name(key) for key in outputs}
+        quickstart = quickstart_outputs(outputs)
+        # Exactly the quickstart's outputs are named after job variables (what --from-stack reads).
+        assert {key for key, variable in named.items() if variable in variables} == set(quickstart), name
+        assert {named[key] for key in quickstart} >= {*ecs_quickstart.REQUIRED, "vpc_id", "network_configuration"}
+        network = {named[k] for k, o in quickstart.items() if o["Condition"] == "EcsQuickstartCreatesNetwork"}
+        assert network == {"vpc_id", "network_configuration"}, name
+        # The values, as the stack would print them, are valid values of their variables.
+        printed = {}
+        for key, output in quickstart.items():
+            text = canonical(output["Value"])
+            assert isinstance(text, str), f"{name}: output {key} is one text"
+            printed[key] = re.sub(r"\$\{([A-Za-z0-9:]+)(\.\w+)?\}", lambda m: PHYSICAL.get(m.group(1), "x"), text)
+        values = ecs_quickstart.job_variables(printed, default_template("ecs:push"), stack="s")
+        validate_job_variables(default_template("ecs:push"), values, field=name, enforce_required=False)
+        assert values["configure_cloudwatch_logs"] is True
+        assert values["cloudwatch_logs_options"] == {"awslogs-group": "/pushpool/s/tasks"}, name
+        assert values["vpc_id"] == "vpc-0a1b" and values["task_role_arn"] == PHYSICAL["EcsQuickstartTaskRole"]
+        assert values["network_configuration"] == {
+            "subnets": ["subnet-0a", "subnet-0b"],
+            "securityGroups": ["sg-01"],
+            "assignPublicIp": "ENABLED",
+        }, name
+
+
+def test_the_quickstart_security_group_lets_nothing_in(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    for name, resources in both(sam, sls):
+        [group] = [n for n, r in quickstart_resources(resources).items() if r["Type"] == "AWS::EC2::SecurityGroup"]
+        props = resources[group]["Properties"]
+        assert "SecurityGroupIngress" not in props, name
+        assert not [r for r in resources.values() if r["Type"] == "AWS::EC2::SecurityGroupIngress"], (
+            f"{name}: no ingress rule anywhere"
+        )
+        [egress] = props["SecurityGroupEgress"]
+        assert egress["IpProtocol"] == "-1" and egress["CidrIp"] == "0.0.0.0/0", name
+        # The public subnets route to the internet gateway; tasks get their public IP from RunTask only.
+        subnets = [r for r in quickstart_resources(resources).values() if r["Type"] == "AWS::EC2::Subnet"]
+        assert len(subnets) == 2 and all(s["Properties"]["MapPublicIpOnLaunch"] is False for s in subnets), name
+        assert len({json.dumps(canonical(s["Properties"]["AvailabilityZone"])) for s in subnets}) == 2, name
+        [route] = [r for r in quickstart_resources(resources).values() if r["Type"] == "AWS::EC2::Route"]
+        assert route["Properties"]["DestinationCidrBlock"] == "0.0.0.0/0", name
+        assert refs(route["Properties"]["GatewayId"]) == {"EcsQuickstartInternetGateway"}, name
+
+
+def test_the_quickstart_roles_trust_ecs_tasks_and_hold_only_what_a_task_needs(
+    sam: dict[str, Any], sls: dict[str, Any]
+) -> None:
+    for name, resources in both(sam, sls):
+        for role in QUICKSTART_ROLES:
+            [trust] = resources[role]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+            assert trust["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}, f"{name} {role}"
+            assert trust["Action"] == "sts:AssumeRole" and trust["Effect"] == "Allow", f"{name} {role}"
+            assert "ManagedPolicyArns" not in resources[role]["Properties"], f"{name} {role}"
+        assert not role_statements(resources, "EcsQuickstartTaskRole"), f"{name}: the task role allows nothing"
+        statements = role_statements(resources, "EcsQuickstartExecutionRole")
+        granted = set().union(*(actions(s) for s in statements))
+        assert granted == TASK_EXECUTION_ACTIONS | {"logs:CreateLogGroup"}, name
+        for statement in statements:
+            if any(a.startswith("logs:") for a in actions(statement)):
+                # The stack's task log group (with its retention), and log groups under its name only.
+                assert "TaskLogGroup" in refs(statement["Resource"]), name
+                for resource in as_list(statement["Resource"]):
+                    text = canonical(resource)
+                    assert text == "${TaskLogGroup.Arn}" or text.endswith(":log-group:/pushpool/${AWS::StackName}/*"), (
+                        f"{name}: {text}"
+                    )
+            elif statement["Resource"] == "*":
+                assert actions(statement) == {"ecr:GetAuthorizationToken"}, f"{name}: only the token takes no resource"
+        # The dispatch role may pass both (to ECS only), and may start tasks in the quickstart's cluster.
+        dispatch = role_statements(resources, ROLES["dispatch"])
+        passed = set().union(*(refs(s["Resource"]) for s in dispatch if "iam:PassRole" in actions(s)))
+        assert set(QUICKSTART_ROLES) <= passed, name
+        clusters = [s for s in dispatch if actions(s) & ECS_CLUSTER_ACTIONS]
+        assert any(refs(s["Condition"]) == {"EcsQuickstartCluster"} for s in clusters), name
+
+
+def test_both_files_define_the_same_quickstart(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    sam_parts, sls_parts = quickstart_resources(sam_resources(sam)), quickstart_resources(sls_resources(sls))
+    assert sam_parts and set(sam_parts) == set(sls_parts)
+    for name in sam_parts:
+        assert canonical(sam_parts[name]) == canonical(sls_parts[name]), name
+    sam_out, sls_out = quickstart_outputs(sam["Outputs"]), quickstart_outputs(sls["resources"]["Outputs"])
+    assert canonical(sam_out) == canonical(sls_out)
+    for condition in (*QUICKSTART_CONDITIONS, "HasClusterArns", "HasTaskRoleArns", "HasExecutionRoleArns"):
+        # (SAM joins a list parameter into one text; Serverless' param already is one: the same once canonical.)
+        assert canonical(sam["Conditions"][condition]) == canonical(sls["resources"]["Conditions"][condition]), (
+            condition
+        )
 
 
 # the guide --------------------------------------------------------------------------------------------------
