@@ -65,7 +65,8 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
 
 def job(seconds: float, code: int = 0, say: str = "") -> dict[str, Any]:
     script = f"import sys, time; print({say!r}, flush=True); time.sleep({seconds}); sys.exit({code})"
-    return {"command": [sys.executable, "-c", script]}
+    # `python3` from PATH, not sys.executable: the job shows on the screenshots, and no path of this machine may.
+    return {"command": ["python3", "-c", script]}
 
 
 @dataclass

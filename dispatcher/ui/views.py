@@ -22,7 +22,7 @@ from ..providers.base import provider_logs
 from ..providers.console import console_url
 from ..states import StateType
 from ..store.base import Store, pool_slot
-from ..timeline import MAX_RUNS, Bar, bars
+from ..timeline import MAX_RUNS, Bar, bar_of, bars
 from .charts import Timeline, timeline_chart
 
 TIMELINE_WINDOW = timedelta(hours=1)
@@ -173,6 +173,20 @@ class RunsPage:
     deployments: list[Deployment]
     shown: dict[str, str] = field(default_factory=dict)
     """run id -> the state name shown: Late for a Scheduled run past its time (as `flow-run ls`)."""
+    durations: dict[str, str] = field(default_factory=dict)
+    """run id -> how long it has held (or held) a slot, for runs that were admitted."""
+
+
+def duration_text(bar: Bar, now: datetime) -> str:
+    """How long a run held a slot: from admission to its end, or to now while it still holds one."""
+    if bar.admitted is None:
+        return ""
+    seconds = int(((bar.ended or now) - bar.admitted).total_seconds())
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60}m"
 
 
 def runs_page(store: Store, f: RunFilter) -> RunsPage:
@@ -207,6 +221,7 @@ def runs_page(store: Store, f: RunFilter) -> RunsPage:
         store.list_queues(f.pool) if f.pool is not None else [],
         store.list_deployments(f.pool),
         {r.id: shown_state_name(r, now, settings) for r in shown},
+        {r.id: duration_text(bar_of(r), now) for r in shown},
     )
 
 
@@ -218,6 +233,8 @@ class RunPage:
     job: dict[str, Any] | None
     job_problem: str | None
     shown_state: str
+    bar: Bar
+    duration: str
     logs: str | None = None
     logs_problem: str | None = None
     history: list[Any] = field(default_factory=list)
@@ -234,13 +251,17 @@ def run_page(store: Store, run_id: str, *, with_logs: bool = False) -> RunPage:
         job = render_run(store, run)
     except PushpoolError as exc:
         job_problem = str(exc)
+    now = utcnow()
+    bar = bar_of(run)
     page = RunPage(
         run,
         pool,
         console,
         job,
         job_problem,
-        shown_state_name(run, utcnow(), Settings.from_env()),
+        shown_state_name(run, now, Settings.from_env()),
+        bar,
+        duration_text(bar, now),
         history=list(reversed(run.state_history)),
     )
     if with_logs:
