@@ -246,6 +246,19 @@ def test_an_unchanged_page_answers_304_to_its_etag(api: Api, store: SQLiteStore)
     assert changed.status == 200 and changed.headers["ETag"] != etag
 
 
+def test_a_live_poll_gets_the_page_fragment_only(api: Api) -> None:
+    cookie, _ = sign_in(api)
+    full = get(api, "/ui/pools/etl", cookie)
+    live = get(api, "/ui/pools/etl", cookie, **{"x-pushpool-live": "1"})
+    assert live.status == 200 and live.headers["Vary"] == "X-Pushpool-Live"
+    fragment = text(live)
+    assert "<html" not in fragment and "<header" not in fragment and len(fragment) < len(text(full))
+    for section in ("summary", "queues", "waterfall", "upcoming", "timeline", "deployments"):
+        assert f'data-live="{section}"' in fragment
+    again = get(api, "/ui/pools/etl", cookie, **{"x-pushpool-live": "1", "if-none-match": live.headers["ETag"]})
+    assert again.status == 304
+
+
 def test_every_page_sends_a_strict_content_security_policy(api: Api) -> None:
     cookie, _ = sign_in(api)
     for path in ("/ui", "/ui/login", "/ui/pools/etl", "/ui/runs"):

@@ -21,6 +21,8 @@ from ..api import Request, Response
 from ..render_tables import NO_LIMIT, STATE_STYLES, STATUS_STYLES, schedules_text
 
 HTML = "text/html; charset=utf-8"
+LIVE_HEADER = "X-Pushpool-Live"
+"""Sent by the live-refresh script: the answer is the page's <main> content only (a fragment)."""
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 
 
@@ -82,9 +84,10 @@ def static_url(name: str) -> str:
 def page(
     request: Request, template: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any
 ) -> Response:
-    """A rendered page, or 304 when the browser already has exactly this body."""
-    body = environment().get_template(template).render(**context)
-    return cached(request, Response(status, body, headers or {}, content_type=HTML))
+    """A rendered page (its fragment for a live poll), or 304 when the browser already has exactly this body."""
+    live = request.headers.get(LIVE_HEADER) == "1"
+    body = environment().get_template(template).render(live=live, **context)
+    return cached(request, Response(status, body, {"Vary": LIVE_HEADER, **(headers or {})}, content_type=HTML))
 
 
 def cached(request: Request, response: Response) -> Response:

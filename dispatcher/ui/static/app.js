@@ -1,5 +1,6 @@
 // pushpool dashboard: live refresh of the parts of a page that change, relative times, confirmations.
-// The page polls its own URL every REFRESH_MS with If-None-Match: an unchanged page answers 304 with no body.
+// The page polls its own URL every REFRESH_MS for its fragment (X-Pushpool-Live: the content of <main> only),
+// with If-None-Match: an unchanged page answers 304 with no body.
 // Each element marked data-live is swapped for its new version, unless the user is typing in it.
 "use strict";
 (function () {
@@ -35,7 +36,7 @@
 
   function poll() {
     if (document.hidden) { return schedule(); }
-    var headers = { "X-Requested-With": "pushpool-live" };
+    var headers = { "X-Pushpool-Live": "1" };
     if (etag) { headers["If-None-Match"] = etag; }
     fetch(location.href, { headers: headers, cache: "no-store", credentials: "same-origin" })
       .then(function (response) {
