@@ -10,7 +10,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,14 +18,15 @@ from urllib.parse import unquote
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_jsonable_python
 
+from . import __version__, docs_page, json_input, openapi
 from . import deployments as deployment_ops
-from . import json_input
 from . import pools as pool_ops
-from .callbacks import apply_callback, parse_json_body, run_parameters
+from .callbacks import CallbackBody, apply_callback, parse_json_body, run_parameters
 from .cancelling import cancel_run, get_run
 from .errors import InvalidInput, PushpoolError
-from .models import FlowRun, validation_sentence
-from .preview import MAX_PREVIEW_HOURS, preview_pool
+from .models import Deployment, FlowRun, WorkPool, WorkQueue, validation_sentence
+from .preview import MAX_PREVIEW_HOURS, PoolPreview, preview_pool
+from .routes import NO_CONTENT, QueryParam, RouteTable
 from .schedules import Schedule, parse_schedule
 from .signing import SIGNATURE_HEADER
 from .states import StateType
@@ -223,6 +223,29 @@ def _schedules(raw: list[dict[str, Any]] | None) -> list[Schedule] | None:
 
 
 # query parameters -----------------------------------------------------------------------------------------
+Q_HOURS = QueryParam(
+    "hours",
+    {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_PREVIEW_HOURS, "default": 1},
+    "How far ahead to look, in hours.",
+)
+Q_QUEUE = QueryParam("queue", {"type": "string"}, "Only this queue's runs.")
+Q_POOL = QueryParam("pool", {"type": "string"}, "Only this pool's.")
+Q_STATE = QueryParam(
+    "state",
+    {"type": "string", "enum": [s.value for s in StateType]},
+    "Only runs of this state type (case-insensitive).",
+)
+Q_LIMIT = QueryParam(
+    "limit",
+    {"type": "integer", "minimum": 1, "maximum": DEFAULT_LIST_LIMIT, "default": DEFAULT_RUN_LIMIT},
+    "At most this many runs.",
+)
+Q_JOB_VARIABLES = QueryParam(
+    "job_variables", {"type": "string"}, 'Run-level job variables, as a JSON object: `{"cpu": 1024}`.'
+)
+Q_PARAMETERS = QueryParam("parameters", {"type": "string"}, 'Flow parameters, as a JSON object: `{"day": "today"}`.')
+
+
 def _check_query(query: Mapping[str, str], allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(query) - set(allowed))
     if unknown:
@@ -269,30 +292,15 @@ def _state_param(query: Mapping[str, str]) -> StateType | None:
 # routes ---------------------------------------------------------------------------------------------------
 Handler = Callable[["Api", Request, dict[str, str]], Response]
 
+ROUTES = RouteTable()
+"""Every route of the API; `openapi.document` describes exactly these."""
+route = ROUTES.route
 
-@dataclass(frozen=True)
-class Route:
-    method: str
-    pattern: re.Pattern[str]
-    handler: Handler
-    management: bool = True
-    query: tuple[str, ...] = ()
-
-
-_ROUTES: list[Route] = []
-
-
-def route(
-    method: str, path: str, *, management: bool = True, query: tuple[str, ...] = ()
-) -> Callable[[Handler], Handler]:
-    """Register a handler; `{name}` in `path` matches one path segment, handed over URL-decoded."""
-    pattern = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "$")
-
-    def register(handler: Handler) -> Handler:
-        _ROUTES.append(Route(method, pattern, handler, management, query))
-        return handler
-
-    return register
+TITLE = "pushpool"
+DESCRIPTION = (
+    "Work pools without workers: the management API (bearer token) and the signed run callbacks. "
+    'Generated from the route table and the models; errors are `{"error": "one sentence"}`.'
+)
 
 
 class Api:
@@ -319,6 +327,7 @@ class Api:
         self.api_token = api_token
         self.gateway_authorized = gateway_authorized
         self.wakeups: Wakeups = wakeups or NoWakeups()
+        self._openapi: dict[str, Any] | None = None
 
     def wake(self, pool: str | None, reason: str | None) -> None:
         """Pass a wake-up on (`reason` None: nothing to wake for); the change is stored, so this never fails it."""
@@ -329,6 +338,12 @@ class Api:
         except Exception:  # a Wakeups must not raise; if one does, the answer still stands (the tick catches up)
             log.exception("wake-up for pool %s (%s) failed", pool, reason)
 
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document of `ROUTES`, generated on first use and kept (the routes never change)."""
+        if self._openapi is None:
+            self._openapi = openapi.document(ROUTES, title=TITLE, version=__version__, description=DESCRIPTION)
+        return self._openapi
+
     def handle(self, request: Request) -> Response:
         """Answer one request; never raises (an unexpected error is a logged 500)."""
         path = request.path.rstrip("/") or "/"
@@ -338,7 +353,7 @@ class Api:
             from .ui import handle_ui
 
             return handle_ui(self, request, path)
-        matches = [(r, m) for r in _ROUTES if (m := r.pattern.match(path))]
+        matches = ROUTES.match(path)
         if not matches:
             return error(404, f"no route {path}; see the management API under /work_pools, /deployments, /flow_runs")
         chosen = next(((r, m) for r, m in matches if r.method == request.method), None)
@@ -351,9 +366,10 @@ class Api:
                 refused = self._authorize(request)
                 if refused is not None:
                     return refused
-            _check_query(request.query, candidate.query)
+            _check_query(request.query, candidate.query_names)
             params = {k: unquote(v) for k, v in match.groupdict().items()}
-            return candidate.handler(self, request, params)
+            response: Response = candidate.handler(self, request, params)
+            return response
         except PushpoolError as exc:
             # 503 is a store that cannot take the write now (a full disk, a lock, throttling): say when to retry.
             retry = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.http_status == 503 else None
@@ -381,50 +397,89 @@ def _ok(data: Any, status: int = 200) -> Response:
     return Response(status, _json(data))
 
 
+# the document and its page (open: they describe the API and hold no data) ---------------------------------
+@route("GET", "/openapi.json", response=dict[str, Any], management=False)
+def _openapi_document(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """This API's OpenAPI 3.1 document.
+
+    Generated from the route table and the models; readable without a token, like the page at /docs.
+    """
+    return Response(200, api.openapi())
+
+
+@route("GET", "/docs", response=str, management=False, content_type="text/html; charset=utf-8")
+def _docs_page(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """An interactive page for the document: operations by tag, their schemas, and a form to try each.
+
+    The page sends requests with the bearer token typed into it (kept in the page's memory only).
+    """
+    page = docs_page.page()
+    return Response(200, page.html, page.headers(), content_type="text/html; charset=utf-8")
+
+
 # callbacks ------------------------------------------------------------------------------------------------
-@route("POST", "/callbacks/runs/{run_id}", management=False)
+class CallbackAnswer(BaseModel):
+    """Where the run stands after a callback, and whether this report moved it."""
+
+    id: str
+    state: StateType
+    state_name: str
+    applied: bool
+
+
+@route("POST", "/callbacks/runs/{run_id}", management=False, signed=True, body=CallbackBody, response=CallbackAnswer)
 def _callback(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """A job reports its run's state (RUNNING, COMPLETED, FAILED), signed with the run's token.
+
+    A duplicate, stale or out-of-order report is accepted and recorded as a no-op (`applied` false).
+    """
     run = apply_callback(api.store, p["run_id"], request.body, request.headers.get(SIGNATURE_HEADER))
     api.wake(run.pool, SLOT_FREED if left_active(run) else None)
     return _ok(callback_answer(run))
 
 
-@route("GET", "/callbacks/runs/{run_id}/parameters", management=False)
+@route("GET", "/callbacks/runs/{run_id}/parameters", management=False, signed=True, response=dict[str, Any])
 def _run_parameters(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """A run's parameters, for its own job (PUSHPOOL_PARAMETERS_URL), signed over the body `GET parameters`."""
     return _ok(run_parameters(api.store, p["run_id"], request.headers.get(SIGNATURE_HEADER)))
 
 
-def callback_answer(run: FlowRun) -> dict[str, Any]:
+def callback_answer(run: FlowRun) -> CallbackAnswer:
     """Where the run stands, and whether this report moved it (False: recorded as a no-op)."""
     last = run.state_history[-1] if run.state_history else None
-    return {
-        "id": run.id,
-        "state": run.state.value,
-        "state_name": run.state_name,
-        "applied": bool(last and last.applied),
-    }
+    return CallbackAnswer(id=run.id, state=run.state, state_name=run.state_name, applied=bool(last and last.applied))
 
 
 # work pools -----------------------------------------------------------------------------------------------
-@route("GET", "/work_pools")
+class PoolDetail(WorkPool):
+    """A work pool, with why it is NOT_READY when this installation can tell (its provider cannot load)."""
+
+    status_reason: str | None = None
+
+
+@route("GET", "/work_pools", response=list[WorkPool])
 def _pools(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """List the work pools, by name."""
     return _ok(api.store.list_pools())
 
 
-@route("POST", "/work_pools")
+@route("POST", "/work_pools", body=PoolCreate, response=WorkPool, status=201)
 def _pool_create(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """Create a work pool (and its `default` queue); `overwrite` updates one that exists."""
     body = parse_json_body(PoolCreate, request.body)
     return _ok(pool_ops.create_pool(api.store, **body.model_dump()), 201)
 
 
-@route("GET", "/work_pools/{pool}")
+@route("GET", "/work_pools/{pool}", response=PoolDetail)
 def _pool(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """Read a work pool, with its status and why it is not ready."""
     pool = pool_ops.get_pool(api.store, p["pool"])
     return _ok({**_json(pool), "status_reason": pool_ops.status_reason(pool)})
 
 
-@route("PATCH", "/work_pools/{pool}")
+@route("PATCH", "/work_pools/{pool}", body=PoolUpdate, response=WorkPool)
 def _pool_update(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """Change a work pool: template, job variables, description, limit (null clears it), paused."""
     body = parse_json_body(PoolUpdate, request.body)
     fields = body.model_dump(exclude={"concurrency_limit"})
     before = pool_ops.get_pool(api.store, p["pool"])
@@ -433,50 +488,58 @@ def _pool_update(api: Api, request: Request, p: dict[str, str]) -> Response:
     return _ok(after)
 
 
-@route("DELETE", "/work_pools/{pool}")
+@route("DELETE", "/work_pools/{pool}", response=NO_CONTENT, status=204)
 def _pool_delete(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """Delete a work pool with its queues (refused while deployments or active runs use it)."""
     pool_ops.delete_pool(api.store, p["pool"])
     return Response(204)
 
 
-@route("POST", "/work_pools/{pool}/pause")
+@route("POST", "/work_pools/{pool}/pause", response=WorkPool)
 def _pool_pause(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """Pause a work pool: it delivers nothing; its schedules keep creating runs, which turn Late."""
     return _ok(pool_ops.update_pool(api.store, p["pool"], paused=True))
 
 
-@route("POST", "/work_pools/{pool}/resume")
+@route("POST", "/work_pools/{pool}/resume", response=WorkPool)
 def _pool_resume(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """Resume a paused work pool."""
     before = pool_ops.get_pool(api.store, p["pool"])
     after = pool_ops.update_pool(api.store, p["pool"], paused=False)
     api.wake(after.name, room_opened(before, after))
     return _ok(after)
 
 
-@route("GET", "/work_pools/{pool}/preview", query=("hours", "queue"))
+@route("GET", "/work_pools/{pool}/preview", query=(Q_HOURS, Q_QUEUE), response=PoolPreview)
 def _pool_preview(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """Upcoming runs per queue and, for each due run, why it waits (as `work-pool preview`)."""
     return _ok(preview_pool(api.store, p["pool"], _hours_param(request.query), queue=request.query.get("queue")))
 
 
 # work queues ----------------------------------------------------------------------------------------------
-@route("GET", "/work_pools/{pool}/queues")
+@route("GET", "/work_pools/{pool}/queues", response=list[WorkQueue])
 def _queues(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """List a pool's queues in priority order (1 first)."""
     pool_ops.get_pool(api.store, p["pool"])
     return _ok(api.store.list_queues(p["pool"]))
 
 
-@route("POST", "/work_pools/{pool}/queues")
+@route("POST", "/work_pools/{pool}/queues", body=QueueCreate, response=WorkQueue, status=201)
 def _queue_create(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """Create a queue; a priority that is taken is inserted at (the holder moves down), none goes last."""
     body = parse_json_body(QueueCreate, request.body)
     return _ok(pool_ops.create_queue(api.store, p["pool"], **body.model_dump()), 201)
 
 
-@route("GET", "/work_pools/{pool}/queues/{queue}")
+@route("GET", "/work_pools/{pool}/queues/{queue}", response=WorkQueue)
 def _queue(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """Read a work queue."""
     return _ok(pool_ops.get_queue(api.store, p["pool"], p["queue"]))
 
 
-@route("PATCH", "/work_pools/{pool}/queues/{queue}")
+@route("PATCH", "/work_pools/{pool}/queues/{queue}", body=QueueUpdate, response=WorkQueue)
 def _queue_update(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """Change a queue: priority, description, limit (null clears it), paused."""
     body = parse_json_body(QueueUpdate, request.body)
     fields = body.model_dump(exclude={"concurrency_limit"})
     before = pool_ops.get_queue(api.store, p["pool"], p["queue"])
@@ -485,23 +548,26 @@ def _queue_update(api: Api, request: Request, p: dict[str, str]) -> Response:
     return _ok(queue)
 
 
-@route("DELETE", "/work_pools/{pool}/queues/{queue}")
+@route("DELETE", "/work_pools/{pool}/queues/{queue}", response=NO_CONTENT, status=204)
 def _queue_delete(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """Delete a queue (never the pool's `default`)."""
     pool_ops.delete_queue(api.store, p["pool"], p["queue"])
     return Response(204)
 
 
 # deployments ----------------------------------------------------------------------------------------------
-@route("GET", "/deployments", query=("pool",))
+@route("GET", "/deployments", query=(Q_POOL,), response=list[Deployment])
 def _deployments(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """List deployments, by name."""
     pool = request.query.get("pool")
     if pool is not None:
         pool_ops.get_pool(api.store, pool)
     return _ok(api.store.list_deployments(pool))
 
 
-@route("POST", "/deployments")
+@route("POST", "/deployments", body=DeploymentCreate, response=Deployment, status=201)
 def _deployment_create(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """Create a deployment in a pool (the default pool when none is named)."""
     body = parse_json_body(DeploymentCreate, request.body)
     fields = body.model_dump(exclude={"schedules"})
     deployment = deployment_ops.create_deployment(api.store, schedules=_schedules(body.schedules), **fields)
@@ -509,13 +575,15 @@ def _deployment_create(api: Api, request: Request, p: dict[str, str]) -> Respons
     return _ok(deployment, 201)
 
 
-@route("GET", "/deployments/{name}")
+@route("GET", "/deployments/{name}", response=Deployment)
 def _deployment(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """Read a deployment."""
     return _ok(deployment_ops.get_deployment(api.store, p["name"]))
 
 
-@route("PATCH", "/deployments/{name}")
+@route("PATCH", "/deployments/{name}", body=DeploymentUpdate, response=Deployment)
 def _deployment_update(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """Change a deployment: queue, job variables, parameters, schedules, limit (null clears it), tags."""
     body = parse_json_body(DeploymentUpdate, request.body)
     fields = body.model_dump(exclude={"schedules", "concurrency_limit"})
     before = deployment_ops.get_deployment(api.store, p["name"])
@@ -526,14 +594,16 @@ def _deployment_update(api: Api, request: Request, p: dict[str, str]) -> Respons
     return _ok(deployment)
 
 
-@route("DELETE", "/deployments/{name}")
+@route("DELETE", "/deployments/{name}", response=NO_CONTENT, status=204)
 def _deployment_delete(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """Delete a deployment (its runs stay)."""
     deployment_ops.delete_deployment(api.store, p["name"])
     return Response(204)
 
 
-@route("POST", "/deployments/{name}/runs")
+@route("POST", "/deployments/{name}/runs", body=RunCreate, response=FlowRun, status=201)
 def _deployment_run(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """Create a flow run of a deployment, due now or at `scheduled_time`."""
     body = parse_json_body(RunCreate, request.body)
     run = deployment_ops.run_deployment(
         api.store,
@@ -546,9 +616,9 @@ def _deployment_run(api: Api, request: Request, p: dict[str, str]) -> Response:
     return _ok(run, 201)
 
 
-@route("GET", "/deployments/{name}/render", query=("job_variables", "parameters"))
+@route("GET", "/deployments/{name}/render", query=(Q_JOB_VARIABLES, Q_PARAMETERS), response=dict[str, Any])
 def _deployment_render(api: Api, request: Request, p: dict[str, str]) -> Response:
-    """The job a run would submit (credentials and tokens masked); nothing is submitted or written."""
+    """The job a run would submit, validated, credentials and tokens masked; nothing is submitted or written."""
     job = deployment_ops.render_deployment(
         api.store,
         p["name"],
@@ -562,15 +632,19 @@ def _json_object_param(query: Mapping[str, str], name: str) -> dict[str, Any] | 
     text = query.get(name)
     if text is None:
         return None
-    value = json_input.loads(text, f"query parameter {name}")
+    try:
+        value = json_input.loads(text, f"query parameter {name}")
+    except (ValueError, RecursionError):  # not JSON at all, or nested beyond the parser
+        raise InvalidInput(f'query parameter {name} must be a JSON object like {{"key": "value"}}.') from None
     if not isinstance(value, dict):
         raise InvalidInput(f'query parameter {name} must be a JSON object like {{"key": "value"}}.')
     return value
 
 
 # flow runs ------------------------------------------------------------------------------------------------
-@route("GET", "/flow_runs", query=("pool", "queue", "state", "limit"))
+@route("GET", "/flow_runs", query=(Q_POOL, Q_QUEUE, Q_STATE, Q_LIMIT), response=list[FlowRun])
 def _runs(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """List flow runs, newest scheduled time first (every pool's, merged, without `pool`)."""
     q = request.query
     pool, queue, state = q.get("pool"), q.get("queue"), _state_param(q)
     limit = _int_param(q, "limit", DEFAULT_RUN_LIMIT, 1, DEFAULT_LIST_LIMIT)
@@ -584,13 +658,15 @@ def _runs(api: Api, request: Request, p: dict[str, str]) -> Response:
     return _ok(sorted(runs, key=lambda r: (r.scheduled_time, r.id), reverse=True)[:limit])
 
 
-@route("GET", "/flow_runs/{run_id}")
+@route("GET", "/flow_runs/{run_id}", response=FlowRun)
 def _run(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """Read a flow run, with its state history."""
     return _ok(get_run(api.store, p["run_id"]))
 
 
-@route("POST", "/flow_runs/{run_id}/cancel")
+@route("POST", "/flow_runs/{run_id}/cancel", response=FlowRun)
 def _run_cancel(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """Cancel a flow run: a scheduled one at once, a started one once its infrastructure stops (Cancelling)."""
     run = cancel_run(api.store, p["run_id"], message="cancelled through the API")
     # A CANCELLING run still holds its slot: the pass stops its infrastructure, which frees it.
     api.wake(run.pool, RUN_CANCELLED if run.state is StateType.CANCELLING else None)

@@ -330,3 +330,12 @@ def test_handle_without_a_server(store: SQLiteStore) -> None:
     assert response.all_headers()["Content-Type"] == "application/json"
     assert json.loads(response.encoded())["name"] == "p"
     assert Request("GET", "/", {"X-Thing": "1"}).headers["x-thing"] == "1"
+
+
+@pytest.mark.parametrize("text", ["abc", "{", "", "[" * 5_000])
+def test_a_render_query_that_is_not_json_is_a_422_naming_it(call: Call, pool: dict[str, Any], text: str) -> None:
+    from urllib.parse import quote
+
+    status, body, _ = call("GET", f"/deployments/d/render?parameters={quote(text)}")
+    assert status == 422, body
+    assert "query parameter parameters must be a JSON object" in body["error"]

@@ -421,6 +421,8 @@ def test_http_api_routes_and_auth(sam: dict[str, Any], sls: dict[str, Any]) -> N
     assert sam_routes == sls_routes
     assert sam_routes.pop(("POST", CALLBACK_PATH)) == "NONE", "callbacks are HMAC-signed, not IAM"
     assert sam_routes.pop(("GET", CALLBACK_PATH + "/parameters")) == "NONE", "signed with the run's token too"
+    assert sam_routes.pop(("GET", "/openapi.json")) == "NONE", "the document holds no data (docs/decisions.md)"
+    assert sam_routes.pop(("GET", "/docs")) == "NONE", "the document's page, likewise"
     assert set(sam_routes.values()) == {"AWS_IAM"}
     for prefix in MANAGEMENT_PREFIXES:
         assert ("ANY", prefix) in sam_routes and ("ANY", prefix + "/{proxy+}") in sam_routes
@@ -436,6 +438,31 @@ def test_the_dashboard_is_not_routed_through_the_iam_gateway(sam: dict[str, Any]
     for path in (*sam_paths, *sls_paths):
         assert path != "/ui" and not path.startswith("/ui/") and path not in ("$default", "/{proxy+}"), path
     assert sam_function(sam, "http")["Environment"]["Variables"]["PUSHPOOL_API_AUTH"] == "iam"
+
+
+def _gateway_route(routes: dict[tuple[str, str], str], method: str, path: str) -> str | None:
+    """The authorizer of the gateway route API Gateway picks for a request (exact path first, then {proxy+})."""
+    for key in ((method, path), ("ANY", path)):
+        if key in routes:
+            return routes[key]
+    greedy = [p for m, p in routes if p.endswith("/{proxy+}") and path.startswith(p.removesuffix("{proxy+}"))]
+    return routes[("ANY", max(greedy, key=len))] if greedy else None
+
+
+def test_every_api_route_reaches_the_function_with_its_auth(sam: dict[str, Any]) -> None:
+    from dispatcher.api import ROUTES
+
+    gateway = {
+        (e["Properties"]["Method"].upper(), e["Properties"]["Path"]): e["Properties"].get("Auth", {}).get("Authorizer")
+        for e in sam_function(sam, "http")["Events"].values()
+        if e["Type"] == "HttpApi"
+    }
+    for route in ROUTES:
+        expected = "AWS_IAM" if route.management else "NONE"
+        assert _gateway_route(gateway, route.method, route.path) == expected, (route.method, route.path)
+    # An open gateway route is an open route of the API, nothing wider.
+    open_routes = {(r.method, r.path) for r in ROUTES if not r.management}
+    assert {key for key, auth in gateway.items() if auth == "NONE"} == open_routes
 
 
 def test_http_api_is_throttled_so_the_open_callback_route_cannot_be_flooded(

@@ -830,3 +830,12 @@ def test_flow_run_logs_says_why_an_ecs_run_without_cloudwatch_logs_shows_no_outp
     assert result.exit_code == 0, result.output
     assert "InfrastructurePending" in result.stdout and "--- output of" not in result.stdout
     assert result.stderr.startswith("No output shown: ") and "configure_cloudwatch_logs" in result.stderr
+
+
+def test_the_openapi_document_and_its_page_answer_without_a_token(world: World) -> None:
+    status, document = http(http_event("GET", "/openapi.json", stage="prod"))
+    assert status == 200 and document["openapi"].startswith("3.1") and "/flow_runs" in document["paths"]
+    page = aws_lambda.http(http_event("GET", "/docs"), LambdaContext("pushpool-http"))
+    assert page["statusCode"] == 200 and page["headers"]["Content-Type"].startswith("text/html")
+    assert "openapi.json" in page["body"] and "default-src 'none'" in page["headers"]["Content-Security-Policy"]
+    assert http(http_event("GET", "/work_pools"))[0] == 401

@@ -251,3 +251,15 @@ def test_a_lambda_pass_over_an_ecs_pool_imports_nothing_of_azure() -> None:
     probe = cold_start.pass_probe()
     assert probe["ecs_reached"] is True
     assert probe["azure_after_ecs"] == []
+
+
+def test_the_openapi_document_and_its_page_answer_without_a_token(runtime: function_app.Runtime) -> None:
+    status, document = call_http("GET", "/openapi.json")
+    assert status == 200 and document["openapi"].startswith("3.1") and "/work_pools" in document["paths"]
+    request = func.HttpRequest(
+        method="GET", url="https://pushpool-app.azurewebsites.net/docs", headers={}, params={},
+        route_params={"path": "docs"}, body=b"",
+    )  # fmt: skip
+    page = functions()["http"].get_user_function()(request)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert b"openapi.json" in page.get_body() and "Content-Security-Policy" in page.headers

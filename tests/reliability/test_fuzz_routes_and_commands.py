@@ -34,7 +34,7 @@ from reliability_support import Figures, size
 from typer.testing import CliRunner
 
 from dispatcher import deployments, pools
-from dispatcher.api import _ROUTES, Api
+from dispatcher.api import ROUTES, Api
 from dispatcher.callbacks import master_secret
 from dispatcher.cli import app
 from dispatcher.http_server import make_server
@@ -156,7 +156,7 @@ def test_fuzzed_requests_on_every_route(tmp_path: Path, figures: Figures, traceb
     thread.start()
     seen = {"requests": 0, "5xx": 0, "partial writes": 0}
     wrote: list[str] = []
-    routes = [(r.method, r.pattern.pattern.strip("^$"), r.query) for r in _ROUTES]
+    routes = [(r.method, r.pattern.pattern.strip("^$"), r.query_names) for r in ROUTES]
 
     @settings(max_examples=size(250, 1500), deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(
@@ -166,7 +166,9 @@ def test_fuzzed_requests_on_every_route(tmp_path: Path, figures: Figures, traceb
         ),
         bodies,
         st.dictionaries(
-            st.sampled_from(["hours", "queue", "pool", "state", "limit", "x"]), st.text(max_size=8), max_size=2
+            st.sampled_from(["hours", "queue", "pool", "state", "limit", "parameters", "job_variables", "x"]),
+            st.text(max_size=8),
+            max_size=2,
         ),
         st.booleans(),
     )
