@@ -8,7 +8,7 @@ the next pass, so overlapping dispatchers never exceed a limit and never admit a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .admission import (
     DEPLOYMENT_LIMIT_REACHED,
@@ -36,6 +36,8 @@ class PoolAdmission:
     lost: list[str] = field(default_factory=list)
     """runs the waterfall chose that the store refused (another dispatcher took the slot or the run)."""
     due: list[FlowRun] = field(default_factory=list)
+    next_due: datetime | None = None
+    """The earliest scheduled time after `now` and inside the pass's horizon of a run that would find room then."""
 
 
 DEPLOYMENT_MISSING = "deployment '{deployment}' no longer exists"
@@ -105,14 +107,43 @@ def plan(
     dispatcher can name them Late. A queue whose read was full and whose runs were skipped for their
     deployment is read further, so one deployment at its limit never hides the runs queued behind it.
     """
+    planned = _plan(store, pool, queues, now, settings, window=window)
+    return planned.decision, planned.due
+
+
+@dataclass
+class _Planned:
+    decision: Decision
+    due: list[FlowRun]
+    next_due: datetime | None = None
+
+
+def _plan(
+    store: Store,
+    pool: WorkPool,
+    queues: list[WorkQueue],
+    now: datetime,
+    settings: Settings,
+    *,
+    window: int | None = None,
+    horizon: timedelta | None = None,
+) -> _Planned:
+    """`plan`, and with a `horizon` the earliest run due after `now` and within it that would find room.
+
+    The horizon widens the same due-index queries (runs due up to `now + horizon`, in the same windows), so
+    learning the next due time costs no request: the runs past `now` only fill what the window had left.
+    """
     slots = store.slots([pool_slot(pool.name), *(queue_slot(pool.name, q.name) for q in queues)])
     pool_state = slots.get(pool_slot(pool.name), Slot(pool.concurrency_limit, 0))
     sizes = {
         q.name: window or _read_window(slots.get(queue_slot(pool.name, q.name)), pool_state.free, settings)
         for q in queues
     }
-    read = {name: store.due_runs(pool.name, name, now, size) for name, size in sizes.items()}
+    until = now + horizon if horizon else now
+    read = {name: store.due_runs(pool.name, name, until, size) for name, size in sizes.items()}
     while True:
+        upcoming = {name: [r for r in runs if r.scheduled_time > now] for name, runs in read.items()}
+        read = {name: [r for r in runs if r.scheduled_time <= now] for name, runs in read.items()}
         due = [r for q in queues for r in read[q.name]]
         decision, skipped = _decide(store, pool, queues, slots, due)
         grow = []
@@ -122,9 +153,36 @@ def plan(
                 sizes[name] = min(settings.max_admissions_per_pass, max(2 * sizes[name], sizes[name] + misses))
                 grow.append(name)
         if not grow:
-            return decision, due
+            return _Planned(decision, due, _next_due(pool, queues, slots, decision, upcoming))
         for name in grow:
-            read[name] = store.due_runs(pool.name, name, now, sizes[name])
+            read[name] = store.due_runs(pool.name, name, until, sizes[name])
+
+
+def _next_due(
+    pool: WorkPool,
+    queues: list[WorkQueue],
+    slots: dict[str, Slot],
+    decision: Decision,
+    upcoming: dict[str, list[FlowRun]],
+) -> datetime | None:
+    """The earliest upcoming run that would find its pool and queue open with a slot left after this pass.
+
+    A run behind a full pool or queue is started by the wake-up of the slot that frees, not by its time.
+    """
+    if pool.paused:
+        return None
+    admitted = [d.queue for d in decision.admit]
+    pool_free = slots.get(pool_slot(pool.name), Slot(pool.concurrency_limit, 0)).free
+    if pool_free is not None and pool_free - len(admitted) <= 0:
+        return None
+    times = []
+    for q in queues:
+        queue_free = slots.get(queue_slot(pool.name, q.name), Slot(q.concurrency_limit, 0)).free
+        full = queue_free is not None and queue_free - admitted.count(q.name) <= 0
+        if q.paused or full or not upcoming.get(q.name):
+            continue
+        times.append(min(r.scheduled_time for r in upcoming[q.name]))
+    return min(times, default=None)
 
 
 def admit_pool(
@@ -135,12 +193,14 @@ def admit_pool(
     queue: str | None = None,
     settings: Settings | None = None,
     source: str = "dispatcher",
+    horizon: timedelta | None = None,
 ) -> PoolAdmission:
     """One admission step for a pool (or one of its queues): every pool and queue limit still holds."""
     pool = store.get_pool(pool_name)
     if pool is None:
         return PoolAdmission(pool_name)
-    return admit(store, pool, store.list_queues(pool_name), now, queue=queue, settings=settings, source=source)
+    queues = store.list_queues(pool_name)
+    return admit(store, pool, queues, now, queue=queue, settings=settings, source=source, horizon=horizon)
 
 
 def admit(
@@ -152,13 +212,19 @@ def admit(
     queue: str | None = None,
     settings: Settings | None = None,
     source: str = "dispatcher",
+    horizon: timedelta | None = None,
 ) -> PoolAdmission:
-    """`admit_pool` for a caller that has read the pool and its queues already (a dispatch pass)."""
+    """`admit_pool` for a caller that has read the pool and its queues already (a dispatch pass).
+
+    With a `horizon`, `next_due` says when the next run inside it falls due (see `_plan`), at no extra request.
+    """
     settings = settings or Settings()
     result = PoolAdmission(pool.name)
     # A pass scoped to one queue still runs the whole pool's waterfall and keeps that queue's share: a
     # higher-priority queue with due runs that fit takes precedence whichever queue a pass was asked about.
-    decision, due = plan(store, pool, queues, now, settings)
+    planned = _plan(store, pool, queues, now, settings, horizon=horizon)
+    decision, due = planned.decision, planned.due
+    result.next_due = planned.next_due
     if queue is not None:
         due = [r for r in due if r.queue == queue]
         mine = {r.id for r in due}

@@ -57,10 +57,13 @@ class PassSummary:
     """deployment or pool -> why a step skipped it."""
     lag_seconds: float = 0.0
     """The longest wait, from scheduled time to admission, among the runs this pass admitted."""
+    next_due: dict[str, datetime] = field(default_factory=dict)
+    """pool -> when its next run falls due within the dispatcher's lookahead and would find room (see `admit`)."""
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["started"] = self.started.isoformat()
+        data["next_due"] = {pool: when.isoformat() for pool, when in self.next_due.items()}
         return data
 
     def headline(self) -> str:
@@ -83,8 +86,12 @@ class Dispatcher:
         callback_base_url: str | None = None,
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], datetime] = utcnow,
+        lookahead: timedelta | None = None,
     ) -> None:
+        """`lookahead`: also learn, at no extra request, when each pool's next run falls due within it
+        (`PassSummary.next_due`), so a caller can run the pass for it on time instead of at its next tick."""
         self.store = store
+        self.lookahead = lookahead
         self.providers = providers or Providers()
         self.settings = settings or Settings.from_env()
         self.callback_base_url = callback_base_url or os.environ.get("PUSHPOOL_CALLBACK_BASE_URL") or ""
@@ -142,7 +149,9 @@ class Dispatcher:
         # A fresh time: reconciling may have taken a while (a status call per active run), and the admission
         # records must not predate the slot releases they saw, or timelines show limits exceeded.
         now = self.clock()
-        result = admit(self.store, pool, queues, now, queue=queue, settings=self.settings)
+        result = admit(self.store, pool, queues, now, queue=queue, settings=self.settings, horizon=self.lookahead)
+        if result.next_due is not None:
+            summary.next_due[pool.name] = result.next_due
         summary.admitted.extend(r.id for r in result.admitted)
         for run in result.admitted:
             summary.lag_seconds = max(summary.lag_seconds, (run.updated - run.scheduled_time).total_seconds())

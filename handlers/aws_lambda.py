@@ -1,6 +1,9 @@
 """AWS Lambda entry points, thin: parse the event, call the core, shape the reply (SPEC §7).
 
-- `dispatch`: an EventBridge schedule -> one dispatch pass; logs its summary, emits EMF metrics.
+- `dispatch`: an EventBridge schedule -> one dispatch pass; logs its summary, emits EMF metrics. Then it covers
+  the coming minute: a run due before the next tick is passed for at its time, waiting inside the invocation
+  (`cover_coming_minute`). A wake event (`handlers.aws_wakeups`, sent by the other two functions when a run
+  can start) -> a pass over that pool.
 - `ecs_events`: an SQS batch of EventBridge "ECS Task State Change" events -> run states (SPEC §6), with
   partial batch failure, so a record that fails is retried (and at last dead-lettered) alone, never lost.
 - `http`: API Gateway HTTP API (payload 2.0) or a function URL -> the callback route and the management API.
@@ -23,6 +26,8 @@ import base64
 import importlib
 import os
 import re
+import time
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -32,9 +37,19 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatcher.errors import ConfigError
+from dispatcher.errors import ConfigError, PushpoolError
 from dispatcher.providers.base import JobStatus, Provider, Providers
 from dispatcher.store import open_store, store_url
+from handlers.aws_wakeups import (
+    CLOCK_SKEW,
+    DEFAULT_WINDOW,
+    DISPATCH_FUNCTION_ENV,
+    WAKE_WINDOW_ENV,
+    LambdaWakeups,
+    WakeEvent,
+    is_wake_event,
+    parse_wake_event,
+)
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
@@ -53,6 +68,14 @@ ECS_SOURCE = "aws.ecs"
 ECS_DETAIL_TYPE = "ECS Task State Change"
 RUN_ID_ENV = "PUSHPOOL_RUN_ID"
 RUN_ID_TAG = "pushpool.io/run-id"
+LOOKAHEAD_ENV = "PUSHPOOL_LOOKAHEAD_SECONDS"
+DEFAULT_LOOKAHEAD = 60.0
+"""How far past a tick the dispatch function looks for runs falling due: the schedule's rate, one minute."""
+PASS_RESERVE = 10.0
+"""Seconds of an invocation kept for the pass after a wait; a run due later is handed to a new invocation."""
+RUN_DUE = "run due"
+LOOKAHEAD_REASONS = frozenset({"run created", "schedule changed", RUN_DUE})
+"""Wake reasons after which a run may fall due within the minute, so the wake pass covers the minute too."""
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or SERVICE, service=SERVICE)
@@ -108,7 +131,30 @@ class Runtime:
     def dispatcher(self) -> Dispatcher:
         from dispatcher.dispatch import Dispatcher
 
-        return Dispatcher(self.store, providers=TracedProviders(self.tracer) if self.tracer else LambdaProviders())
+        providers = TracedProviders(self.tracer) if self.tracer else LambdaProviders()
+        return Dispatcher(self.store, providers=providers, lookahead=timedelta(seconds=self.lookahead))
+
+    @cached_property
+    def lookahead(self) -> float:
+        return _seconds_env(LOOKAHEAD_ENV, DEFAULT_LOOKAHEAD)
+
+    @cached_property
+    def wakeups(self) -> LambdaWakeups | None:
+        """The dispatch function's invoker, for http and ecs_events; None where PUSHPOOL_DISPATCH_FUNCTION is unset."""
+        function = os.environ.get(DISPATCH_FUNCTION_ENV, "").strip()
+        if not function:
+            return None
+        return LambdaWakeups(function, window=_seconds_env(WAKE_WINDOW_ENV, DEFAULT_WINDOW))
+
+    @cached_property
+    def passes(self) -> dict[str | None, float]:
+        """pool (None: every pool) -> when this instance last started a pass over it (seconds since the epoch)."""
+        return {}
+
+    def covered(self, pool: str | None, not_before: float) -> bool:
+        """Whether a pass this instance started after `not_before` has read the store since (the wake is moot)."""
+        started = max(self.passes.get(pool, 0.0), self.passes.get(None, 0.0))
+        return started >= not_before + CLOCK_SKEW
 
     @cached_property
     def api(self) -> Api:
@@ -130,10 +176,25 @@ class Runtime:
 
     def close(self) -> None:
         """Release what was built (the dispatcher's threads, the store's connections)."""
+        if self.__dict__.get("wakeups") is not None:
+            self.wakeups.close()  # type: ignore[union-attr]
         if "dispatcher" in self.__dict__:
             self.dispatcher.close()
         if "store" in self.__dict__:
             self.store.close()
+
+
+def _seconds_env(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 900:
+        raise ConfigError(f"{name} must be a number of seconds above 0 and at most 900, not {raw!r}")
+    return value
 
 
 def load_secret() -> None:
@@ -266,7 +327,94 @@ def dispatch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
 
 def dispatch_pass(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    summary = runtime.dispatcher.run_pass()
+    """A tick's pass over every pool, or a wake event's over one; then the coming minute's due runs."""
+    started = time.time()
+    if is_wake_event(event):
+        wake = parse_wake_event(event)
+        return wake_pass(wake, context, until=started + runtime.lookahead)
+    summary = one_pass(None)
+    answer = pass_answer(summary)
+    cover_coming_minute(summary, context, until=started + runtime.lookahead)
+    return answer
+
+
+def one_pass(pool: str | None) -> PassSummary:
+    """A pass over `pool` (None: every pool), remembered as started now, logged and counted."""
+    runtime.passes[pool] = time.time()
+    summary = runtime.dispatcher.run_pass(pool=pool)
+    record_pass(summary)
+    return summary
+
+
+def wake_pass(wake: WakeEvent, context: LambdaContext, *, until: float) -> dict[str, Any]:
+    """A wake event's pass, unless a pass of this instance already read the store after it."""
+    with logger.append_context_keys(pool=wake.pool, wake_reason=wake.reason):
+        if runtime.covered(wake.pool, wake.not_before):
+            logger.info("wake-up covered by a pass already run here")
+            metrics.add_metric(name="WakeupsCovered", unit=MetricUnit.Count, value=1)
+            return {"covered": True}
+        if not wait_until(wake.not_before, context):
+            # Longer than this invocation can wait (a hand-off near its time limit): on to a new one.
+            hand_off(wake.pool, wake.reason, wake.not_before, context)
+            return {"handed_off": True}
+        try:
+            summary = one_pass(wake.pool)
+        except PushpoolError as exc:  # the pool was deleted since: nothing to pass over
+            logger.info("wake-up for a pool that cannot be passed over", extra={"reason": str(exc)})
+            return {"problem": str(exc)}
+        answer = pass_answer(summary)
+        if wake.reason in LOOKAHEAD_REASONS or summary.retrying:
+            cover_coming_minute(summary, context, until=until)
+        return answer
+
+
+def cover_coming_minute(summary: PassSummary, context: LambdaContext, *, until: float) -> None:
+    """Pass over each pool when its next run falls due, up to `until` (the next tick looks on from there).
+
+    The pass learnt each pool's next due time at no extra request (`Dispatcher(lookahead=...)`); this waits
+    for the earliest, passes over that pool, and so on. A time this invocation cannot wait for (its own time
+    limit) is handed to a new invocation of this function (`hand_off`). Nothing due: nothing waits.
+    """
+    due = {pool: when.timestamp() for pool, when in summary.next_due.items()}
+    while due:
+        pool, when = min(due.items(), key=lambda item: item[1])
+        if when > until:
+            return
+        if not wait_until(when, context):
+            for other, at in sorted(due.items(), key=lambda item: item[1]):
+                if at <= until:
+                    hand_off(other, RUN_DUE, at, context)
+            return
+        del due[pool]
+        try:
+            later = one_pass(pool)
+        except PushpoolError as exc:
+            logger.info("due run's pool cannot be passed over", extra={"pool": pool, "reason": str(exc)})
+            continue
+        for name, next_time in later.next_due.items():
+            due[name] = next_time.timestamp()
+
+
+def wait_until(when: float, context: LambdaContext) -> bool:
+    """Sleep until `when` (seconds since the epoch) if the invocation has time for it and a pass after; else False."""
+    wait = when - time.time()
+    if wait <= 0:
+        return True
+    if wait > context.get_remaining_time_in_millis() / 1000 - PASS_RESERVE:
+        return False
+    time.sleep(wait)
+    return True
+
+
+def hand_off(pool: str | None, reason: str, not_before: float, context: LambdaContext) -> None:
+    """Invoke this function again (Event) for a pass over `pool` at `not_before`; the new invocation waits for it."""
+    sender = LambdaWakeups(os.environ.get(DISPATCH_FUNCTION_ENV) or context.function_name)
+    sender.send(pool, reason, not_before)
+    sender.close()
+    logger.info("pass handed to a new invocation", extra={"pool": pool, "not_before": not_before})
+
+
+def record_pass(summary: PassSummary) -> None:
     log_summary(summary)
     metrics.add_metric(name="Admitted", unit=MetricUnit.Count, value=len(summary.admitted))
     metrics.add_metric(name="Waiting", unit=MetricUnit.Count, value=len(summary.waiting))
@@ -275,6 +423,9 @@ def dispatch_pass(event: dict[str, Any], context: LambdaContext) -> dict[str, An
     metrics.add_metric(name="DispatchLag", unit=MetricUnit.Seconds, value=summary.lag_seconds)
     metrics.add_metric(name="CounterRepairs", unit=MetricUnit.Count, value=len(summary.repairs))
     metrics.add_metric(name="PassDuration", unit=MetricUnit.Seconds, value=summary.duration_seconds)
+
+
+def pass_answer(summary: PassSummary) -> dict[str, Any]:
     return {
         "admitted": len(summary.admitted),
         "waiting": len(summary.waiting),

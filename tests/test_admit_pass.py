@@ -304,3 +304,44 @@ def test_preview_counts_active_runs(store: SQLiteStore) -> None:
     preview = preview_pool(store, "p", now=NOW)
     assert preview.active == 5
     assert {q.queue.name: q.active for q in preview.queues} == {"critical": 1, "default": 0, "high": 3, "low": 1}
+
+
+# -- lookahead: when the next run falls due (issue 16) ----------------------------------------------------------
+
+
+def test_a_horizon_names_the_next_due_run_and_admits_only_what_is_due(store: SQLiteStore) -> None:
+    create_pool(store, "p", concurrency_limit=3)
+    create_deployment(store, "d", pool="p")
+    due = run_deployment(store, "d", scheduled_time=NOW - timedelta(seconds=5))
+    soon = run_deployment(store, "d", scheduled_time=NOW + timedelta(seconds=20))
+    run_deployment(store, "d", scheduled_time=NOW + timedelta(seconds=50))
+    later = run_deployment(store, "d", scheduled_time=NOW + timedelta(minutes=5))
+
+    result = admit_pool(store, "p", NOW, horizon=timedelta(seconds=60))
+
+    assert [r.id for r in result.admitted] == [due.id] and [r.id for r in result.due] == [due.id]
+    assert result.next_due == soon.scheduled_time
+    assert store.get_run(soon.id).state is StateType.SCHEDULED  # type: ignore[union-attr]
+    # Without a horizon nothing is said; beyond it neither.
+    assert admit_pool(store, "p", NOW).next_due is None
+    before_later = later.scheduled_time - timedelta(seconds=200)
+    assert admit_pool(store, "p", before_later, horizon=timedelta(seconds=10)).next_due is None
+
+
+def test_no_next_due_where_the_run_would_find_no_room(store: SQLiteStore) -> None:
+    create_pool(store, "p", concurrency_limit=1)
+    create_queue(store, "p", "held", priority=2, concurrency_limit=0)
+    create_deployment(store, "d", pool="p")
+    create_deployment(store, "h", pool="p", queue="held")
+    run_deployment(store, "h", scheduled_time=NOW + timedelta(seconds=10))
+    run_deployment(store, "d", scheduled_time=NOW - timedelta(seconds=1))
+    run_deployment(store, "d", scheduled_time=NOW + timedelta(seconds=20))
+    horizon = timedelta(seconds=60)
+
+    # The due run takes the pool's only slot: the next one waits for a freed slot's wake-up, not its time.
+    first = admit_pool(store, "p", NOW, horizon=horizon)
+    assert len(first.admitted) == 1 and first.next_due is None
+    update_pool(store, "p", concurrency_limit=2)
+    assert admit_pool(store, "p", NOW, horizon=horizon).next_due == NOW + timedelta(seconds=20)
+    update_pool(store, "p", paused=True)
+    assert admit_pool(store, "p", NOW, horizon=horizon).next_due is None

@@ -948,3 +948,68 @@ def test_the_lambda_package_is_built_from_pinned_versions() -> None:
     pinned = {_normalise(name) for name in pins}
     assert names <= pinned, f"not pinned: {sorted(names - pinned)}; run `make lambda-lock`"
     assert '--constraint "$constraints"' in (ROOT / "infra" / "build_lambda.sh").read_text()
+
+
+# wake-ups (issue 16) ----------------------------------------------------------------------------------------
+def _dispatch_name(name: str, sam: dict[str, Any], sls: dict[str, Any]) -> str:
+    """The dispatch function's name as the file writes it (a Sub string in SAM, ${...} variables in Serverless)."""
+    if name == "infra/template.yaml":
+        return str(sam_function(sam, "dispatch")["FunctionName"]["Fn::Sub"])
+    return str(sls["functions"][SLS_FUNCTIONS["dispatch"]]["name"])
+
+
+def _arn_text(resource: Any) -> str:
+    """A Sub or Join ARN as one string (Refs as ${Name}), to compare its tail."""
+    if isinstance(resource, dict) and "Fn::Sub" in resource:
+        return str(resource["Fn::Sub"])
+    if isinstance(resource, dict) and "Fn::Join" in resource:
+        return "".join(f"${{{p['Ref']}}}" if isinstance(p, dict) else str(p) for p in resource["Fn::Join"][1])
+    return str(resource)
+
+
+def test_http_and_ecs_events_are_told_the_dispatch_function_by_name(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    for name, env_of in (
+        ("infra/template.yaml", lambda f: sam_function(sam, f)["Environment"]["Variables"]),
+        ("serverless.yml", lambda f: sls_function(sls, f)["environment"]),
+    ):
+        dispatch_name = _dispatch_name(name, sam, sls)
+        for function in ("http", "ecs_events"):
+            value = env_of(function)["PUSHPOOL_DISPATCH_FUNCTION"]
+            assert (value["Fn::Sub"] if isinstance(value, dict) else value) == dispatch_name, f"{name} {function}"
+        # The dispatch function invokes itself by the name Lambda gives its context.
+        assert "PUSHPOOL_DISPATCH_FUNCTION" not in env_of("dispatch"), name
+    assert _dispatch_name("infra/template.yaml", sam, sls) == "${AWS::StackName}-dispatch"
+    # Serverless' stack is named service-stage, so both files name the function <stack>-dispatch.
+    assert _dispatch_name("serverless.yml", sam, sls) == "${self:service}-${sls:stage}-dispatch"
+
+
+def test_each_function_may_invoke_the_dispatch_function_and_no_other(sam: dict[str, Any], sls: dict[str, Any]) -> None:
+    for name, resources in both(sam, sls):
+        dispatch_name = _dispatch_name(name, sam, sls)
+        for function, role in ROLES.items():
+            statements = [
+                s for s in role_statements(resources, role) if any(a.startswith("lambda:") for a in actions(s))
+            ]
+            assert len(statements) == 1, f"{name} {function}: one statement grants Lambda"
+            [statement] = statements
+            assert actions(statement) == {"lambda:InvokeFunction"}, f"{name} {function}"
+            [resource] = as_list(statement["Resource"])
+            text = _arn_text(resource)
+            assert text.startswith("arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:"), text
+            assert text.endswith(f":function:{dispatch_name}"), f"{name} {function}: {text}"
+            assert "*" not in text and "Condition" not in statement, f"{name} {function}: that one function only"
+
+
+def test_no_function_refers_to_the_dispatch_function_so_the_stack_has_no_cycle(
+    sam: dict[str, Any], sls: dict[str, Any]
+) -> None:
+    # DispatchFunction refers to HttpApi (its callback base URL), whose routes refer to HttpFunction: a Ref from
+    # HttpFunction (or its role) to DispatchFunction would close a cycle CloudFormation refuses.
+    for name, resources, dispatch_id in (
+        ("infra/template.yaml", sam_resources(sam), "DispatchFunction"),
+        ("serverless.yml", {**sls_resources(sls), **sls["functions"]}, "DispatchLambdaFunction"),
+    ):
+        for logical_id in (*ROLES.values(), "HttpFunction", "EcsEventsFunction", "http", "ecsEvents"):
+            if logical_id in resources:
+                assert dispatch_id not in refs(resources[logical_id]), f"{name} {logical_id}"
+    assert "HttpApi" in refs(sam_function(sam, "dispatch")["Environment"]), "the reason the names are used"

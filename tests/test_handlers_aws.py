@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -32,18 +32,21 @@ import boto3
 import pytest
 from botocore.config import Config
 from ecs_fakes import ACCOUNT, AWS_TEST_ENV, AWS_UNSET, REGION, MotoServer, make_vpc, task_state_change
+from lambda_stub import LambdaStub
 
 import handlers.aws_lambda as aws_lambda
 from dispatcher import signing
 from dispatcher.admit_pass import admit_pool
 from dispatcher.callbacks import master_secret, run_token
 from dispatcher.deployments import create_deployment, run_deployment, update_deployment
+from dispatcher.errors import InvalidInput
 from dispatcher.models import FlowRun
 from dispatcher.pools import create_pool
 from dispatcher.providers.ecs import CANCEL_REASON, ECSProvider
 from dispatcher.states import StateType
 from dispatcher.store import open_store
 from dispatcher.store.base import Store, pool_slot
+from handlers.aws_wakeups import DISPATCH_FUNCTION_ENV, WAKE_SOURCE, LambdaWakeups
 
 ROOT = Path(__file__).resolve().parent.parent
 API_TOKEN = "api-token-for-tests"
@@ -57,8 +60,9 @@ IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/flows:7"
 class LambdaContext:
     """What the Lambda runtime hands a handler, as far as powertools reads it."""
 
-    def __init__(self, function_name: str = "pushpool-dispatch") -> None:
+    def __init__(self, function_name: str = "pushpool-dispatch", remaining_ms: int = 60_000) -> None:
         self.function_name = function_name
+        self.remaining_ms = remaining_ms
         self.function_version = "$LATEST"
         self.memory_limit_in_mb = 512
         self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function_name}"
@@ -67,7 +71,7 @@ class LambdaContext:
         self.log_stream_name = "2026/03/01/[$LATEST]0123456789abcdef"
 
     def get_remaining_time_in_millis(self) -> int:
-        return 60_000
+        return self.remaining_ms
 
 
 def scheduled_event() -> dict[str, Any]:
@@ -207,6 +211,9 @@ class World:
     def run(self, deployment: str | None = None) -> FlowRun:
         return run_deployment(self.store, deployment or self.deployment)
 
+    def run_at(self, when: datetime, deployment: str | None = None) -> FlowRun:
+        return run_deployment(self.store, deployment or self.deployment, scheduled_time=when)
+
     def get(self, run: FlowRun) -> FlowRun:
         found = self.store.get_run(run.id)
         assert found is not None
@@ -241,7 +248,8 @@ def world(moto: MotoServer, vpc_id: str, dynamodb_endpoint: str, monkeypatch: py
         "PUSHPOOL_CALLBACK_BASE_URL": CALLBACK_BASE,
     }.items():
         monkeypatch.setenv(key, value)
-    for key in ("PUSHPOOL_SECRET", "PUSHPOOL_SECRET_ARN", "PUSHPOOL_SECRET_PARAMETER", "_HANDLER"):
+    unset = ("PUSHPOOL_SECRET", "PUSHPOOL_SECRET_ARN", "PUSHPOOL_SECRET_PARAMETER", "_HANDLER", DISPATCH_FUNCTION_ENV)
+    for key in unset:
         monkeypatch.delenv(key, raising=False)
     ecs = _client(moto, "ecs")
     cluster = f"pushpool-{uuid.uuid4().hex[:8]}"
@@ -839,3 +847,160 @@ def test_the_openapi_document_and_its_page_answer_without_a_token(world: World) 
     assert page["statusCode"] == 200 and page["headers"]["Content-Type"].startswith("text/html")
     assert "openapi.json" in page["body"] and "default-src 'none'" in page["headers"]["Content-Security-Policy"]
     assert http(http_event("GET", "/work_pools"))[0] == 401
+
+
+# -- wake-ups and the coming minute (issue 16) ------------------------------------------------------------------
+DISPATCH_FUNCTION = "pushpool-dispatch"
+
+
+@pytest.fixture
+def lambda_api(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[LambdaStub]:
+    """Lambda's Invoke API on 127.0.0.1, running the dispatch handler as Lambda runs an Event invocation.
+
+    The http and ecs_events functions reach it through AWS_ENDPOINT_URL_LAMBDA, as boto3 reads it.
+    """
+    stub = LambdaStub({DISPATCH_FUNCTION: lambda e, c: aws_lambda.dispatch(e, c)}, LambdaContext).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", stub.url)
+    monkeypatch.setenv(DISPATCH_FUNCTION_ENV, DISPATCH_FUNCTION)
+    aws_lambda.reset_runtime()
+    yield stub
+    stub.wait_idle()
+    aws_lambda.reset_runtime()
+    stub.stop()
+
+
+def wake_event(pool: str | None, reason: str, not_before: float | None = None) -> dict[str, Any]:
+    return {"source": WAKE_SOURCE, "pool": pool, "reason": reason, "not_before": not_before or time.time()}
+
+
+def admitted_at(world: World, run: FlowRun) -> datetime:
+    return next(r.time for r in world.get(run).state_history if r.state is StateType.PENDING and r.applied)
+
+
+def test_a_run_due_inside_the_coming_minute_is_submitted_at_its_time_by_the_same_invocation(world: World) -> None:
+    now = datetime.now(UTC)
+    soon = world.run_at(now + timedelta(seconds=3))
+    later = world.run_at(now + timedelta(minutes=5))
+
+    started = time.monotonic()
+    dispatch()  # the tick: nothing due yet; the pass learns when the next run falls due, and waits for it
+    took = time.monotonic() - started
+
+    assert world.get(soon).state is StateType.PENDING and world.tasks_of(soon) == [world.get(soon).infrastructure_id]
+    assert soon.scheduled_time <= admitted_at(world, soon) <= soon.scheduled_time + timedelta(seconds=1)
+    assert took >= 2.5, "the invocation waited for the run instead of leaving it to the next tick"
+    assert world.get(later).state is StateType.SCHEDULED, "beyond the minute: the next tick's business"
+
+
+def test_an_idle_tick_does_not_wait(world: World) -> None:
+    world.run_at(datetime.now(UTC) + timedelta(minutes=2))
+    started = time.monotonic()
+    dispatch()
+    assert time.monotonic() - started < 2.5
+
+
+def test_a_due_time_past_the_invocation_s_limit_is_handed_to_a_new_invocation(
+    world: World, lambda_api: LambdaStub
+) -> None:
+    soon = world.run_at(datetime.now(UTC) + timedelta(seconds=3))
+    # One second left to wait in (the rest is kept for a pass): the run falls due after this invocation.
+    context = LambdaContext(DISPATCH_FUNCTION, remaining_ms=int((aws_lambda.PASS_RESERVE + 1) * 1000))
+
+    aws_lambda.dispatch(scheduled_event(), context)
+    assert world.get(soon).state is StateType.SCHEDULED
+    lambda_api.wait_idle()
+
+    [handed] = lambda_api.of(DISPATCH_FUNCTION, "Event")
+    assert handed.payload["pool"] == world.pool and handed.payload["reason"] == aws_lambda.RUN_DUE
+    assert handed.payload["not_before"] == pytest.approx(soon.scheduled_time.timestamp(), abs=0.01)
+    assert world.get(soon).state is StateType.PENDING
+    assert soon.scheduled_time <= admitted_at(world, soon) <= soon.scheduled_time + timedelta(seconds=1)
+
+
+def test_a_wake_event_passes_over_its_pool_and_one_already_covered_costs_nothing(
+    world: World, lambda_api: LambdaStub
+) -> None:
+    other = create_pool(world.store, "other-pool", type="ecs:push", job_variables={"cluster": world.cluster})
+    create_deployment(world.store, "elsewhere", pool=other.name, job_variables={"image": IMAGE})
+    mine, theirs = world.run(), world.run("elsewhere")
+    client = boto3.client("lambda", region_name=REGION, endpoint_url=lambda_api.url)
+    raised = time.time() - 1  # both raised before the first pass starts (by more than the clock-skew allowance)
+    for _ in range(2):  # the second was raised before the first's pass started: that pass covers it
+        answer = client.invoke(
+            FunctionName=DISPATCH_FUNCTION,
+            InvocationType="Event",
+            Payload=json.dumps(wake_event(world.pool, "slot freed", raised)).encode(),
+        )
+        assert answer["StatusCode"] == 202
+    lambda_api.wait_idle()
+
+    first, second = lambda_api.of(DISPATCH_FUNCTION)
+    assert first.error is None and first.answer["submitted"] == 1
+    assert second.answer == {"covered": True}
+    assert world.get(mine).state is StateType.PENDING and world.get(theirs).state is StateType.SCHEDULED
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics to publish")  # refused before any pass
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"not_before": -1}, "not_before"),
+        ({"not_before": "soon"}, "not_before"),
+        ({"pool": 7}, "pool"),
+        ({"reason": ""}, "reason"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+def test_a_malformed_wake_event_is_refused_in_one_sentence_and_passes_over_nothing(
+    world: World, change: dict[str, Any], field: str
+) -> None:
+    run = world.run()
+    with pytest.raises(InvalidInput) as refused:
+        aws_lambda.dispatch({**wake_event(world.pool, "run created"), **change}, LambdaContext(DISPATCH_FUNCTION))
+    assert f"'{field}'" in str(refused.value) and "\n" not in str(refused.value)
+    assert world.get(run).state is StateType.SCHEDULED
+
+
+def test_lambda_wakeups_send_one_invoke_per_window_and_never_leave_a_wake_uncovered(
+    lambda_api: LambdaStub, world: World
+) -> None:
+    clock = [1_000.0]
+    client = boto3.client("lambda", region_name=REGION, endpoint_url=lambda_api.url)
+    sent: list[dict[str, Any]] = []
+    wakeups = LambdaWakeups("nowhere", window=1.0, client=client, clock=lambda: clock[0])
+    wakeups._invoke = lambda payload: sent.append(payload)  # type: ignore[method-assign]  # record, not deliver
+
+    for _ in range(200):  # a burst inside one window: the first invoke's pass starts after all of them
+        wakeups.wake("p", "slot freed")
+    assert [(p["pool"], p["not_before"]) for p in sent] == [("p", 1_000.0)]
+    clock[0] = 1_000.2  # the first pass may have read the store: the next wake gets a pass one window later
+    wakeups.wake("p", "slot freed")
+    clock[0] = 1_000.9
+    wakeups.wake("p", "slot freed")  # covered by the trailing pass, which starts at 1001.0
+    wakeups.wake("q", "run created")  # another pool is its own
+    clock[0] = 1_005.0
+    wakeups.wake("p", "slot freed")  # long after: at once
+    wakeups.flush()
+    assert [(p["pool"], p["not_before"]) for p in sent] == [
+        ("p", 1_000.0),
+        ("p", 1_001.0),
+        ("q", 1_000.9),
+        ("p", 1_005.0),
+    ]
+    assert (wakeups.invokes, wakeups.coalesced) == (4, 200)
+
+
+def test_lambda_wakeups_never_raise_and_a_refused_invoke_leaves_the_pool_uncovered(
+    lambda_api: LambdaStub, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = boto3.client(
+        "lambda", region_name=REGION, endpoint_url=lambda_api.url, config=Config(retries={"max_attempts": 1})
+    )
+    wakeups = LambdaWakeups("no-such-function", client=client)
+    wakeups.wake("p", "slot freed")
+    wakeups.flush()
+    assert wakeups.failures == 1 and "Function not found: no-such-function" in caplog.text
+    wakeups.wake("p", "slot freed")  # nothing covers the pool: sent again at once
+    wakeups.flush()
+    assert (wakeups.invokes, wakeups.failures) == (2, 2)
+    wakeups.close()

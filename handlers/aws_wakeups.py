@@ -1,0 +1,176 @@
+"""Wake-ups on AWS Lambda: the http and ecs_events functions start a dispatch pass with an asynchronous invoke.
+
+`LambdaWakeups.wake(pool, reason)` sends `lambda.invoke(FunctionName=<dispatch function>, InvocationType="Event",
+Payload={"pool", "reason", "not_before"})`: Lambda queues the event and answers 202 at once, and the dispatch
+function runs a pass over that pool (`WakeEvent`). The caller never waits for the pass.
+
+Coalescing, per warm instance and per pool (docs/decisions.md, "Wake-ups on AWS"): an invoke carries
+`not_before`, the time after which its pass reads the store (the dispatch function waits for it). A wake that
+comes before the last invoke's `not_before` is covered by that invoke's pass and sends nothing. A later one
+sends the next invoke, whose `not_before` is at least `window` seconds after the previous one's: so an
+instance sends at most one invoke per pool per window, and no wake is ever left without a pass that starts
+after it. A burst of callbacks on one instance thus costs about one pass per window, whatever its size.
+
+The invokes go out on a background thread (`wake` returns at once, never raises); the handler calls `flush`
+before it returns, because Lambda freezes an instance between invocations and a frozen thread sends nothing.
+boto3 is imported when the first invoke is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dispatcher.errors import InvalidInput
+
+log = logging.getLogger("pushpool.wakeups")
+
+DISPATCH_FUNCTION_ENV = "PUSHPOOL_DISPATCH_FUNCTION"
+"""Name or ARN of the dispatch function; unset, the functions wake nothing (the tick still runs every pass)."""
+WAKE_WINDOW_ENV = "PUSHPOOL_WAKE_WINDOW_SECONDS"
+DEFAULT_WINDOW = 1.0
+"""Seconds between two invokes for one pool from one instance: the most a wake waits behind the last invoke."""
+CLOCK_SKEW = 0.05
+"""Allowance for the clocks of two Lambda instances: a wake this close to `not_before` is not taken as covered."""
+FLUSH_TIMEOUT = 2.0
+"""How long a handler waits, at most, for its invokes to be accepted before it returns."""
+WAKE_SOURCE = "pushpool.wake"
+
+
+class WakeEvent(BaseModel):
+    """The dispatch function's event for a wake-up: a pass over `pool` (None: every pool) from `not_before` on."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    source: str = Field(pattern=f"^{WAKE_SOURCE}$")
+    pool: str | None = Field(default=None, min_length=1, max_length=100)
+    reason: str = Field(min_length=1, max_length=200)
+    not_before: float = Field(ge=0)
+    """Seconds since the epoch: the pass reads the store after this time, so every wake before it is covered."""
+
+
+def is_wake_event(event: Any) -> bool:
+    """Whether a dispatch event was sent by `LambdaWakeups` (the schedule's events come from aws.events)."""
+    return isinstance(event, dict) and event.get("source") == WAKE_SOURCE
+
+
+def parse_wake_event(event: dict[str, Any]) -> WakeEvent:
+    """A wake event, or InvalidInput naming the field and what is allowed."""
+    try:
+        return WakeEvent.model_validate(event)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "event"
+        raise InvalidInput(
+            f"wake event field {field!r}: {err['msg']} (allowed: source {WAKE_SOURCE!r}, pool a pool name or null, "
+            "reason a short text, not_before seconds since the epoch)"
+        ) from None
+
+
+class LambdaWakeups:
+    """A `dispatcher.wakeups.Wakeups` that invokes the dispatch function asynchronously, coalesced per pool.
+
+    `client` is a boto3 Lambda client, built on first use when not given. `clock` is seconds since the epoch.
+    """
+
+    def __init__(
+        self,
+        function: str,
+        *,
+        window: float = DEFAULT_WINDOW,
+        client: Any | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.function = function
+        self.window = window
+        self.clock = clock
+        self._client = client
+        self._lock = threading.Lock()
+        self._covered: dict[str | None, float] = {}
+        """pool -> `not_before` of the last invoke sent for it from this instance."""
+        self._sending: list[Future[None]] = []
+        self._executor: ThreadPoolExecutor | None = None
+        self.invokes = 0
+        """Invokes sent (accepted or not) by this instance: the coalescing figures of tests and benchmarks."""
+        self.coalesced = 0
+        """Wakes covered by an invoke already sent."""
+        self.failures = 0
+
+    # the Wakeups protocol ----------------------------------------------------------------------------------
+    def wake(self, pool: str | None, reason: str) -> None:
+        """Make sure a pass over `pool` starts after now: send an invoke, or count on the one already sent."""
+        try:
+            now = self.clock()
+            with self._lock:
+                last = self._covered.get(pool)
+                if last is not None and now < last - CLOCK_SKEW:
+                    self.coalesced += 1
+                    return
+                # The last invoke's pass may have read the store already: another pass, one window after it.
+                not_before = now if last is None else max(now, last + self.window)
+                self._covered[pool] = not_before
+            self.send(pool, reason, not_before)
+        except Exception:  # a wake-up must never fail the change it reports; the tick catches up
+            log.exception("wake-up for pool %s (%s) not sent", pool, reason)
+
+    # sending -------------------------------------------------------------------------------------------------
+    def send(self, pool: str | None, reason: str, not_before: float) -> None:
+        """Queue one Event invoke of the dispatch function on the sender thread; returns at once."""
+        payload = {"source": WAKE_SOURCE, "pool": pool, "reason": reason, "not_before": round(not_before, 3)}
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wake")
+            self.invokes += 1
+            self._sending.append(self._executor.submit(self._invoke, payload))
+
+    def _invoke(self, payload: dict[str, Any]) -> None:
+        try:
+            answer = self.client.invoke(
+                FunctionName=self.function, InvocationType="Event", Payload=json.dumps(payload).encode()
+            )
+            if answer.get("StatusCode") != 202:
+                raise RuntimeError(f"Lambda answered {answer.get('StatusCode')} to an Event invoke")
+        except Exception as exc:  # botocore's errors included: logged in the provider's words, never raised
+            with self._lock:
+                self.failures += 1
+                # Nothing covers the pool now: the next wake sends at once.
+                if self._covered.get(payload["pool"]) == payload["not_before"]:
+                    del self._covered[payload["pool"]]
+            log.warning(
+                "wake-up of %s for pool %s not accepted (the next tick runs the pass): %s",
+                self.function,
+                payload["pool"],
+                exc,
+            )
+
+    def flush(self, timeout: float = FLUSH_TIMEOUT) -> None:
+        """Wait until the invokes sent so far are accepted (or failed), at most `timeout` seconds."""
+        with self._lock:
+            pending, self._sending = self._sending, []
+        if pending:
+            wait_for(pending, timeout=timeout)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            # Short timeouts: an Event invoke is answered at once, and a slow one must not hold the caller.
+            config = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 2, "mode": "standard"})
+            self._client = boto3.client("lambda", config=config)
+        return self._client
+
+    def close(self) -> None:
+        """Send what is queued, then stop the sender thread."""
+        self.flush()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
