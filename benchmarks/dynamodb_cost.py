@@ -21,6 +21,18 @@ moto is an emulator: its index queries walk every item of the table and each Tra
 whole table first (to roll back), so its wall time grows with the table where DynamoDB's does not. The work
 a pass asks of DynamoDB (requests, items and bytes read) is therefore reported beside the time, and the
 1.5x target is judged on that work; the wall time is printed as information. Exits 1 when a target is missed.
+
+Wake-ups (issue 16, item 3), measured after the backlogs (`--wakeups-only` for them alone): the AWS functions
+as Lambda runs them, their wake-ups going to a local Lambda Invoke API (tests/lambda_stub.py) that runs the
+dispatch handler:
+
+- an idle minute: the dispatch tick's requests today (a pass, no lookahead) and with wake-ups (the handler:
+  a pass that looks a minute ahead, then waits for nothing). Target: equal.
+- a burst of `--burst` callbacks, each ending a run (each frees a slot and wakes its pool), through the http
+  handler on one warm instance, then the tick: DynamoDB requests today (no wake-ups) and with wake-ups, with
+  nothing waiting (the passes find nothing: pure overhead) and with as many runs waiting (the passes admit
+  them). Target: <= 1.2x. Also printed: invokes sent, passes run, and the callback's time in the handler with
+  and without its invoke (to the local stub: the round trip of a 202, not AWS's).
 """
 
 from __future__ import annotations
@@ -43,12 +55,16 @@ from moto_serial import serial_moto_server  # noqa: E402
 
 from dispatcher.admit_pass import admit  # noqa: E402
 from dispatcher.config import Settings  # noqa: E402
+from dispatcher.deployments import create_deployment, run_deployment  # noqa: E402
 from dispatcher.dispatch import Dispatcher  # noqa: E402
-from dispatcher.models import Deployment, FlowRun, WorkPool, WorkQueue  # noqa: E402
+from dispatcher.models import Deployment, FlowRun, WorkPool, WorkQueue, utcnow  # noqa: E402
+from dispatcher.pools import create_pool  # noqa: E402
 from dispatcher.providers.base import Providers  # noqa: E402
 from dispatcher.providers.fake import FakeProvider  # noqa: E402
 from dispatcher.states import StateType  # noqa: E402
 from dispatcher.store.dynamodb import DynamoDBStore  # noqa: E402
+
+WAKE_TARGET = 1.2
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 CAPACITY_OPS = {
@@ -307,12 +323,231 @@ def measure(endpoint: str, size: int, queues: int, limit: int, passes: int) -> d
     }
 
 
+# wake-ups (issue 16) -----------------------------------------------------------------------------------------
+DISPATCH = "pushpool-dispatch"
+
+
+class _Handlers:
+    """The AWS handlers on one metered store: `runtime` is pointed at it, with the fake provider for pools."""
+
+    def __init__(self, store: DynamoDBStore, lambda_url: str | None, window: float) -> None:
+        import handlers.aws_lambda as aws_lambda
+
+        os.environ.pop("PUSHPOOL_DISPATCH_FUNCTION", None)
+        if lambda_url:
+            os.environ["PUSHPOOL_DISPATCH_FUNCTION"] = DISPATCH
+            os.environ["AWS_ENDPOINT_URL_LAMBDA"] = lambda_url
+            os.environ["PUSHPOOL_WAKE_WINDOW_SECONDS"] = str(window)
+        self.module = aws_lambda
+        runtime = aws_lambda.reset_runtime()
+        runtime.__dict__["store"] = store
+        runtime.__dict__["dispatcher"] = Dispatcher(
+            store, providers=Providers({"process": FakeProvider()}), lookahead=timedelta(seconds=runtime.lookahead)
+        )
+        self.runtime = runtime
+
+    def tick(self) -> None:
+        from test_handlers_aws import LambdaContext, scheduled_event
+
+        self.module.dispatch(scheduled_event(), LambdaContext(DISPATCH))
+
+    def callback(self, store: DynamoDBStore, run: FlowRun) -> float:
+        """One COMPLETED callback through the http handler; its time in the handler, in seconds."""
+        from test_handlers_aws import LambdaContext, signed_callback
+
+        event = signed_callback(store, run, {"state": "COMPLETED", "exit_code": 0})
+        started = time.perf_counter()
+        answer = self.module.http(event, LambdaContext("pushpool-http"))
+        took = time.perf_counter() - started
+        assert answer["statusCode"] == 200, answer
+        return took
+
+
+def _active_runs(store: DynamoDBStore, n: int, waiting: int) -> list[FlowRun]:
+    """A pool (limit n) with n runs submitted (PENDING, launched on the fake provider) and `waiting` due behind."""
+    create_pool(store, "burst", type="process", concurrency_limit=n)
+    create_deployment(store, "burst-dep", pool="burst", job_variables={"command": "true"})
+    runs = [run_deployment(store, "burst-dep") for _ in range(n)]
+    dispatcher = Dispatcher(store, providers=Providers({"process": FakeProvider()}))
+    while dispatcher.run_pass(pool="burst").admitted:
+        pass
+    dispatcher.close()
+    for _ in range(waiting):
+        run_deployment(store, "burst-dep")
+    active = [store.get_run(r.id) for r in runs]
+    assert all(r is not None and r.state is StateType.PENDING for r in active)
+    return [r for r in active if r is not None]
+
+
+def _burst(endpoint: str, n: int, waiting: int, window: float, wakeups: bool) -> dict[str, Any]:
+    from lambda_stub import LambdaStub
+    from test_handlers_aws import LambdaContext
+
+    store = DynamoDBStore(f"wake-{n}-{waiting}-{int(wakeups)}-{os.getpid()}", region="us-east-1", endpoint_url=endpoint)
+    store.init()
+    runs = _active_runs(store, n, waiting)
+    meter = Meter(store)
+    stub = LambdaStub({DISPATCH: lambda e, c: handlers.module.dispatch(e, c)}, LambdaContext).start()
+    handlers = _Handlers(store, stub.url if wakeups else None, window)
+    meter.on = True
+    times = [handlers.callback(store, run) for run in runs]
+    stub.wait_idle(timeout=600)
+    left = len(store.due_runs("burst", "default", utcnow(), 10 * n + 1))  # before any tick
+    ticks = math.ceil(waiting / Settings().max_admissions_per_pass) + 1
+    for _ in range(ticks):  # as many as today needs to admit what waits, on both sides
+        handlers.tick()
+    meter.on = False
+    stub.wait_idle(timeout=600)
+    wake = handlers.runtime.__dict__.get("wakeups")
+    passes = [i for i in stub.of(DISPATCH) if isinstance(i.answer, dict) and "admitted" in i.answer]
+    result = {
+        "requests": sum(meter.requests.values()),
+        "breakdown": dict(meter.requests),
+        "invokes": wake.invokes if wake else 0,
+        "coalesced": wake.coalesced if wake else 0,
+        "passes": len(passes),
+        "covered": sum(1 for i in stub.of(DISPATCH) if i.answer == {"covered": True}),
+        "left_waiting": left,
+        "ticks": ticks,
+        "p50_ms": 1000 * statistics.median(times),
+        "p99_ms": 1000 * sorted(times)[int(0.99 * (len(times) - 1))],
+    }
+    handlers.module.reset_runtime()
+    stub.stop()
+    store.drop()
+    store.close()
+    return result
+
+
+def _invoke_cost(samples: int = 200) -> tuple[float, float, float]:
+    """What a wake-up adds to its caller: p50 and p99 of an invoke sent and flushed (to the local Lambda stub:
+    a 202's round trip, as boto3 makes it), and p50 of a wake covered by one already sent (no request), in ms."""
+    import threading
+
+    import boto3
+    from lambda_stub import LambdaStub
+    from test_handlers_aws import LambdaContext
+
+    from handlers.aws_wakeups import LambdaWakeups
+
+    done = threading.Event()
+    with LambdaStub({DISPATCH: lambda e, c: done.set()}, LambdaContext) as stub:
+        client = boto3.client("lambda", region_name="us-east-1", endpoint_url=stub.url)
+        wakeups = LambdaWakeups(DISPATCH, window=60.0, client=client)
+        sent, covered = [], []
+        for i in range(samples):
+            started = time.perf_counter()
+            wakeups.wake(f"pool-{i}", "slot freed")  # a pool of its own: sent
+            wakeups.flush()
+            sent.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            wakeups.wake(f"pool-{i}", "slot freed")  # covered by the invoke just sent
+            covered.append(time.perf_counter() - started)
+        wakeups.close()
+    sent.sort()
+    return 1000 * statistics.median(sent), 1000 * sent[int(0.99 * (samples - 1))], 1000 * statistics.median(covered)
+
+
+def _idle(endpoint: str) -> tuple[int, int]:
+    """Requests of a dispatch tick over an idle pool (and one whose next run is beyond the minute): today, now."""
+    store = DynamoDBStore(f"wake-idle-{os.getpid()}", region="us-east-1", endpoint_url=endpoint)
+    store.init()
+    create_pool(store, "idle", type="process")
+    create_deployment(store, "idle-dep", pool="idle")
+    create_pool(store, "later", type="process")
+    create_deployment(store, "later-dep", pool="later")
+    run_deployment(store, "later-dep", scheduled_time=utcnow() + timedelta(minutes=3))
+    meter = Meter(store)
+    today = Dispatcher(store, providers=Providers({"process": FakeProvider()}))
+    counts = []
+    for tick in (lambda: today.run_pass(), _Handlers(store, None, 1.0).tick):
+        meter.reset()
+        meter.on = True
+        tick()
+        meter.on = False
+        counts.append(sum(meter.requests.values()))
+    today.close()
+    store.drop()
+    store.close()
+    return counts[0], counts[1]
+
+
+def wakeup_costs(endpoint: str, burst: int, window: float) -> list[tuple[str, bool]]:
+    """Print the wake-up figures; the verdicts."""
+    import contextlib
+    import io
+
+    for name, value in {
+        "PUSHPOOL_SECRET": "bench-secret-" + "x" * 40,
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "ERROR",
+        "PUSHPOOL_STORE": f"dynamodb://unused?region=us-east-1&endpoint_url={endpoint}",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        os.environ[name] = value
+    noise = io.StringIO()  # the handlers' EMF documents and logs
+    print(f"wake-ups: an idle minute, then bursts of {burst:,} callbacks ...", flush=True)
+    with contextlib.redirect_stdout(noise):
+        idle_today, idle_now = _idle(endpoint)
+        rows = {
+            (waiting, wakeups): _burst(endpoint, burst, waiting, window, wakeups)
+            for waiting in (0, burst)
+            for wakeups in (False, True)
+        }
+    print()
+    print(f"wake-ups: an idle minute's dispatch requests, today {idle_today}, with wake-ups {idle_now}")
+    print(
+        f"{'burst':>6} {'waiting':>7} {'wake-ups':>8} {'requests':>8} {'invokes':>7} {'coalesced':>9} {'passes':>6} "
+        f"{'covered':>7} {'left':>4} {'cb p50 ms':>9} {'cb p99 ms':>9}"
+    )
+    for (waiting, wakeups), r in rows.items():
+        print(
+            f"{burst:>6,} {waiting:>7,} {'yes' if wakeups else 'no':>8} {r['requests']:>8,} {r['invokes']:>7} "
+            f"{r['coalesced']:>9} {r['passes']:>6} {r['covered']:>7} {r['left_waiting']:>4} {r['p50_ms']:>9.1f} "
+            f"{r['p99_ms']:>9.1f}"
+        )
+    verdicts = [(f"idle minute: {idle_now} requests with wake-ups = {idle_today} today", idle_now == idle_today)]
+    for waiting in (0, burst):
+        today, now = rows[(waiting, False)], rows[(waiting, True)]
+        ratio = now["requests"] / today["requests"]
+        verdicts.append(
+            (
+                f"burst of {burst:,} callbacks, {waiting:,} waiting: {now['requests']:,} DynamoDB requests with "
+                f"wake-ups vs {today['requests']:,} today = {ratio:.2f}x (<= {WAKE_TARGET}x)",
+                ratio <= WAKE_TARGET,
+            )
+        )
+    verdicts.append(
+        (
+            f"every waiting run admitted by the wake-ups' passes, before any tick "
+            f"({rows[(burst, True)]['left_waiting']} left)",
+            rows[(burst, True)]["left_waiting"] == 0,
+        )
+    )
+    sent_p50, sent_p99, covered_p50 = _invoke_cost()
+    print(
+        f"info  a callback's time in the http handler (moto, the woken passes sharing its server): p50 "
+        f"{rows[(0, False)]['p50_ms']:.1f} ms without wake-ups, {rows[(0, True)]['p50_ms']:.1f} ms with"
+    )
+    print(
+        f"info  what a wake-up adds to its caller: an invoke sent, p50 {sent_p50:.2f} ms, p99 {sent_p99:.2f} ms "
+        f"(the 202 of the local stub; AWS's Invoke answers an Event in tens of ms); "
+        f"a covered one {covered_p50 * 1000:.0f} us"
+    )
+    return verdicts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,10000,100000", help="backlog sizes, comma-separated")
     parser.add_argument("--queues", type=int, default=2, help="queues in the pool")
     parser.add_argument("--limit", type=int, default=50, help="the pool's limit: runs admitted per pass")
     parser.add_argument("--passes", type=int, default=3, help="admission passes measured per backlog")
+    parser.add_argument("--burst", type=int, default=1000, help="callbacks in the wake-up burst")
+    parser.add_argument(
+        "--window", type=float, default=1.0, help="wake-up window, seconds (PUSHPOOL_WAKE_WINDOW_SECONDS)"
+    )
+    parser.add_argument("--wakeups-only", action="store_true", help="measure the wake-ups alone")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     for name, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}.items():
@@ -320,14 +555,20 @@ def main() -> int:
     cheap_moto_rollback()
     server, endpoint = start_moto()
     rows = []
+    wake_verdicts: list[tuple[str, bool]] = []
     try:
-        for size in sizes:
+        for size in [] if args.wakeups_only else sizes:
             print(f"backlog {size:,}: writing it ...", flush=True)
             row = measure(endpoint, size, args.queues, args.limit, args.passes)
             print(f"  written in {row['setup_seconds']} s; pass {row['pass_ms']:.1f} ms", flush=True)
             rows.append(row)
+        wake_verdicts = wakeup_costs(endpoint, args.burst, args.window)
     finally:
         server.stop()
+    if args.wakeups_only:
+        for text, ok in wake_verdicts:
+            print(f"{'PASS' if ok else 'FAIL'}  {text}")
+        return 0 if all(ok for _, ok in wake_verdicts) else 1
 
     q = args.queues
     print()
@@ -384,6 +625,7 @@ def main() -> int:
             work_ratio <= 1.5,
         ),
     ]
+    verdicts += wake_verdicts
     for text, ok in verdicts:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
     # Judged on DynamoDB's work, not on moto's clock: moto walks the whole table for every index query, so its

@@ -5,8 +5,13 @@
   (`cover_coming_minute`). A wake event (`handlers.aws_wakeups`, sent by the other two functions when a run
   can start) -> a pass over that pool.
 - `ecs_events`: an SQS batch of EventBridge "ECS Task State Change" events -> run states (SPEC §6), with
-  partial batch failure, so a record that fails is retried (and at last dead-lettered) alone, never lost.
-- `http`: API Gateway HTTP API (payload 2.0) or a function URL -> the callback route and the management API.
+  partial batch failure, so a record that fails is retried (and at last dead-lettered) alone, never lost. A
+  task that ended wakes the dispatcher for its pool.
+- `http`: API Gateway HTTP API (payload 2.0) or a function URL -> the callback route and the management API;
+  a run created, a slot freed, a pool or queue resumed, a limit raised wake the dispatcher for that pool.
+
+Wake-ups are Event invokes of the dispatch function (`handlers.aws_wakeups`), sent before the handler returns
+and coalesced per pool; the caller never waits for the pass.
 
 Each is one Lambda function, and each imports what only it needs on first use (the parser models for
 `ecs_events`, the event handler and the API for `http`, the dispatcher for `dispatch`), so none pays for
@@ -38,8 +43,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field
 
 from dispatcher.errors import ConfigError, PushpoolError
+from dispatcher.models import utcnow
 from dispatcher.providers.base import JobStatus, Provider, Providers
 from dispatcher.store import open_store, store_url
+from dispatcher.wakeups import RUN_CREATED, RUN_DUE, SCHEDULE_CHANGED, SLOT_FREED, left_active
 from handlers.aws_wakeups import (
     CLOCK_SKEW,
     DEFAULT_WINDOW,
@@ -73,8 +80,7 @@ DEFAULT_LOOKAHEAD = 60.0
 """How far past a tick the dispatch function looks for runs falling due: the schedule's rate, one minute."""
 PASS_RESERVE = 10.0
 """Seconds of an invocation kept for the pass after a wait; a run due later is handed to a new invocation."""
-RUN_DUE = "run due"
-LOOKAHEAD_REASONS = frozenset({"run created", "schedule changed", RUN_DUE})
+LOOKAHEAD_REASONS = frozenset({RUN_CREATED, SCHEDULE_CHANGED, RUN_DUE})
 """Wake reasons after which a run may fall due within the minute, so the wake pass covers the minute too."""
 
 logger = Logger(service=SERVICE)
@@ -162,7 +168,8 @@ class Runtime:
 
         # PUSHPOOL_API_AUTH=iam: API Gateway's IAM authorizer guards the management routes (the deploy files).
         iam = os.environ.get("PUSHPOOL_API_AUTH", "").lower() == "iam"
-        return Api(self.store, api_token=os.environ.get(API_TOKEN_ENV) or None, gateway_authorized=iam)
+        token = os.environ.get(API_TOKEN_ENV) or None
+        return Api(self.store, api_token=token, gateway_authorized=iam, wakeups=self.wakeups)
 
     @cached_property
     def http_app(self) -> APIGatewayHttpResolver:
@@ -254,6 +261,13 @@ def reset_runtime() -> Runtime:
     old, runtime = runtime, Runtime()
     old.close()
     return runtime
+
+
+def flush_wakeups() -> None:
+    """Send the wake-ups this invocation raised before it returns: Lambda freezes the instance after that."""
+    wakeups = runtime.__dict__.get("wakeups")
+    if wakeups is not None:
+        wakeups.flush()
 
 
 # tracing provider calls -------------------------------------------------------------------------------------
@@ -357,6 +371,10 @@ def wake_pass(wake: WakeEvent, context: LambdaContext, *, until: float) -> dict[
             # Longer than this invocation can wait (a hand-off near its time limit): on to a new one.
             hand_off(wake.pool, wake.reason, wake.not_before, context)
             return {"handed_off": True}
+        if wake.reason == SLOT_FREED and wake.pool is not None and nothing_due(wake.pool):
+            logger.info("wake-up for a freed slot with no run due to take it")
+            metrics.add_metric(name="WakeupsNothingDue", unit=MetricUnit.Count, value=1)
+            return {"nothing_due": True}
         try:
             summary = one_pass(wake.pool)
         except PushpoolError as exc:  # the pool was deleted since: nothing to pass over
@@ -366,6 +384,22 @@ def wake_pass(wake: WakeEvent, context: LambdaContext, *, until: float) -> dict[
         if wake.reason in LOOKAHEAD_REASONS or summary.retrying:
             cover_coming_minute(summary, context, until=until)
         return answer
+
+
+def nothing_due(pool: str) -> bool:
+    """Whether no run of the pool's open queues is due now: then a freed slot has nothing to take.
+
+    The cheap look before a freed slot's pass (its queues, then one item of the due index per open queue: two
+    requests for a pool of one queue, against a pass's ten), so a burst of callbacks that wait for nothing costs
+    next to nothing. Remembered as a pass: it read the store after every wake raised before it started.
+    """
+    started = time.time()
+    now = utcnow()
+    for queue in runtime.store.list_queues(pool):
+        if not queue.paused and runtime.store.due_runs(pool, queue.name, now, 1):
+            return False
+    runtime.passes[pool] = max(runtime.passes.get(pool, 0.0), started)
+    return True
 
 
 def cover_coming_minute(summary: PassSummary, context: LambdaContext, *, until: float) -> None:
@@ -556,6 +590,8 @@ def ecs_record(record: SQSRecord) -> None:
         if run is None:
             logger.info("task of an unknown run; ignored", extra={"last_status": detail.lastStatus})
             return
+        if left_active(run) and runtime.wakeups is not None:
+            runtime.wakeups.wake(run.pool, SLOT_FREED)  # its slot is free: the next waiting run need not wait
         logger.info(
             "ecs task state change",
             extra={"last_status": detail.lastStatus, "reported": status.state.value, "run_state": run.state.value},
@@ -567,9 +603,12 @@ def ecs_events(event: dict[str, Any], context: LambdaContext) -> PartialItemFail
     """An SQS batch; the answer lists the records that failed (`batchItemFailures`), so only they come back."""
     from aws_lambda_powertools.utilities.batch import process_partial_response
 
-    return process_partial_response(
-        event=event, record_handler=ecs_record, processor=runtime.batch_processor, context=context
-    )
+    try:
+        return process_partial_response(
+            event=event, record_handler=ecs_record, processor=runtime.batch_processor, context=context
+        )
+    finally:
+        flush_wakeups()  # one invoke per pool for the whole batch, coalesced
 
 
 # HTTP -------------------------------------------------------------------------------------------------------
@@ -619,7 +658,10 @@ def http_resolver(api: Api) -> APIGatewayHttpResolver:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
 def http(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """The callback route and the management API, for an HTTP API (payload 2.0) or a function URL."""
-    return runtime.http_app.resolve(event, context)
+    try:
+        return runtime.http_app.resolve(event, context)
+    finally:
+        flush_wakeups()
 
 
 _function = os.environ.get("_HANDLER", "").replace("/", ".")

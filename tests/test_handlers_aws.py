@@ -1004,3 +1004,139 @@ def test_lambda_wakeups_never_raise_and_a_refused_invoke_leaves_the_pool_uncover
     wakeups.flush()
     assert (wakeups.invokes, wakeups.failures) == (2, 2)
     wakeups.close()
+
+
+# -- each event source wakes the dispatcher: the tick is a minute away and never runs here ----------------------
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+def submitted_soon(world: World, run: FlowRun, stub: LambdaStub, within: float = 15.0) -> FlowRun:
+    """The run once a woken pass submitted it (polled; far sooner than the next tick, a minute away)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        found = world.get(run)
+        if found.infrastructure_id is not None:
+            stub.wait_idle()
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"run {run.id} not submitted within {within} s: {world.get(run).state_name}")
+
+
+def woken_for(stub: LambdaStub, pool: str) -> list[str]:
+    """The reasons of the wake events the dispatch function received for `pool`."""
+    return [i.payload["reason"] for i in stub.of(DISPATCH_FUNCTION, "Event") if i.payload.get("pool") == pool]
+
+
+def test_a_run_created_through_the_http_function_is_submitted_by_the_pass_it_wakes(
+    world: World, lambda_api: LambdaStub
+) -> None:
+    status, body = http(http_event("POST", f"/deployments/{world.deployment}/runs", body=b"{}", headers=AUTH))
+    assert status == 201
+
+    run = submitted_soon(world, world.get(FlowRun.model_validate(body)), lambda_api)
+
+    assert run.state is StateType.PENDING and world.tasks_of(run) == [run.infrastructure_id]
+    assert woken_for(lambda_api, world.pool) == ["run created"]
+    [woken] = lambda_api.of(DISPATCH_FUNCTION)
+    assert woken.error is None and woken.answer["submitted"] == 1
+
+
+def _one_slot_taken(world: World) -> tuple[FlowRun, str, FlowRun]:
+    """A pool of one slot: a run holding it (submitted by a tick), and one due behind it."""
+    http(http_event("PATCH", f"/work_pools/{world.pool}", body=b'{"concurrency_limit": 1}', headers=AUTH))
+    first = world.run()
+    assert dispatch()["submitted"] == 1
+    waiting = world.run()  # created in the store, not through the API: nothing wakes for it
+    assert dispatch()["waiting"] == 1 and world.get(waiting).state is StateType.SCHEDULED
+    return world.get(first), str(world.get(first).infrastructure_id), waiting
+
+
+def test_a_callback_that_frees_a_slot_gets_the_next_waiting_run_submitted(world: World, lambda_api: LambdaStub) -> None:
+    first, _, waiting = _one_slot_taken(world)
+
+    assert http(signed_callback(world.store, first, {"state": "RUNNING"}))[0] == 200
+    assert woken_for(lambda_api, world.pool) == [], "a RUNNING report frees nothing"
+    assert http(signed_callback(world.store, first, {"state": "COMPLETED", "exit_code": 0}))[0] == 200
+
+    assert submitted_soon(world, waiting, lambda_api).state is StateType.PENDING
+    assert woken_for(lambda_api, world.pool) == ["slot freed"]
+
+
+def test_an_ecs_stopped_event_gets_the_next_waiting_run_submitted(world: World, lambda_api: LambdaStub) -> None:
+    first, arn, waiting = _one_slot_taken(world)
+
+    running = stopped(first, arn, last_status="RUNNING", version=2)
+    assert ecs_events(running) == {"batchItemFailures": []}
+    assert woken_for(lambda_api, world.pool) == []
+    assert ecs_events(stopped(first, arn, exit_code=0, version=3)) == {"batchItemFailures": []}
+
+    assert submitted_soon(world, waiting, lambda_api).state is StateType.PENDING
+    assert woken_for(lambda_api, world.pool) == ["slot freed"]
+
+
+def test_resuming_the_pool_through_the_http_function_gets_its_run_submitted(
+    world: World, lambda_api: LambdaStub
+) -> None:
+    assert http(http_event("POST", f"/work_pools/{world.pool}/pause", headers=AUTH))[0] == 200
+    run = world.run()
+    assert dispatch()["admitted"] == 0
+
+    assert http(http_event("POST", f"/work_pools/{world.pool}/resume", headers=AUTH))[0] == 200
+
+    assert submitted_soon(world, run, lambda_api).state is StateType.PENDING
+    assert woken_for(lambda_api, world.pool) == ["pool resumed"]
+
+
+def test_raising_the_limit_through_the_http_function_gets_the_waiting_run_submitted(
+    world: World, lambda_api: LambdaStub
+) -> None:
+    _, _, waiting = _one_slot_taken(world)
+
+    patch = http_event("PATCH", f"/work_pools/{world.pool}", body=b'{"concurrency_limit": 2}', headers=AUTH)
+    assert http(patch)[0] == 200
+
+    assert submitted_soon(world, waiting, lambda_api).state is StateType.PENDING
+    assert woken_for(lambda_api, world.pool) == ["limit raised"]
+
+
+def test_a_burst_of_callbacks_costs_a_few_invokes_and_looks_and_the_last_look_comes_after_the_last_wake(
+    world: World, lambda_api: LambdaStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dispatcher.dispatch import Dispatcher
+    from dispatcher.providers.base import Providers
+    from dispatcher.providers.fake import FakeProvider
+
+    window = 1.0
+    monkeypatch.setenv("PUSHPOOL_WAKE_WINDOW_SECONDS", str(window))
+    runtime = aws_lambda.reset_runtime()
+    fake = Dispatcher(world.store, providers=Providers({"process": FakeProvider()}), lookahead=timedelta(seconds=60))
+    runtime.__dict__["dispatcher"] = fake  # a process pool on the fake provider: 200 launches cost nothing
+    create_pool(world.store, "burst", type="process", concurrency_limit=200)
+    create_deployment(world.store, "burst-dep", pool="burst", job_variables={"command": "true"})
+    runs = [run_deployment(world.store, "burst-dep") for _ in range(200)]
+    assert dispatch()["submitted"] == 200
+    behind = [run_deployment(world.store, "burst-dep") for _ in range(3)]  # due, waiting for a slot
+    callbacks = [signed_callback(world.store, world.get(r), {"state": "COMPLETED", "exit_code": 0}) for r in runs]
+
+    started = time.time()
+    for event in callbacks:
+        assert http(event)[0] == 200
+    last_wake = time.time()
+    lambda_api.wait_idle()
+
+    wakeups = runtime.wakeups
+    assert wakeups is not None
+    assert wakeups.invokes + wakeups.coalesced == 200, "each callback freed a slot and woke its pool once"
+    # One invoke per window at most (plus the first): a burst's size does not matter, only its length.
+    assert wakeups.invokes <= (last_wake - started) / window + 2
+    invocations = lambda_api.of(DISPATCH_FUNCTION)
+    assert len(invocations) == wakeups.invokes and all(i.error is None for i in invocations)
+    passes = [i for i in invocations if "admitted" in i.answer]
+    looks = [i for i in invocations if "admitted" in i.answer or i.answer == {"nothing_due": True}]
+    # The first freed slots took the three waiting runs; after that a freed slot found nothing due, cheaply.
+    assert sum(i.answer.get("submitted", 0) for i in passes) == 3 and all(
+        world.get(r).infrastructure_id for r in behind
+    )
+    assert 1 <= len(passes) < len(looks) <= wakeups.invokes
+    # Every wake is followed by a look at the store: the last one reads after the last callback.
+    assert max(max(i.started or 0, i.payload["not_before"]) for i in looks) >= last_wake - aws_lambda.CLOCK_SKEW
