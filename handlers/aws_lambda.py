@@ -367,6 +367,11 @@ def wake_pass(wake: WakeEvent, context: LambdaContext, *, until: float) -> dict[
             logger.info("wake-up covered by a pass already run here")
             metrics.add_metric(name="WakeupsCovered", unit=MetricUnit.Count, value=1)
             return {"covered": True}
+        if wake.not_before > time.time() + runtime.lookahead + DEFAULT_WINDOW:
+            # No sender asks for more than the lookahead ahead; waiting for it would chain invocations for nothing.
+            logger.warning("wake-up too far ahead; the ticks will pass over the pool", extra={"at": wake.not_before})
+            metrics.add_metric(name="WakeupsRefused", unit=MetricUnit.Count, value=1)
+            return {"refused": "not_before is beyond the lookahead"}
         if not wait_until(wake.not_before, context):
             # Longer than this invocation can wait (a hand-off near its time limit): on to a new one.
             hand_off(wake.pool, wake.reason, wake.not_before, context)
@@ -430,14 +435,17 @@ def cover_coming_minute(summary: PassSummary, context: LambdaContext, *, until: 
 
 
 def wait_until(when: float, context: LambdaContext) -> bool:
-    """Sleep until `when` (seconds since the epoch) if the invocation has time for it and a pass after; else False."""
+    """Sleep until `when` (seconds since the epoch) and say True, if the invocation has time for that and a pass.
+
+    Else sleep as long as it may and say False: the caller hands the rest to a new invocation, which then has
+    less to wait than its own limit allows, so a hand-off never chains (the lookahead is at most one minute).
+    """
     wait = when - time.time()
     if wait <= 0:
         return True
-    if wait > context.get_remaining_time_in_millis() / 1000 - PASS_RESERVE:
-        return False
-    time.sleep(wait)
-    return True
+    budget = context.get_remaining_time_in_millis() / 1000 - PASS_RESERVE
+    time.sleep(max(0.0, min(wait, budget)))
+    return wait <= budget
 
 
 def hand_off(pool: str | None, reason: str, not_before: float, context: LambdaContext) -> None:
@@ -445,6 +453,7 @@ def hand_off(pool: str | None, reason: str, not_before: float, context: LambdaCo
     sender = LambdaWakeups(os.environ.get(DISPATCH_FUNCTION_ENV) or context.function_name)
     sender.send(pool, reason, not_before)
     sender.close()
+    metrics.add_metric(name="HandOffs", unit=MetricUnit.Count, value=1)
     logger.info("pass handed to a new invocation", extra={"pool": pool, "not_before": not_before})
 
 
