@@ -107,11 +107,12 @@ def with_defaults(template: dict[str, Any], values: Mapping[str, Any]) -> dict[s
 
 def template_from_stack(
     stack: str, template: dict[str, Any] | None, *, region: str | None = None, endpoint_url: str | None = None
-) -> dict[str, Any]:
-    """The base job template (`template`, else the `ecs:push` default) with the stack's outputs as defaults."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The base job template (`template`, else the `ecs:push` default) with the stack's outputs as defaults, and
+    those job variables."""
     base = template if template is not None else default_template(POOL_TYPE)
-    outputs = read_outputs(stack, region=region, endpoint_url=endpoint_url)
-    return with_defaults(base, job_variables(outputs, base, stack=stack))
+    values = job_variables(read_outputs(stack, region=region, endpoint_url=endpoint_url), base, stack=stack)
+    return with_defaults(base, values), values
 
 
 def read_outputs(stack: str, *, region: str | None = None, endpoint_url: str | None = None) -> dict[str, str]:

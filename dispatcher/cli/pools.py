@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from .. import ecs_quickstart
 from .. import pools as pool_ops
 from .. import render_tables as render
 from ..errors import InvalidInput
@@ -39,12 +40,20 @@ from .common import (
     show_preview,
 )
 
+FROM_STACK_HELP = (
+    "An ecs:push pool whose job variables default to the outputs of a pushpool stack deployed with "
+    "CreateEcsQuickstart=true (its cluster, roles and network), read with CloudFormation DescribeStacks."
+)
+
 
 @pool_app.command("create")
 def pool_create(
     ctx: typer.Context,
     name: NameArg,
-    type: Annotated[str, typer.Option("--type", "-t", help=f"One of: {', '.join(KNOWN_TYPES)}.")] = "process",
+    type: Annotated[
+        str | None,
+        typer.Option("--type", "-t", help=f"One of: {', '.join(KNOWN_TYPES)}; process, or ecs:push with --from-stack."),
+    ] = None,
     paused: Annotated[bool, typer.Option("--paused", help="Create it paused.")] = False,
     set_as_default: Annotated[bool, typer.Option("--set-as-default", help="Default pool of deployments.")] = False,
     base_job_template: TemplateOpt = None,
@@ -52,16 +61,44 @@ def pool_create(
     description: DescriptionOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing pool's settings.")] = False,
     job_variables: JsonOpt = None,
+    from_stack: Annotated[str | None, typer.Option("--from-stack", metavar="STACK", help=FROM_STACK_HELP)] = None,
+    region: Annotated[
+        str | None,
+        typer.Option("--region", help="AWS region of --from-stack's stack; default: your AWS configuration."),
+    ] = None,
+    provision_infra: Annotated[
+        bool,
+        typer.Option(
+            "--provision-infra", "--provision-infrastructure", hidden=True, help="Prefect's; see --from-stack."
+        ),
+    ] = False,
     output: OutputOpt = Output.table,
 ) -> None:
     """Create a work pool with its `default` queue."""
+    if provision_infra:
+        raise InvalidInput(
+            "--provision-infra: pushpool's CLI creates no AWS resources; deploy the stack with "
+            "CreateEcsQuickstart=true (docs/deploy.md), then pass --from-stack STACK."
+        )
+    if region is not None and from_stack is None:
+        raise InvalidInput("--region is the region of --from-stack's stack; pass it with --from-stack STACK.")
+    pool_type = type or (ecs_quickstart.POOL_TYPE if from_stack is not None else "process")
+    if from_stack is not None and pool_type != ecs_quickstart.POOL_TYPE:
+        raise InvalidInput(
+            f"--from-stack reads the ECS quickstart of a pushpool stack, for --type {ecs_quickstart.POOL_TYPE} only, "
+            f"not --type {pool_type}."
+        )
     template = load_template(base_job_template)
     variables = json_object("--job-variables", job_variables)
+    from_outputs: dict[str, object] = {}
+    if from_stack is not None:
+        # Read before the store is opened: a stack that cannot be used leaves nothing written.
+        template, from_outputs = ecs_quickstart.template_from_stack(from_stack, template, region=region)
     with opened(ctx) as store:
         pool = pool_ops.create_pool(
             store,
             name,
-            type=type,
+            type=pool_type,
             paused=paused,
             base_job_template=template,
             job_variables=variables,
@@ -74,6 +111,8 @@ def pool_create(
         return print_json(pool)
     default = " and set it as the default pool" if set_as_default else ""
     say(f"Created work pool {pool.name!r} of type {pool.type}{default}.")
+    if from_stack is not None:
+        say(f"Its job variables default to the outputs of stack {from_stack!r}: {', '.join(sorted(from_outputs))}.")
 
 
 @pool_app.command("update")
