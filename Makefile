@@ -45,10 +45,11 @@ lambda-lock:
 demo: $(STAMP)
 	$(BIN)/python -m dispatcher.demo
 
-# pushpool beside Prefect's server (installs Prefect into .bench/prefect-venv), then the other benchmarks.
+# pushpool beside Prefect's server (installs Prefect into .bench/prefect-venv), start latency beside Prefect's
+# worker (benchmarks/latency.py: serve, the AWS functions on moto, Prefect), then the other benchmarks.
 # cold_start.py runs in .bench/sdk-venv, which has every cloud extra, so its eager baseline imports every
 # provider SDK. Every benchmark runs; the target fails if any missed a target (PASS/FAIL lines say which).
-# `make bench BENCH_ARGS=--quick` for small sizes of the Prefect comparison.
+# `make bench BENCH_ARGS=--quick` for small sizes of the two Prefect comparisons.
 BENCH_ARGS ?=
 SDK_VENV   := .bench/sdk-venv
 SDK_STAMP  := $(SDK_VENV)/.installed
@@ -63,6 +64,7 @@ bench: $(STAMP) $(SDK_STAMP)
 	@failed=""; \
 	run() { name=$$1; shift; echo "== $$name"; "$$@" || failed="$$failed $$name"; echo; }; \
 	run vs_prefect $(BIN)/python benchmarks/vs_prefect/run.py $(BENCH_ARGS); \
+	run latency $(BIN)/python benchmarks/latency.py $(BENCH_ARGS); \
 	run dynamodb_cost $(BIN)/python benchmarks/dynamodb_cost.py; \
 	run dispatch_overhead $(BIN)/python benchmarks/dispatch_overhead.py; \
 	run cold_start $(SDK_VENV)/bin/python benchmarks/cold_start.py; \

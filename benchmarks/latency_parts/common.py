@@ -1,0 +1,68 @@
+"""What every side of benchmarks/latency.py reads from a store: the times in a run's state history, the pairing of
+slot frees with the submissions they allowed, and one measure's samples."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from dispatcher.models import FlowRun
+from dispatcher.states import ACTIVE
+from dispatcher.store.base import Store
+
+SUBMITTED = "InfrastructurePending"
+
+
+def submitted_at(run: FlowRun) -> datetime | None:
+    """When the dispatcher recorded the provider's acceptance of the run's job (its first submission)."""
+    for record in run.state_history:
+        if record.applied and record.name == SUBMITTED:
+            return record.time
+    return None
+
+
+def freed_at(run: FlowRun) -> datetime | None:
+    """When the run left an active state (its slot was released), from its history; None if it never did."""
+    was_active = False
+    for record in run.state_history:
+        if not record.applied:
+            continue
+        if record.state in ACTIVE:
+            was_active = True
+        elif was_active:
+            return record.time
+    return None
+
+
+def pair_frees(frees: list[datetime], submissions: list[datetime], limit: int) -> list[float]:
+    """Slot freed -> next waiting run submitted, in seconds: the k-th free (in time) opened the slot that the
+    (limit + k)-th submission took, since no submission beyond the limit can happen before as many frees."""
+    frees, submissions = sorted(frees), sorted(submissions)
+    return [(s - f).total_seconds() for f, s in zip(frees, submissions[limit:], strict=False)]
+
+
+@dataclass
+class Measured:
+    """One measure's samples (seconds) and what is needed to judge them."""
+
+    samples: list[float] = field(default_factory=list)
+    runs: int = 0
+    unfinished: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"samples": self.samples, "runs": self.runs, "unfinished": self.unfinished, "notes": self.notes}
+
+
+def wait_runs(store: Store, ids: list[str], done: Callable[[FlowRun], bool], timeout: float) -> list[FlowRun]:
+    """The runs once each is `done`, or as they are when `timeout` seconds have passed (checked every 0.5 s:
+    only to know when to stop; every figure comes from the runs' histories)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = [r for r in (store.get_run(i) for i in ids) if r is not None]
+        if all(done(r) for r in runs) or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.5)
