@@ -194,7 +194,7 @@ def measure_adhoc(store: Store, args: argparse.Namespace, rng: random.Random) ->
     for _ in range(args.adhoc):
         time.sleep(rng.uniform(*args.gap))
         ids.append(str(http("POST", "/deployments/lat-adhoc-flow/runs")["id"]))
-    runs = wait_runs(store, ids, lambda r: submitted_at(r) is not None, args.timeout)
+    runs = wait_runs(store, "lat-adhoc", ids, lambda r: submitted_at(r) is not None, args.timeout)
     out = Measured(runs=len(ids))
     for run in runs:
         at = submitted_at(run)
@@ -221,8 +221,8 @@ def measure_freed(store: Store, args: argparse.Namespace, rng: random.Random) ->
             if when <= now and run_id not in stopped:
                 stop_task(run_id, arn)
                 stopped.add(run_id)
-        time.sleep(0.2)
-    runs = wait_runs(store, ids, lambda r: freed_at(r) is not None, 30)
+        time.sleep(0.5)
+    runs = wait_runs(store, "lat-freed", ids, lambda r: freed_at(r) is not None, 30, drained=True)
     frees = [at for at in (freed_at(r) for r in runs) if at is not None]
     subs = [at for at in (submitted_at(r) for r in runs) if at is not None]
     out = Measured(runs=len(ids), unfinished=len(ids) - len(frees))
@@ -236,7 +236,9 @@ def measure_scheduled(store: Store, args: argparse.Namespace, rng: random.Random
     for _ in range(args.scheduled):
         at = start + timedelta(seconds=rng.uniform(0, args.window))
         ids.append(str(http("POST", "/deployments/lat-scheduled-flow/runs", {"scheduled_time": at.isoformat()})["id"]))
-    runs = wait_runs(store, ids, lambda r: submitted_at(r) is not None, args.lead + args.window + args.timeout)
+    runs = wait_runs(
+        store, "lat-scheduled", ids, lambda r: submitted_at(r) is not None, args.lead + args.window + args.timeout
+    )
     out = Measured(runs=len(ids))
     for run in runs:
         at = submitted_at(run)
@@ -327,10 +329,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--adhoc", type=int, default=200)
     parser.add_argument("--freed", type=int, default=200)
     parser.add_argument("--scheduled", type=int, default=200)
-    parser.add_argument("--limit", type=int, default=100, help="(b): the pool's concurrency limit")
+    parser.add_argument("--limit", type=int, default=40, help="(b): the pool's concurrency limit")
     parser.add_argument("--tick", type=float, default=60.0, help="seconds between scheduled dispatch invocations")
     parser.add_argument("--gap", type=float, nargs=2, default=(0.05, 1.15), help="(a): seconds between creations")
-    parser.add_argument("--job-seconds", type=float, nargs=2, default=(1.0, 40.0), help="(b): how long a task runs")
+    parser.add_argument("--job-seconds", type=float, nargs=2, default=(1.0, 30.0), help="(b): how long a task runs")
     parser.add_argument("--lead", type=float, default=15.0, help="(c): first scheduled time after creation")
     parser.add_argument("--window", type=float, default=120.0, help="(c): scheduled times spread over this long")
     parser.add_argument("--timeout", type=float, default=600.0)

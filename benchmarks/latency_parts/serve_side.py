@@ -166,7 +166,7 @@ def measure_adhoc(serve: Serve, store: Store, sizes: Sizes, rng: random.Random) 
     for _ in range(sizes.adhoc):
         time.sleep(rng.uniform(*sizes.gap))
         ids.append(serve.create_run(deployment))
-    runs = wait_runs(store, ids, lambda r: submitted_at(r) is not None, sizes.timeout)
+    runs = wait_runs(store, "lat-adhoc", ids, lambda r: submitted_at(r) is not None, sizes.timeout)
     out = Measured(runs=len(ids))
     for run in runs:
         at = submitted_at(run)
@@ -187,7 +187,7 @@ def measure_freed(serve: Serve, store: Store, sizes: Sizes, rng: random.Random) 
         )
         for _ in range(sizes.freed + sizes.limit)
     ]
-    runs = wait_runs(store, ids, lambda r: freed_at(r) is not None, sizes.timeout)
+    runs = wait_runs(store, "lat-freed", ids, lambda r: freed_at(r) is not None, sizes.timeout, drained=True)
     frees = [at for at in (freed_at(r) for r in runs) if at is not None]
     subs = [at for at in (submitted_at(r) for r in runs) if at is not None]
     out = Measured(runs=len(ids), unfinished=len(ids) - len(frees))
@@ -205,7 +205,9 @@ def measure_scheduled(serve: Serve, store: Store, sizes: Sizes, rng: random.Rand
     for _ in range(sizes.scheduled):
         at = start + timedelta(seconds=rng.uniform(0, sizes.window))
         ids.append(serve.create_run(deployment, {"scheduled_time": at.isoformat()}))
-    runs = wait_runs(store, ids, lambda r: submitted_at(r) is not None, sizes.lead + sizes.window + sizes.timeout)
+    runs = wait_runs(
+        store, "lat-scheduled", ids, lambda r: submitted_at(r) is not None, sizes.lead + sizes.window + sizes.timeout
+    )
     out = Measured(runs=len(ids))
     for run in runs:
         at = submitted_at(run)
