@@ -216,6 +216,17 @@ def test_actions_wake_a_pass_as_the_api_routes_do(store: SQLiteStore) -> None:
     assert wakeups.calls == [("etl", POOL_RESUMED), ("etl", LIMIT_RAISED), ("etl", RUN_CREATED)]
 
 
+def test_a_custom_run_takes_parameters_and_a_bad_object_writes_nothing(api: Api, store: SQLiteStore) -> None:
+    cookie, csrf = sign_in(api)
+    started = post(api, "/ui/deployments/load/run", {"csrf": csrf, "parameters": '{"day": "2026-12-01"}'}, cookie)
+    run = store.get_run(started.headers["Location"].rsplit("/", 1)[1])
+    assert run is not None and run.parameters == {"day": "2026-12-01"}
+    for bad, words in [("[1, 2]", "got list"), ("{day:", "not valid JSON"), ('{"x": NaN}', "NaN")]:
+        refused = post(api, "/ui/deployments/load/run", {"csrf": csrf, "parameters": bad}, cookie)
+        assert refused.status in (400, 422) and words in text(refused), bad
+    assert [r.id for r in store.runs_of_deployment("load")] == [run.id]
+
+
 def test_unknown_pools_runs_and_queues_are_404_pages_that_name_them(api: Api) -> None:
     cookie, csrf = sign_in(api)
     pool = get(api, "/ui/pools/nope", cookie)
@@ -253,7 +264,7 @@ def test_a_live_poll_gets_the_page_fragment_only(api: Api) -> None:
     assert live.status == 200 and live.headers["Vary"] == "X-Pushpool-Live"
     fragment = text(live)
     assert "<html" not in fragment and "<header" not in fragment and len(fragment) < len(text(full))
-    for section in ("summary", "queues", "waterfall", "upcoming", "timeline", "deployments"):
+    for section in ("summary", "queues", "waterfall", "upcoming", "timeline"):
         assert f'data-live="{section}"' in fragment
     again = get(api, "/ui/pools/etl", cookie, **{"x-pushpool-live": "1", "if-none-match": live.headers["ETag"]})
     assert again.status == 304

@@ -311,6 +311,15 @@ def test_actions_change_the_store_and_a_bad_value_shows_the_core_sentence(site: 
     expect(page.locator("#summary h1")).to_contain_text("report-")
     (new,) = [r for r in store.runs_of_deployment("report") if r.id not in before]
     assert page.url.endswith(f"/ui/runs/{new.id}")
+    # A custom run: parameters typed as JSON reach the run.
+    page = site.open(f"/ui/pools/{POOL}")
+    row = page.locator("tr[data-deployment='report']")
+    row.locator("summary:has-text('Custom run')").click()
+    row.locator("textarea[name='parameters']").fill('{"region": "eu"}')
+    row.locator("button:has-text('Run')").last.click()
+    expect(page.locator("#summary h1")).to_contain_text("report-")
+    custom = store.get_run(page.url.rsplit("/", 1)[1])
+    assert custom is not None and custom.parameters == {"region": "eu"}
     # Cancel a run (after the confirmation dialog).
     later = site.runs["later"]
     page = site.open(f"/ui/runs/{later.id}")

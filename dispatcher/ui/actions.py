@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from .. import json_input
 from .. import pools as pool_ops
 from ..cancelling import cancel_run
 from ..deployments import get_deployment, run_deployment
-from ..errors import PushpoolError
+from ..errors import InvalidInput, PushpoolError
 from ..models import WorkPool, WorkQueue
 from ..states import StateType
 from ..wakeups import RUN_CANCELLED, RUN_CREATED, room_opened
@@ -29,6 +30,20 @@ def limit_value(text: str) -> Any:
     if text.lstrip("-").isascii() and text.lstrip("-").isdigit():
         return int(text)
     return text
+
+
+def parameters_value(text: str) -> dict[str, Any] | None:
+    """A custom run's parameters field: empty for the deployment's own, else a JSON object (merged over them)."""
+    if not text.strip():
+        return None
+    wrong = 'parameters must be a JSON object like {"name": "value"}'
+    try:
+        value = json_input.loads(text, "parameters")
+    except (ValueError, RecursionError) as exc:  # not JSON at all, or nested beyond the parser
+        raise InvalidInput(f"{wrong}; the text is not valid JSON ({getattr(exc, 'msg', exc)}).") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{wrong}, got {type(value).__name__}.")
+    return value
 
 
 def _on_pool(c: Context, change: dict[str, Any], queue: str | None = None) -> Response:
@@ -98,7 +113,7 @@ def cancel(c: Context) -> Response:
 def start_run(c: Context) -> Response:
     deployment = get_deployment(c.api.store, c.params["deployment"])
     try:
-        run = run_deployment(c.api.store, deployment.name)
+        run = run_deployment(c.api.store, deployment.name, parameters=parameters_value(c.form.get("parameters", "")))
     except PushpoolError as exc:
         if exc.http_status == 404:
             raise

@@ -69,7 +69,7 @@ def status_why(pool: WorkPool | WorkQueue, now: datetime) -> str | None:
         if problem:
             return problem
     if pool.last_polled is None:
-        return "no dispatch pass has served it yet; is `pushpool serve` (or the dispatch function) running?"
+        return "no dispatch pass has served it yet: is pushpool serve (or the dispatch function) running?"
     ago = int((now - pool.last_polled).total_seconds())
     return f"no dispatch pass for {ago} s (READY means one within the last {int(READY_WINDOW.total_seconds())} s)"
 
