@@ -11,14 +11,17 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from types import FrameType
 from typing import Any
 
 from .api import Api
 from .dispatch import Dispatcher, PassSummary
-from .errors import ConfigError, InvalidInput, PushpoolError
+from .errors import ConfigError, InvalidInput, NotFound, PushpoolError
 from .http_server import ApiServer, make_server
+from .models import utcnow
 from .store.base import Store
+from .wake_socket import WakeListener, wake_socket_path
 
 log = logging.getLogger("pushpool.serve")
 
@@ -54,8 +57,62 @@ def _listen_error(host: str, port: int, exc: OSError) -> PushpoolError:
     return ConfigError(f"{where}: {reason}; check --host and --port.")
 
 
+class PassRequests:
+    """`serve`'s `Wakeups`: which pools were asked for since the last pass, and an event that ends the loop's wait.
+
+    Wakes coalesce: however many arrive while a pass runs (a hundred callbacks), the loop runs one more pass
+    over the pools they named once that pass ends.
+    """
+
+    MAX_POOLS = 1000
+    """Pools remembered by name; past this many at once (a flood of names), the next pass covers every pool."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._event = threading.Event()
+        self._pools: set[str] = set()
+        self._everything = False
+        self.received = 0
+        """Wake-ups received in total (for logs and tests)."""
+
+    def wake(self, pool: str | None, reason: str) -> None:
+        with self._lock:
+            self.received += 1
+            if pool is None or len(self._pools) >= self.MAX_POOLS:
+                self._everything = True
+            else:
+                self._pools.add(pool)
+        log.debug("woken for %s: %s", pool or "every pool", reason)
+        self._event.set()
+
+    def interrupt(self) -> None:
+        """End the loop's current wait without asking for a pass (stopping)."""
+        self._event.set()
+
+    def wait(self, timeout: float) -> None:
+        self._event.wait(max(0.0, timeout))
+
+    def take(self) -> tuple[bool, list[str]]:
+        """(every pool?, the pools named) asked for since the last take; clears them."""
+        with self._lock:
+            self._event.clear()
+            # A pass over every pool covers the pools named too.
+            everything, pools = self._everything, [] if self._everything else sorted(self._pools)
+            self._everything, self._pools = False, set()
+        return everything, pools
+
+
+DUE_MARGIN_SECONDS = 0.005
+"""Waited past a run's scheduled time, so the pass it starts finds the run due (clocks tick in steps)."""
+
+
 class Server:
-    """Runs passes every `interval` seconds while the HTTP API answers callbacks, until stopped."""
+    """Runs passes while the HTTP API answers callbacks, until stopped.
+
+    A pass runs at once when something lets a run start (a wake-up: through the API, or from the CLI on the
+    same SQLite store via `wake_socket`), when a scheduled run's time arrives, and every `interval` seconds
+    over every pool as the safety net. Passes run on the loop's thread only, one at a time.
+    """
 
     def __init__(
         self,
@@ -72,7 +129,8 @@ class Server:
         self.store = store
         self.dispatch = dispatch
         self.interval = interval
-        self.http = _listen(Api(store, api_token=api_token), host, port)
+        self.wakeups = PassRequests()
+        self.http = _listen(Api(store, api_token=api_token, wakeups=self.wakeups), host, port)
         bound_host, bound_port = self.http.server_address[:2]
         self.url = f"http://{bound_host!s}:{bound_port}"
         self.dispatcher = dispatcher or Dispatcher(store, callback_base_url=self.url)
@@ -81,12 +139,16 @@ class Server:
         self._http_thread = threading.Thread(target=self.http.serve_forever, name="http", daemon=True)
         self._previous_handlers: dict[int, Any] = {}
         self._finished = threading.Event()
+        # Without dispatch, the CLI's wake-ups are for the serve that dispatches: leave the socket to it.
+        socket_path = wake_socket_path(store.url) if dispatch else None
+        self._listener = None if socket_path is None else WakeListener(socket_path, self.wakeups)
         # Installed now, not only in run(): `pushpool serve` announces itself between the two, and a SIGTERM
         # sent as soon as that line appears must stop the server cleanly rather than kill it.
         self._install_signal_handlers()
 
     def stop(self, *_: object) -> None:
         self.stopping.set()
+        self.wakeups.interrupt()
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread() or self._previous_handlers:
@@ -105,33 +167,82 @@ class Server:
         """Serve until stop() (SIGINT/SIGTERM when called from the main thread) or `duration` seconds."""
         self._install_signal_handlers()
         self._http_thread.start()
+        if self._listener is not None:
+            self._listener.start()
         deadline = None if duration is None else time.monotonic() + duration
+        next_full = time.monotonic()  # the first pass covers every pool at once
+        due: dict[str, datetime] = {}
         try:
             while not self.stopping.is_set():
-                try:
-                    # --no-dispatch: the API and the dashboard only, beside a dispatcher that runs elsewhere.
-                    if self.dispatch:
-                        summary = self.dispatcher.run_pass()
-                        if self.on_pass:
-                            self.on_pass(summary)
-                except PushpoolError as exc:
-                    log.error("pass failed: %s", exc)
-                except Exception:
-                    # A store hiccup (database locked) or a bug in one pass must not take the API down with it:
-                    # the next pass starts from the store again.
-                    log.exception("pass failed unexpectedly; trying again in %gs", self.interval)
-                wait = self.interval
+                everything, woken = self.wakeups.take()
+                if everything or time.monotonic() >= next_full:
+                    self._pass(None)
+                    next_full = time.monotonic() + self.interval
+                    due = self._due_times()
+                else:
+                    now = utcnow()
+                    pools = sorted(set(woken) | {pool for pool, at in due.items() if at <= now})
+                    for pool in pools:
+                        self._pass(pool)
+                    if pools:
+                        due = self._due_times()
+                wait = next_full - time.monotonic()
+                if due:
+                    wait = min(wait, (min(due.values()) - utcnow()).total_seconds() + DUE_MARGIN_SECONDS)
                 if deadline is not None:
-                    wait = min(wait, deadline - time.monotonic())
-                    if wait <= 0:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
                         break
-                self.stopping.wait(wait)
+                    wait = min(wait, left)
+                self.wakeups.wait(wait)
         finally:
+            if self._listener is not None:
+                self._listener.close()
             self.http.shutdown()
             self.http.server_close()
             self.dispatcher.close()
             self._finished.set()
             self._restore_signal_handlers()
+
+    def _pass(self, pool: str | None) -> None:
+        """One pass over `pool` (None: every pool); a failure is logged and the loop goes on."""
+        if not self.dispatch:  # --no-dispatch: the API and the dashboard only, beside a dispatcher elsewhere
+            return
+        try:
+            summary = self.dispatcher.run_pass(pool=pool)
+            if self.on_pass:
+                self.on_pass(summary)
+        except NotFound as exc:
+            log.info("woken for a pool that is gone: %s", exc)  # deleted since, or a name the CLI got wrong
+        except PushpoolError as exc:
+            log.error("pass failed: %s", exc)
+        except Exception:
+            # A store hiccup (database locked) or a bug in one pass must not take the API down with it:
+            # the next pass starts from the store again.
+            log.exception("pass failed unexpectedly; trying again in %gs", self.interval)
+
+    def _due_times(self) -> dict[str, datetime]:
+        """Per pool that can admit, the next time one of its SCHEDULED runs falls due (one indexed read per queue).
+
+        Schedules create their runs ahead of time (the scheduler's horizon), so a deployment schedule's next
+        fire time is a row here too. Runs already due and waiting for a slot are not: a freed slot wakes.
+        """
+        now = utcnow()
+        due: dict[str, datetime] = {}
+        if not self.dispatch:
+            return due
+        try:
+            for pool in self.store.list_pools():
+                if pool.paused:
+                    continue
+                for queue in self.store.list_queues(pool.name):
+                    at = None if queue.paused else self.store.next_scheduled_time(pool.name, queue.name, now)
+                    if at is not None and (pool.name not in due or at < due[pool.name]):
+                        due[pool.name] = at
+        except Exception:  # the timed pass still comes; this only makes scheduled runs wait for it
+            log.exception("could not read the next scheduled times; runs due start at the next timed pass")
+            return {}
+        return due
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._finished.is_set():

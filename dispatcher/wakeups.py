@@ -25,6 +25,7 @@ QUEUE_RESUMED = "queue resumed"
 LIMIT_RAISED = "limit raised"
 SCHEDULE_CHANGED = "schedule changed"
 RUN_DUE = "run due"
+APPLIED = "applied"
 
 
 class Wakeups(Protocol):

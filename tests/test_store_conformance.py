@@ -447,3 +447,26 @@ def test_delete_run_only_at_its_version_and_never_an_active_one(store: Store) ->
         store.delete_run(admitted)
     assert store.get_run(second.id) is not None
     assert store.runs_of_deployment(deployment.name) == [store.get_run(second.id)]
+
+
+def test_next_scheduled_time_is_the_queues_earliest_scheduled_run_after_a_time(store: Store) -> None:
+    make_pool(store, "pool", other=None)
+    dep = make_deployment(store)
+    assert store.next_scheduled_time("pool", "default", T0) is None
+    store.create_runs(
+        [
+            make_run(dep, 1, T0 - timedelta(seconds=5)),  # due already (waiting for a slot): not "next"
+            make_run(dep, 2, T0),  # exactly at `after`: not later than it
+            make_run(dep, 3, T0 + timedelta(seconds=30)),
+            make_run(dep, 4, T0 + timedelta(milliseconds=1500)),
+            make_run(dep, 5, T0 + timedelta(seconds=1), queue="other"),
+        ]
+    )
+    assert store.next_scheduled_time("pool", "default", T0) == T0 + timedelta(milliseconds=1500)
+    assert store.next_scheduled_time("pool", "other", T0) == T0 + timedelta(seconds=1)
+    assert store.next_scheduled_time("pool", "default", T0 - timedelta(seconds=10)) == T0 - timedelta(seconds=5)
+    # Only SCHEDULED runs count: once run 4 is admitted, run 3 is next.
+    store.admit([pending(store.get_run("run-00004"))])  # type: ignore[arg-type]
+    assert store.next_scheduled_time("pool", "default", T0) == T0 + timedelta(seconds=30)
+    assert store.next_scheduled_time("pool", "default", T0 + timedelta(seconds=30)) is None
+    assert store.next_scheduled_time("nope", "default", T0) is None

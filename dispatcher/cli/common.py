@@ -21,14 +21,18 @@ from pydantic_core import to_jsonable_python
 from rich.console import Console
 from typer.core import TyperGroup
 
+from .. import deployments as deployment_ops
 from .. import json_input
+from .. import pools as pool_ops
 from .. import render_tables as render
 from ..errors import InvalidInput, PushpoolError
-from ..models import WorkPool, WorkQueue, validation_sentence
+from ..models import Deployment, WorkPool, WorkQueue, validation_sentence
 from ..preview import MAX_PREVIEW_HOURS, preview_pool
 from ..store import open_store, store_url
 from ..store.base import Store, queue_slot
 from ..terminal import escape_json_text, safe_text
+from ..wake_socket import store_wakeups
+from ..wakeups import deployment_wake_reason, room_opened
 
 
 class _Group(TyperGroup):
@@ -119,6 +123,36 @@ def opened(ctx: typer.Context) -> Iterator[Store]:
         yield store
     finally:
         store.close()
+
+
+def wake(ctx: typer.Context, pool: str | None, reason: str | None) -> None:
+    """Tell a `serve` running on this store that a pass over `pool` may start runs now (`reason` None: not)."""
+    if reason is not None:
+        store_wakeups(ctx.obj).wake(pool, reason)
+
+
+def update_pool(ctx: typer.Context, store: Store, name: str, **changes: Any) -> WorkPool:
+    """`pools.update_pool`, waking `serve` when the change lets waiting runs in (resumed, limit raised)."""
+    before = pool_ops.get_pool(store, name)
+    after = pool_ops.update_pool(store, name, **changes)
+    wake(ctx, after.name, room_opened(before, after))
+    return after
+
+
+def update_queue(ctx: typer.Context, store: Store, pool: str, name: str, **changes: Any) -> WorkQueue:
+    """`pools.update_queue`, waking `serve` when the change lets waiting runs in (resumed, limit raised)."""
+    before = pool_ops.get_queue(store, pool, name)
+    after = pool_ops.update_queue(store, pool, name, **changes)
+    wake(ctx, after.pool, room_opened(before, after))
+    return after
+
+
+def update_deployment(ctx: typer.Context, store: Store, name: str, **changes: Any) -> Deployment:
+    """`deployments.update_deployment`, waking `serve` for a limit raised or an active schedule set."""
+    before = deployment_ops.get_deployment(store, name)
+    after = deployment_ops.update_deployment(store, name, **changes)
+    wake(ctx, after.pool, deployment_wake_reason(before, after))
+    return after
 
 
 def jsonable(data: Any) -> Any:

@@ -19,6 +19,7 @@ from ..models import Deployment, FlowRun, utcnow
 from ..schedules import CronSchedule, IntervalSchedule, RRuleSchedule, Schedule, describe
 from ..states import StateType
 from ..store.base import Store
+from ..wakeups import RUN_CREATED, deployment_wake_reason
 from .common import (
     TEN_YEARS,
     DescriptionOpt,
@@ -32,6 +33,8 @@ from .common import (
     opened,
     print_json,
     say,
+    update_deployment,
+    wake,
 )
 from .prefect_input import key_values, parse_delay, parse_time
 
@@ -107,6 +110,7 @@ def deployment_create(
             tags=tag,
             description=description,
         )
+    wake(ctx, deployment.pool, deployment_wake_reason(None, deployment))
     if output is Output.json:
         return print_json(deployment)
     say(f"Created deployment {deployment.name!r} on pool {deployment.pool!r}, queue {deployment.queue!r}.")
@@ -143,7 +147,7 @@ def deployment_pause(ctx: typer.Context, name: NameArg) -> None:
     """Stop a deployment's schedules from creating runs (runs created ahead of time are cancelled)."""
     with opened(ctx) as store:
         name = deployment_ops.resolve_name(store, name)
-        deployment_ops.update_deployment(store, name, schedule_paused=True)
+        update_deployment(ctx, store, name, schedule_paused=True)
     say(f"Paused the schedule of deployment {name!r}.")
 
 
@@ -152,7 +156,7 @@ def deployment_resume(ctx: typer.Context, name: NameArg) -> None:
     """Let a deployment's schedules create runs again."""
     with opened(ctx) as store:
         name = deployment_ops.resolve_name(store, name)
-        deployment_ops.update_deployment(store, name, schedule_paused=False)
+        update_deployment(ctx, store, name, schedule_paused=False)
     say(f"Resumed the schedule of deployment {name!r}.")
 
 
@@ -278,6 +282,7 @@ def deployment_run(
             run_name=flow_run_name,
             tags=tag,
         )
+        wake(ctx, run.pool, RUN_CREATED)
         if output is Output.json and not watch:
             return print_json(run)
         if output is not Output.json:
@@ -345,8 +350,8 @@ def _picked(deployment: Deployment, number: int) -> int:
     return number - 1
 
 
-def _set_schedules(store: Store, name: str, schedules: list[Schedule]) -> Deployment:
-    return deployment_ops.update_deployment(store, name, schedules=schedules)
+def _set_schedules(ctx: typer.Context, store: Store, name: str, schedules: list[Schedule]) -> Deployment:
+    return update_deployment(ctx, store, name, schedules=schedules)
 
 
 @schedule_app.command("create")
@@ -371,7 +376,7 @@ def schedule_create(
     with opened(ctx) as store:
         deployment = deployment_ops.get_deployment(store, deployment_ops.resolve_name(store, name))
         kept = [] if replace else list(deployment.schedules)
-        updated = _set_schedules(store, deployment.name, [*kept, schedule])
+        updated = _set_schedules(ctx, store, deployment.name, [*kept, schedule])
     if output is Output.json:
         return print_json(updated.schedules)
     say(f"Created schedule {len(updated.schedules)} of deployment {deployment.name!r}: {describe(schedule)}.")
@@ -405,7 +410,7 @@ def schedule_delete(
     with opened(ctx) as store:
         deployment = deployment_ops.get_deployment(store, deployment_ops.resolve_name(store, name))
         index = _picked(deployment, number)
-        _set_schedules(store, deployment.name, [s for i, s in enumerate(deployment.schedules) if i != index])
+        _set_schedules(ctx, store, deployment.name, [s for i, s in enumerate(deployment.schedules) if i != index])
     say(f"Deleted schedule {number} of deployment {deployment.name!r}.")
 
 
@@ -415,7 +420,7 @@ def _set_active(ctx: typer.Context, name: str, number: int, active: bool) -> str
         index = _picked(deployment, number)
         schedules = list(deployment.schedules)
         schedules[index] = schedules[index].model_copy(update={"active": active})
-        _set_schedules(store, deployment.name, schedules)
+        _set_schedules(ctx, store, deployment.name, schedules)
     return deployment.name
 
 
@@ -442,5 +447,5 @@ def schedule_clear(
     """Delete every schedule of a deployment."""
     with opened(ctx) as store:
         deployment = deployment_ops.get_deployment(store, deployment_ops.resolve_name(store, name))
-        _set_schedules(store, deployment.name, [])
+        _set_schedules(ctx, store, deployment.name, [])
     say(f"Cleared the schedules of deployment {deployment.name!r}.")

@@ -12,7 +12,8 @@ import typer
 from .. import apply as apply_ops
 from .. import render_tables as render
 from ..errors import InvalidInput
-from .common import Output, OutputOpt, app, opened, print_json, say, store_app
+from ..wakeups import APPLIED
+from .common import Output, OutputOpt, app, opened, print_json, say, store_app, wake
 
 
 @app.command("dispatch")
@@ -56,7 +57,10 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port).")] = 4300,
-    interval: Annotated[float, typer.Option(metavar="SECONDS", min=0.1, help="Seconds between passes.")] = 5.0,
+    interval: Annotated[
+        float,
+        typer.Option(metavar="SECONDS", min=0.1, help="Seconds between timed passes (changes and due times wake it)."),
+    ] = 5.0,
     duration: Annotated[
         float | None, typer.Option(metavar="SECONDS", min=0.1, help="Stop by itself after this long.")
     ] = None,
@@ -83,7 +87,7 @@ def serve(
             on_pass=None if quiet else lambda s: say(f"{render.time_text(s.started)} {s.headline()}"),
             dispatch=not no_dispatch,
         )
-        passes = "no dispatch passes" if no_dispatch else f"a pass every {interval:g}s"
+        passes = "no dispatch passes" if no_dispatch else f"passes on changes, due times and every {interval:g}s"
         say(f"pushpool serving on {server.url} ({passes}); Ctrl-C stops.")
         if generated:
             say(f"Management API bearer token for this session: {token} (set PUSHPOOL_API_TOKEN to choose one).")
@@ -107,6 +111,8 @@ def apply_file(
     """
     with opened(ctx) as store:
         plan = apply_ops.apply(store, file, dry_run=dry_run)
+    if plan.has_changes and not dry_run:
+        wake(ctx, None, APPLIED)  # pools resumed, limits raised, schedules set: any of them, over every pool
     if output is Output.json:
         return print_json({"dry_run": dry_run, "actions": plan.as_dicts(), "ignored": plan.notes})
     for line in plan.lines():

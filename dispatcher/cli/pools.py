@@ -38,6 +38,7 @@ from .common import (
     print_json,
     say,
     show_preview,
+    update_pool,
 )
 
 FROM_STACK_HELP = (
@@ -130,7 +131,8 @@ def pool_update(
     variables = json_object("--job-variables", job_variables)
     limit = pool_ops.UNSET if concurrency_limit is None else concurrency_limit
     with opened(ctx) as store:
-        pool = pool_ops.update_pool(
+        pool = update_pool(
+            ctx,
             store,
             name,
             base_job_template=template,
@@ -179,7 +181,7 @@ def pool_inspect(ctx: typer.Context, name: NameArg, output: OutputOpt = Output.t
 def pool_pause(ctx: typer.Context, name: NameArg) -> None:
     """Pause a pool: it delivers nothing; schedules keep creating runs, which wait."""
     with opened(ctx) as store:
-        pool_ops.update_pool(store, name, paused=True)
+        update_pool(ctx, store, name, paused=True)
     say(f"Paused work pool {name!r}.")
 
 
@@ -187,7 +189,7 @@ def pool_pause(ctx: typer.Context, name: NameArg) -> None:
 def pool_resume(ctx: typer.Context, name: NameArg) -> None:
     """Resume a paused pool."""
     with opened(ctx) as store:
-        pool = pool_ops.update_pool(store, name, paused=False)
+        pool = update_pool(ctx, store, name, paused=False)
     say(f"Resumed work pool {name!r}; its status is {pool.status}.")
 
 
@@ -214,7 +216,7 @@ def pool_preview(
 def pool_set_limit(ctx: typer.Context, name: NameArg, limit: LimitArg) -> None:
     """Set a pool's concurrency limit (0 delivers nothing)."""
     with opened(ctx) as store:
-        pool_ops.update_pool(store, name, concurrency_limit=limit)
+        update_pool(ctx, store, name, concurrency_limit=limit)
     say(f"Set the concurrency limit of work pool {name!r} to {limit}.")
 
 
@@ -222,7 +224,7 @@ def pool_set_limit(ctx: typer.Context, name: NameArg, limit: LimitArg) -> None:
 def pool_clear_limit(ctx: typer.Context, name: NameArg) -> None:
     """Remove a pool's concurrency limit (unlimited)."""
     with opened(ctx) as store:
-        pool_ops.update_pool(store, name, concurrency_limit=None)
+        update_pool(ctx, store, name, concurrency_limit=None)
     say(f"Cleared the concurrency limit of work pool {name!r}.")
 
 

@@ -26,6 +26,7 @@ from .common import (
     queue_app,
     say,
     show_preview,
+    update_queue,
 )
 
 QueueLimitOpt = Annotated[
@@ -67,8 +68,8 @@ def queue_update(
     """Change a queue's priority, description or limit; the rest stays."""
     limit = pool_ops.UNSET if concurrency_limit is None else concurrency_limit
     with opened(ctx) as store:
-        queue = pool_ops.update_queue(
-            store, pool, name, priority=priority, description=description, concurrency_limit=limit
+        queue = update_queue(
+            ctx, store, pool, name, priority=priority, description=description, concurrency_limit=limit
         )
     if output is Output.json:
         return print_json(queue)
@@ -113,7 +114,7 @@ def queue_inspect(ctx: typer.Context, name: NameArg, pool: PoolOpt, output: Outp
 def queue_pause(ctx: typer.Context, name: NameArg, pool: PoolOpt) -> None:
     """Pause one queue; the pool's other queues go on."""
     with opened(ctx) as store:
-        pool_ops.update_queue(store, pool, name, paused=True)
+        update_queue(ctx, store, pool, name, paused=True)
     say(f"Paused work queue {name!r} in pool {pool!r}.")
 
 
@@ -121,7 +122,7 @@ def queue_pause(ctx: typer.Context, name: NameArg, pool: PoolOpt) -> None:
 def queue_resume(ctx: typer.Context, name: NameArg, pool: PoolOpt) -> None:
     """Resume a paused queue."""
     with opened(ctx) as store:
-        queue = pool_ops.update_queue(store, pool, name, paused=False)
+        queue = update_queue(ctx, store, pool, name, paused=False)
     say(f"Resumed work queue {name!r} in pool {pool!r}; its status is {queue.status}.")
 
 
@@ -149,7 +150,7 @@ def queue_preview(
 def queue_set_limit(ctx: typer.Context, name: NameArg, limit: LimitArg, pool: PoolOpt) -> None:
     """Set a queue's concurrency limit (0 delivers nothing)."""
     with opened(ctx) as store:
-        pool_ops.update_queue(store, pool, name, concurrency_limit=limit)
+        update_queue(ctx, store, pool, name, concurrency_limit=limit)
     say(f"Set the concurrency limit of work queue {name!r} in pool {pool!r} to {limit}.")
 
 
@@ -157,5 +158,5 @@ def queue_set_limit(ctx: typer.Context, name: NameArg, limit: LimitArg, pool: Po
 def queue_clear_limit(ctx: typer.Context, name: NameArg, pool: PoolOpt) -> None:
     """Remove a queue's concurrency limit (unlimited)."""
     with opened(ctx) as store:
-        pool_ops.update_queue(store, pool, name, concurrency_limit=None)
+        update_queue(ctx, store, pool, name, concurrency_limit=None)
     say(f"Cleared the concurrency limit of work queue {name!r} in pool {pool!r}.")

@@ -17,7 +17,8 @@ from ..preview import shown_state_name
 from ..providers.base import provider_logs
 from ..states import NAMES_BY_TYPE, StateType
 from ..terminal import safe_text
-from .common import HELP_ONLY_LONG, Output, OutputOpt, opened, print_json, run_app, say
+from ..wakeups import RUN_CANCELLED, RUN_CREATED
+from .common import HELP_ONLY_LONG, Output, OutputOpt, opened, print_json, run_app, say, wake
 
 NAME_SCAN = 10_000
 """Runs read per pool and state type when `--state` names a state (Late, AwaitingRetry, ...): the name is
@@ -87,6 +88,8 @@ def run_cancel(
     """Cancel a flow run: a scheduled one at once, a started one once its infrastructure has stopped."""
     with opened(ctx) as store:
         run = cancel_run(store, run_id, message="cancelled from the CLI")
+    # A CANCELLING run still holds its slot: the pass stops its infrastructure, which frees it.
+    wake(ctx, run.pool, RUN_CANCELLED if run.state is StateType.CANCELLING else None)
     if output is Output.json:
         return print_json(run)
     if run.state is StateType.CANCELLED:
@@ -150,6 +153,7 @@ def run_retry(
     """Send an ended run (Completed, Failed, Crashed, Cancelled) back to Scheduled/AwaitingRetry, due now."""
     with opened(ctx) as store:
         run = retry_run(store, run_id)
+    wake(ctx, run.pool, RUN_CREATED)
     if output is Output.json:
         return print_json(run)
     say(f"Flow run {run.name!r} ({run.id}) is {run.state_name} again; the next dispatch pass admits it.")

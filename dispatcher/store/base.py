@@ -134,11 +134,19 @@ def run_slots(run: FlowRun) -> tuple[str, str, str]:
     return pool_slot(run.pool), queue_slot(run.pool, run.queue), deployment_slot(run.deployment_id)
 
 
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
 def timestamp(value: datetime) -> str:
     """A UTC timestamp whose text sorts in time order (sort keys in both stores)."""
     if value.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
+
+
+def from_timestamp(text: str) -> datetime:
+    """The aware UTC datetime a `timestamp` text stands for."""
+    return datetime.strptime(text, TIMESTAMP_FORMAT).replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -230,6 +238,12 @@ class Store(Protocol):
 
     def due_runs(self, pool: str, queue: str, until: datetime, limit: int) -> list[FlowRun]:
         """SCHEDULED runs of a queue with scheduled_time <= until, oldest first, ties by id."""
+
+    def next_scheduled_time(self, pool: str, queue: str, after: datetime) -> datetime | None:
+        """The earliest scheduled_time later than `after` among a queue's SCHEDULED runs; None if none.
+
+        One indexed read of one item (the due index): `serve` sleeps until this time, not a whole interval.
+        """
 
     def active_runs(self, pool: str, limit: int = DEFAULT_LIST_LIMIT) -> list[FlowRun]:
         """Runs of a pool that hold a slot (PENDING, RUNNING, CANCELLING), each as it is now.

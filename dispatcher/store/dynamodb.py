@@ -37,6 +37,7 @@ from .base import (
     UnreadableRows,
     decode,
     deployment_slot,
+    from_timestamp,
     pool_slot,
     queue_slot,
     run_slots,
@@ -820,6 +821,22 @@ class DynamoDBStore(UnreadableRows):
             if len(items) < window or len(runs) >= limit:
                 return [r for r in runs[:limit] if r.state is StateType.SCHEDULED]
             window += limit - len(runs)
+
+    def next_scheduled_time(self, pool: str, queue: str, after: datetime) -> datetime | None:
+        # One Query of the due index, Limit=1, its sort key only. `> ts$` skips every run at exactly `after`
+        # ('$' sorts after '#'). The index lags: a run admitted a moment ago may still answer (one early wake).
+        answer = self._call(
+            "query",
+            TableName=self.table,
+            IndexName=schema.DUE_INDEX,
+            KeyConditionExpression="#pk = :pk AND #sk > :after",
+            ExpressionAttributeNames={"#pk": "due_pk", "#sk": "due_sk"},
+            ExpressionAttributeValues={":pk": _s(f"{pool}/{queue}"), ":after": _s(f"{timestamp(after)}$")},
+            ProjectionExpression="#sk",
+            Limit=1,
+        )
+        items = answer.get("Items", [])
+        return from_timestamp(items[0]["due_sk"]["S"].partition("#")[0]) if items else None
 
     def active_runs(self, pool: str, limit: int = DEFAULT_LIST_LIMIT) -> list[FlowRun]:
         # The index says which runs; a consistent read of their items says what they are now. The index lags:

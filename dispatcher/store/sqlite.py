@@ -28,6 +28,7 @@ from .base import (
     UnreadableRows,
     decode,
     deployment_slot,
+    from_timestamp,
     pool_slot,
     queue_slot,
     run_slots,
@@ -415,6 +416,15 @@ class SQLiteStore(UnreadableRows):
             " ORDER BY scheduled_time, id LIMIT ?",
             (pool, queue, timestamp(until), limit),
         )
+
+    def next_scheduled_time(self, pool: str, queue: str, after: datetime) -> datetime | None:
+        # The runs_due index: (pool, queue) then scheduled_time in order, over SCHEDULED rows only.
+        rows = self._read(
+            "SELECT scheduled_time FROM runs WHERE pool = ? AND queue = ? AND state = 'SCHEDULED'"
+            " AND scheduled_time > ? ORDER BY scheduled_time LIMIT 1",
+            (pool, queue, timestamp(after)),
+        )
+        return from_timestamp(str(rows[0][0])) if rows else None
 
     def active_runs(self, pool: str, limit: int = DEFAULT_LIST_LIMIT) -> list[FlowRun]:
         return self._runs(
