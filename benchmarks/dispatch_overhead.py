@@ -14,8 +14,8 @@ submission makes one RunTask; the orphan lookup by startedBy runs only on re-sub
 
 The same for a `cloud-run-v2:push` pool: N runs through one pass against the local Cloud Run stub
 (tests/cloud_run_stub.py, in its own process), vs the same raw google-cloud-run calls a first submission
-makes (create_job, whose operation the stub completes at once, then run_job) with the same clients'
-settings and concurrency. Target (issue 12): pass / raw <= 1.3.
+makes (create_job with a startExecutionToken, whose operation starts the execution and which the stub completes
+at once) with the same clients' settings and concurrency. Target (issue 12): pass / raw <= 1.3.
 
 The same for an `azure-container-instance:push` pool against the ARM stub (tests/aci_stub.py, in its own
 process) vs raw container group PUTs with the Azure SDK; see benchmarks/aci_overhead.py. Target (issue 13):

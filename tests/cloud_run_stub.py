@@ -4,9 +4,16 @@ It is a real `http.server` on 127.0.0.1 (port 0) that google-cloud-run's own cli
 (`transport="rest"`, an `http://` api_endpoint, AnonymousCredentials), so the provider is tested through the
 SDK's request building, JSON encoding, long-running operations and error mapping, not around them.
 
-Routes (all under /v2/): jobs create (`POST .../jobs?jobId=`), get and delete; `POST <job>:run`, whose
-long-running operation carries the new execution as its metadata; operations get; executions get, list and
-`POST <execution>:cancel`; and Cloud Logging's `POST /v2/entries:list` for `logs()`.
+Routes (all under /v2/): jobs create (`POST .../jobs?jobId=`), get and delete (with an `etag` it must match);
+`POST <job>:run`, whose long-running operation carries the new execution as its metadata; operations get;
+executions get, list and `POST <execution>:cancel`; and Cloud Logging's `POST /v2/entries:list` for `logs()`.
+
+As Cloud Run does, a job created with `startExecutionToken` gets its execution, `<job id>-<token>`, in the
+create's own operation (the job id and token together must be under 63 characters, else 400), and the
+operation ends once that execution has started; a job created without one has no execution until run_job.
+`hold_starts()` keeps creates' operations under way (the job exists, `reconciling`, without its execution)
+until `release_starts()`; `fail_start(message)` makes the next token start fail (the job stays, settled,
+with its terminal condition failed and no execution).
 
 Tests script it: `fail(route, status, times)` answers the next calls of a route with an error in Google's
 JSON shape (409, 429, 503, 404, ...); `delay(route, seconds)` answers slowly (after doing the work, as a
@@ -75,9 +82,14 @@ class CloudRunStub:
         self.start_at_once = False
         """When True, a new execution's task is running at once (the conformance harness wants RUNNING)."""
         self.started = 0
-        """Executions ever started (run_job calls that created one), deleted ones included."""
+        """Executions ever started (by a create with a token, or by run_job), deleted ones included."""
         self.held: set[str] = set()
         """Routes whose requests wait, unanswered, until `release()`."""
+        self.starts_held = False
+        """When True, a create's operation stays under way until `release_starts()` (see the module docstring)."""
+        self._pending_starts: dict[str, tuple[str, str | None]] = {}
+        """create operation name -> (job name, token) of the creates whose operations are held."""
+        self._start_failures: deque[str] = deque()
         self._released = threading.Condition()
         self.requests: list[tuple[str, str]] = []
         """(route, path) of every request, in arrival order."""
@@ -159,6 +171,34 @@ class CloudRunStub:
         with self._released:
             self.held.clear()
             self._released.notify_all()
+
+    def hold_starts(self) -> None:
+        """Keep every create's operation under way, its job `reconciling` and without an execution, until
+        `release_starts()`: a Cloud Run start that takes a while."""
+        with self.lock:
+            self.starts_held = True
+
+    def release_starts(self) -> None:
+        """End the held creates' operations: each job created with a token gets its execution now."""
+        with self.lock:
+            self.starts_held = False
+            for operation_name, (job_name, token) in self._pending_starts.items():
+                job = self.jobs.get(job_name)
+                if job is not None:
+                    job["reconciling"] = False
+                    if token:
+                        self._start_execution(job_name, f"{job_name.rsplit('/', 1)[-1]}-{token}")
+                    operation = self.operations[operation_name]
+                    operation["metadata"] = {"@type": operation["metadata"]["@type"], **job}
+                    operation["done"] = True
+                    operation["response"] = operation["metadata"]
+            self._pending_starts.clear()
+
+    def fail_start(self, message: str) -> None:
+        """The next create with a token makes the job but not its execution: the operation fails with
+        RESOURCE_EXHAUSTED and `message`, and the job is left settled, its terminal condition failed."""
+        with self.lock:
+            self._start_failures.append(message)
 
     def calls(self, route: str) -> int:
         with self.lock:
@@ -261,8 +301,33 @@ class CloudRunStub:
             full = f"{name}/jobs/{job_id}"
             if full in self.jobs:
                 return 409, _error(409, f"Resource '{job_id}' already exists.")
-            job = {**body, "name": full, "uid": str(uuid.uuid4()), "createTime": _now(), "generation": "1"}
+            token = body.get("startExecutionToken")
+            if token and len(job_id) + len(token) >= 63:
+                return 400, _error(400, "The sum of job name and start_execution_token length must be fewer than 63.")
+            job = {
+                **body,
+                "name": full,
+                "uid": str(uuid.uuid4()),
+                "etag": f'"{uuid.uuid4().hex}"',
+                "createTime": _now(),
+                "generation": "1",
+                "reconciling": False,
+            }
             self.jobs[full] = job
+            if self.starts_held:
+                job["reconciling"] = True
+                operation = self._operation(name, job, "Job", done=False)
+                self._pending_starts[operation["name"]] = (full, token)
+                return 200, operation
+            if token and self._start_failures:
+                message = self._start_failures.popleft()
+                job["terminalCondition"] = {"type": "Ready", "state": "CONDITION_FAILED", "message": message}
+                operation = self._operation(name, job, "Job", done=True)
+                operation.pop("response")
+                operation["error"] = {"code": 8, "message": message}
+                return 200, operation
+            if token:
+                self._start_execution(full, f"{job_id}-{token}")
             return 200, self._operation(name, job, "Job", done=True)
         if route == "list_jobs":
             return 200, {"jobs": [job for key, job in self.jobs.items() if key.startswith(name + "/jobs/")]}
@@ -271,6 +336,9 @@ class CloudRunStub:
         if route == "delete_job":
             if name not in self.jobs:
                 return 404, _error(404, f"Resource '{name}' not found.")
+            etag = query.get("etag", [""])[0]
+            if etag and etag != self.jobs[name].get("etag"):
+                return 409, {"error": {"code": 409, "message": "The etag does not match.", "status": "ABORTED"}}
             job = self.jobs.pop(name)
             for execution in [e for e in self.executions if e.startswith(name + "/")]:
                 del self.executions[execution]
@@ -279,32 +347,15 @@ class CloudRunStub:
             if name not in self.jobs:
                 return 404, _error(404, f"Resource '{name}' not found.")
             job_id = name.rsplit("/", 1)[-1]
-            execution_name = f"{name}/executions/{job_id[:40]}-{uuid.uuid4().hex[:5]}"
-            execution = {
-                "name": execution_name,
-                "uid": str(uuid.uuid4()),
-                "job": job_id,
-                "createTime": _now(),
-                "taskCount": 1,
-                "parallelism": 1,
-                "labels": dict((self.jobs[name].get("template") or {}).get("labels") or {}),
-                "logUri": f"https://console.cloud.google.com/logs/viewer?execution={execution_name}",
-                "conditions": [{"type": "Completed", "state": "CONDITION_PENDING"}],
-            }
-            self.executions[execution_name] = execution
-            self.started += 1
-            if self.start_at_once:
-                execution.update(startTime=_now(), runningCount=1)
-                execution["conditions"] = [{"type": "Started", "state": "CONDITION_SUCCEEDED"}]
-            self.jobs[name]["latestCreatedExecution"] = {"name": execution_name, "createTime": execution["createTime"]}
-            execution["template"] = (self.jobs[name].get("template") or {}).get("template") or {}
+            execution = self._start_execution(name, f"{job_id[:40]}-{uuid.uuid4().hex[:5]}")
             return 200, self._operation(name.split("/jobs/")[0], execution, "Execution", done=False)
         if route == "get_operation":
             if name not in self.operations:
                 return 404, _error(404, f"Operation '{name}' not found.")
             operation = self.operations[name]
-            operation["done"] = True
-            operation["response"] = operation["metadata"]
+            if name not in self._pending_starts and not operation.get("error"):
+                operation["done"] = True
+                operation["response"] = operation["metadata"]
             return 200, operation
         if route == "get_execution":
             if name not in self.executions:
@@ -333,6 +384,29 @@ class CloudRunStub:
             lines = next((v for k, v in self.log_entries.items() if k.rsplit("/", 1)[-1] in wanted), [])
             return 200, {"entries": [{"textPayload": line, "logName": "x"} for line in lines]}
         return 404, _error(404, "no such route in the stub")
+
+    def _start_execution(self, job_name: str, execution_id: str) -> dict[str, Any]:
+        """A new execution of a job (run_job, or the start of a job created with a token); the caller holds the lock."""
+        execution_name = f"{job_name}/executions/{execution_id}"
+        execution = {
+            "name": execution_name,
+            "uid": str(uuid.uuid4()),
+            "job": job_name.rsplit("/", 1)[-1],
+            "createTime": _now(),
+            "taskCount": 1,
+            "parallelism": 1,
+            "labels": dict((self.jobs[job_name].get("template") or {}).get("labels") or {}),
+            "logUri": f"https://console.cloud.google.com/logs/viewer?execution={execution_name}",
+            "conditions": [{"type": "Completed", "state": "CONDITION_PENDING"}],
+        }
+        self.executions[execution_name] = execution
+        self.started += 1
+        if self.start_at_once:
+            execution.update(startTime=_now(), runningCount=1)
+            execution["conditions"] = [{"type": "Started", "state": "CONDITION_SUCCEEDED"}]
+        self.jobs[job_name]["latestCreatedExecution"] = {"name": execution_name, "createTime": execution["createTime"]}
+        execution["template"] = (self.jobs[job_name].get("template") or {}).get("template") or {}
+        return execution
 
     def _ended(self, execution: dict[str, Any]) -> None:
         job = self.jobs.get(execution["name"].split("/executions/")[0])

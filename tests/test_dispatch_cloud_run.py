@@ -167,26 +167,29 @@ def test_a_cancelled_run_stops_its_execution_and_ends_cancelled(world: CloudRunW
     assert w.dispatch().admitted == [behind.id], "the cancelled run's slot is free again"
 
 
-def test_a_crash_between_create_and_run_starts_no_second_execution(world: CloudRunWorld) -> None:
+def test_a_start_that_outlives_the_timeout_is_found_not_started_again(world: CloudRunWorld) -> None:
     w = world
     run = w.new_run("low")
-    w.stub.hang("run_job", PROVIDER_TIMEOUT + 1.5)  # the job is created; run_job never answers in time and does nothing
-    summary = w.dispatch()
-    assert "timed out" in summary.problems[run.id]
-    assert w.run(run.id).state is StateType.PENDING and w.run(run.id).infrastructure_id is None
-    assert not w.executions(run.id)
-    w.advance(61)  # past the resubmit grace: the reconciler submits again with the same key
+    w.stub.hold_starts()  # the job is created; its execution is still starting when the dispatcher gives up
+    try:
+        summary = w.dispatch()
+        assert "timed out" in summary.problems[run.id]
+        assert w.run(run.id).state is StateType.PENDING and w.run(run.id).infrastructure_id is None
+        w.advance(61)  # past the resubmit grace: the reconciler submits the same attempt while the start goes on
+        w.dispatch()
+        assert w.run(run.id).infrastructure_id is None and not w.executions(run.id), "it started none itself"
+    finally:
+        w.stub.release_starts()
+    w.advance(61)
     w.dispatch()
     assert w.run(run.id).state_name == "InfrastructurePending"
     assert [e["name"] for e in w.executions(run.id)] == [w.execution(run.id)]
 
 
-def test_a_crash_between_run_and_record_finds_the_execution(world: CloudRunWorld) -> None:
+def test_a_crash_between_start_and_record_finds_the_execution(world: CloudRunWorld) -> None:
     w = world
     run = w.new_run("low")
-    w.stub.delay(
-        "run_job", PROVIDER_TIMEOUT + 1.5
-    )  # the execution starts; its answer comes after the dispatcher gave up
+    w.stub.delay("create_job", PROVIDER_TIMEOUT + 1.5)  # the execution starts; the answer comes after the timeout
     w.dispatch()
     assert w.run(run.id).infrastructure_id is None and len(w.executions(run.id)) == 1
     w.advance(61)

@@ -287,11 +287,32 @@ def test_the_registry_gives_the_provider_without_credentials_or_network() -> Non
 
 
 def test_submit_creates_one_job_and_starts_one_execution(provider: CloudRunProvider, stub: CloudRunStub) -> None:
+    before = len(stub.requests)
     run_id, infra_id = submit(provider)
-    assert infra_id.startswith(job_name(run_id) + "/executions/")
-    assert len(stub.executions_of(job_name(run_id))) == 1
-    paths = [path for route, path in stub.requests if route in ("create_job", "run_job") and run_id in path]
-    assert paths == [f"/v2/{job_name(run_id)}:run"], "a first attempt creates then runs, nothing else"
+    assert infra_id == f"{job_name(run_id)}/executions/pushpool-{run_id}-start"
+    assert [e["name"] for e in stub.executions_of(job_name(run_id))] == [infra_id]
+    assert created_body(stub, run_id)["startExecutionToken"] == "start"
+    routes = [route for route, _ in stub.requests[before:] if route != "get_operation"]
+    assert routes == ["create_job"], "one call creates the job and starts its execution, nothing else"
+
+
+def test_the_job_id_and_start_token_fit_cloud_run_s_length_rule(provider: CloudRunProvider, stub: CloudRunStub) -> None:
+    # A run sent back by `flow-run retry` many times has a long head; Cloud Run refuses a job id and token of
+    # 63 characters or more together (the stub answers 400 as Cloud Run does), so such a head gets a digest.
+    long_head = f"{uuid.uuid4()}-r{'9' * 12}"
+    job_id = job_id_for_run(long_head)
+    assert len(job_id) + len("start") < 63 and job_id.startswith("pushpool-")
+    assert job_id_for_run(f"{uuid.uuid4()}-r12").endswith("-r12"), "usual heads keep their readable id"
+    job = provider.validate(render_job({"image": "flows:1"}))
+    infra_id = provider.submit(job, idempotency_key=f"{long_head}-1")
+    assert infra_id.endswith(f"/jobs/{job_id}/executions/{job_id}-start")
+
+
+def test_a_template_cannot_set_the_start_token(provider: CloudRunProvider) -> None:
+    job = render_job({"image": "flows:1"})
+    job["job_body"]["runExecutionToken"] = "mine"
+    with pytest.raises(InvalidInput, match="job_body: runExecutionToken: set by pushpool"):
+        provider.validate(job)
 
 
 def test_a_repeated_or_crashed_submission_finds_the_first_execution(
@@ -324,23 +345,104 @@ def test_submits_of_one_attempt_racing_from_several_dispatchers_start_one_execut
     assert [e["name"] for e in stub.executions_of(job_name(run_id))] == ids[:1]
 
 
-def test_a_crash_between_create_and_run_reuses_the_job_and_starts_one_execution(
-    provider: CloudRunProvider, stub: CloudRunStub
-) -> None:
+def _quick(stub: CloudRunStub) -> CloudRunProvider:
+    """A provider that waits only briefly for an execution another submit is starting."""
+    return CloudRunProvider(
+        credentials=AnonymousCredentials(),
+        api_endpoint=stub.endpoint,
+        project=PROJECT,
+        sweep_interval=None,
+        creator_wait=0.2,
+    )
+
+
+def test_an_abandoned_submit_and_a_resubmission_of_its_attempt_start_one_execution(stub: CloudRunStub) -> None:
+    """The race the reliability suite found, without timing: a submit whose create is still under way (the
+    dispatcher gave up on it, its thread goes on) and the reconciler's resubmission of the same attempt."""
+    import threading
+
+    run_id = str(uuid.uuid4())
+    abandoned, reconciler = _quick(stub), _quick(stub)
+    job = abandoned.validate(render_job({"image": "flows:1"}, run_id=run_id))
+    results: list[str] = []
+    stub.hold_starts()
+    try:
+        thread = threading.Thread(target=lambda: results.append(abandoned.submit(job, idempotency_key=f"{run_id}-1")))
+        thread.start()
+        while job_name(run_id) not in stub.jobs and thread.is_alive():
+            thread.join(0.01)  # until the abandoned submit's create reached Cloud Run
+        assert job_name(run_id) in stub.jobs
+        try:
+            results.append(reconciler.submit(job, idempotency_key=f"{run_id}-1", resubmission=True))
+        except ProviderError as exc:
+            assert exc.transient and "still creating job" in str(exc)
+    finally:
+        stub.release_starts()
+    thread.join(30)
+    results.append(reconciler.submit(job, idempotency_key=f"{run_id}-1", resubmission=True))
+    executions = [e["name"] for e in stub.executions_of(job_name(run_id))]
+    assert len(executions) == 1, executions
+    assert set(results) == set(executions) and len(results) == 2
+
+
+def test_a_start_that_failed_is_retried_by_creating_the_job_again(stub: CloudRunStub) -> None:
+    provider = _quick(stub)
     run_id = str(uuid.uuid4())
     job = provider.validate(render_job({"image": "flows:1"}, run_id=run_id))
-    stub.fail("run_job", 503)  # the job is created, then the run fails: as if the dispatcher died there
-    with pytest.raises(ProviderError) as failed:
+    stub.fail_start("Quota exceeded for executions in us-central1.")
+    with pytest.raises(ProviderError, match="create_job failed: Quota exceeded") as failed:
         provider.submit(job, idempotency_key=f"{run_id}-1")
-    assert failed.value.transient and "HTTP 503" in str(failed.value)
+    assert failed.value.transient
     assert job_name(run_id) in stub.jobs and not stub.executions_of(job_name(run_id))
-    infra_id = provider.submit(job, idempotency_key=f"{run_id}-1", resubmission=True)
+    assert provider.find(f"{run_id}-1") is None, "a job whose start failed launched nothing"
+    # The next attempt finds the settled job without its execution: it deletes it (it never ran) and says so.
+    with pytest.raises(ProviderError, match="did not start its execution \\(Quota exceeded") as failed:
+        provider.submit(job, idempotency_key=f"{run_id}-2")
+    assert failed.value.transient and job_name(run_id) not in stub.jobs
+    infra_id = provider.submit(job, idempotency_key=f"{run_id}-3")
     assert [e["name"] for e in stub.executions_of(job_name(run_id))] == [infra_id]
+    assert stub.calls("run_job") == 0 or all(
+        job_name(run_id) not in path for route, path in stub.requests if route == "run_job"
+    )
+
+
+def _create_without_token(stub: CloudRunStub, run_id: str) -> None:
+    """The job as an older pushpool created it: no start token, its execution left to a run_job call."""
+    import urllib.request
+
+    body = build_job_body(parse_job(render_job({"image": "flows:1"}, run_id=run_id)))
+    del body["startExecutionToken"]
+    request = urllib.request.Request(
+        f"{stub.endpoint}/v2/projects/{PROJECT}/locations/us-central1/jobs?jobId=pushpool-{run_id}",
+        data=json.dumps(body).encode(),
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200
+
+
+def test_a_job_an_older_pushpool_created_is_found_never_run_again(stub: CloudRunStub) -> None:
+    provider = _quick(stub)
+    ran, idle = str(uuid.uuid4()), str(uuid.uuid4())
+    for run_id in (ran, idle):
+        _create_without_token(stub, run_id)
+    provider_clients = provider._clients.get(None)
+    execution = provider_clients.jobs.run_job(name=job_name(ran)).metadata.name
+    job = provider.validate(render_job({"image": "flows:1"}, run_id=ran))
+    assert provider.submit(job, idempotency_key=f"{ran}-1", resubmission=True) == execution
+    runs_before = stub.calls("run_job")
+    job = provider.validate(render_job({"image": "flows:1"}, run_id=idle))
+    with pytest.raises(ProviderError) as refused:
+        provider.submit(job, idempotency_key=f"{idle}-1", resubmission=True)
+    assert not refused.value.transient
+    assert f"Cloud Run job pushpool-{idle} exists without an execution" in str(refused.value)
+    assert "pushpool flow-run retry" in str(refused.value)
+    assert stub.calls("run_job") == runs_before and not stub.executions_of(job_name(idle))
 
 
 @pytest.mark.parametrize(
     ("route", "status"),
-    [("create_job", 429), ("create_job", 503), ("create_job", 504), ("create_job", 500), ("run_job", 429)],
+    [("create_job", 429), ("create_job", 503), ("create_job", 504), ("create_job", 500)],
 )
 def test_throttling_and_unavailability_are_transient(
     provider: CloudRunProvider, stub: CloudRunStub, route: str, status: int
@@ -481,11 +583,9 @@ def test_find_answers_for_a_key_from_a_cold_instance(provider: CloudRunProvider,
     assert cold.find(f"{run_id}-1") == infra_id
     assert cold.find(f"{run_id}-2") == infra_id, "one job per run, whatever the attempt"
     assert cold.find(f"{uuid.uuid4()}-1") is None
-    # A job created but never run launched nothing.
+    # A job created without its execution (an older pushpool's, before its run_job) launched nothing.
     other = str(uuid.uuid4())
-    stub.fail("run_job", 503)
-    with pytest.raises(ProviderError):
-        provider.submit(provider.validate(render_job({"image": "x"}, run_id=other)), idempotency_key=f"{other}-1")
+    _create_without_token(stub, other)
     assert cold.find(f"{other}-1") is None
 
 

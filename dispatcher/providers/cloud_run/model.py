@@ -24,7 +24,9 @@ __all__ = [
     "CloudRunCredentials",
     "CloudRunJobConfiguration",
     "SecretKeySelector",
+    "START_TOKEN",
     "build_job_body",
+    "execution_id_for_job",
     "gcp_labels",
     "job_id_for_run",
     "parse_job",
@@ -32,6 +34,10 @@ __all__ = [
 
 JOB_ID_PREFIX = "pushpool-"
 MAX_JOB_ID = 63
+START_TOKEN = "start"
+"""The job's `startExecutionToken`: Cloud Run starts the job's one execution, `<job id>-start`, in the very operation
+that creates the job, so creating and starting are one idempotent call (docs/decisions.md, "Cloud Run: one
+execution per run"). Cloud Run wants the job id and the token together under 63 characters."""
 MAX_TIMEOUT_SECONDS = 604800
 """Cloud Run jobs run for at most 7 days (Prefect's bound too)."""
 MAX_LABELS = 64
@@ -163,6 +169,9 @@ class CloudRunJobConfiguration(BaseModel):
             raise ValueError("must hold template.template.containers, a list with at least the flow run's container")
         if value.get("name"):
             raise ValueError("name is set by pushpool for each run (one job per run); remove it from the template")
+        owned = sorted(k for k in ("startExecutionToken", "runExecutionToken") if k in value)
+        if owned:
+            raise ValueError(f"{', '.join(owned)}: set by pushpool, which starts each run's one execution; remove it")
         image = containers[0].get("image")
         if not isinstance(image, str) or not image.strip():
             raise ValueError("image: is required (the flow run's container image)")
@@ -205,13 +214,20 @@ def parse_job(job: Any) -> CloudRunJobConfiguration:
 
 
 def job_id_for_run(run_id: str) -> str:
-    """The Cloud Run job id of a run: `pushpool-<run id>` when that is a valid job id (a UUID run id is), else
-    `pushpool-` and a digest of the run id. Valid means lowercase letters, digits and hyphens, starting with a
-    letter, not ending with a hyphen, at most 63 characters. Deterministic, so any dispatcher finds it again."""
+    """The Cloud Run job id of a run: `pushpool-<run id>` when that is a valid job id (a UUID run id is, and so is
+    `<uuid>-r<N>` of a run sent back by `flow-run retry`), else `pushpool-` and a digest of the run id. Valid means
+    lowercase letters, digits and hyphens, starting with a letter, not ending with a hyphen, and short enough
+    that the id and `START_TOKEN` are under 63 characters together, as Cloud Run requires. Deterministic, so any
+    dispatcher finds it again."""
     candidate = JOB_ID_PREFIX + run_id
-    if _JOB_ID.fullmatch(candidate):
+    if _JOB_ID.fullmatch(candidate) and len(candidate) + len(START_TOKEN) < MAX_JOB_ID:
         return candidate
     return JOB_ID_PREFIX + hashlib.sha256(run_id.encode()).hexdigest()[:40]
+
+
+def execution_id_for_job(job_id: str) -> str:
+    """The id of the execution Cloud Run starts when it creates a job with `START_TOKEN`: `<job id>-<token>`."""
+    return f"{job_id}-{START_TOKEN}"
 
 
 # -- labels -----------------------------------------------------------------------------------------------------
@@ -245,8 +261,10 @@ def gcp_labels(body_labels: Any, labels: dict[str, str], name: str | None) -> di
 
 
 def build_job_body(config: CloudRunJobConfiguration) -> dict[str, Any]:
-    """The Cloud Run v2 `Job` (REST JSON) of a job configuration, as Prefect's worker prepares it. Pure."""
+    """The Cloud Run v2 `Job` (REST JSON) of a job configuration, as Prefect's worker prepares it, with
+    `START_TOKEN` so that creating it starts its execution. Pure."""
     body = copy.deepcopy(config.job_body)
+    body["startExecutionToken"] = START_TOKEN
     labels = gcp_labels(body.get("labels"), config.labels, config.name)
     body["labels"] = labels
     execution: dict[str, Any] = body["template"]

@@ -1,19 +1,18 @@
-"""`CloudRunProvider`: each run is one Cloud Run job, created with create_job and started with run_job.
+"""`CloudRunProvider`: each run is one Cloud Run job, created and started by one create_job call.
 
 Submission (SPEC §5), for a rendered job (templates/cloud-run-v2-push.json):
 
-1. create_job with the job id derived from the run id (`pushpool-<run id>`), in the job's project and region.
-   A 409 (the job is there: an earlier attempt created it, then crashed or timed out) reuses that job.
-2. When the job already existed, or this is a resubmission or a later attempt, the job's executions are
-   listed first: an execution found there is the run's (an earlier attempt started it and never recorded it),
-   and no second one is started. A fresh job cannot have one, so a first attempt skips the lookup. A first
-   attempt that is not a resubmission and finds the job already created, with no execution yet, is racing
-   another submit of the same attempt: it waits a moment (`creator_wait`) for that one's execution. Cloud
-   Run's run_job takes no request id, so two submits whose create and run are further apart than that
-   could still start two executions; the dispatcher never races itself so (admission hands an attempt to
-   one pass, and the reconciler resubmits only after its grace period, as a resubmission).
-3. run_job; its long-running operation carries the new execution as metadata, so the execution's name is
-   known at once, without waiting for the operation.
+1. create_job with the job id derived from the run's life (`pushpool-<run id>`, `pushpool-<run id>-r<N>` after
+   `flow-run retry`), in the job's project and region, carrying `startExecutionToken`: Cloud Run starts the
+   job's execution, named `<job id>-start`, in the same operation, which ends once the execution has started.
+   Creating and starting are one idempotent call: a job exists only with its execution started or starting.
+2. A 409 (the job is there: another submit of this life created it: an abandoned call that went on, another
+   dispatcher, an earlier attempt) means "find that execution", never "start one": by its name, else by
+   listing (a job an older pushpool ran with run_job), waiting up to `creator_wait` for a creation under way.
+   A job that has none tells why (`_execution_of_existing_job`): still being created, a start that failed (the
+   job is deleted so the next attempt creates it again), or an older pushpool's job (a permanent error).
+
+So every attempt of one life shares one execution, and two submits of it, however they interleave, start one.
 
 The infrastructure id is the execution's name (`projects/P/locations/R/jobs/J/executions/E`), prefixed by
 `<credentials file>|` when the pool names a credentials file, so status, cancel and logs use the same
@@ -33,10 +32,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ...errors import InvalidInput, ProviderError
-from ..base import JobState, JobStatus, first_attempt, key_head
+from ..base import JobState, JobStatus, key_head
 from .clients import Clients, CloudRunClients
 from .errors import http_status, provider_error
-from .model import CloudRunJobConfiguration, build_job_body, job_id_for_run, parse_job
+from .model import (
+    START_TOKEN,
+    CloudRunJobConfiguration,
+    build_job_body,
+    execution_id_for_job,
+    job_id_for_run,
+    parse_job,
+)
 from .status import execution_status
 
 log = logging.getLogger("pushpool.providers.cloud_run")
@@ -85,8 +91,8 @@ class CloudRunProvider:
     - `region`: where `find()` looks besides the locations this instance submitted to
       (default `$PUSHPOOL_CLOUD_RUN_REGION`, then us-central1, Prefect's default).
     - `call_timeout`: seconds for each Cloud Run call; `operation_timeout`: for create_job's operation.
-    - `creator_wait`: how long a first attempt that finds its job already created (by a submit racing it) waits
-      for that submit's execution before starting one itself.
+    - `creator_wait`: how long a submit that finds its job already created (by a submit racing it) waits for the
+      job's execution to appear before saying why there is none.
     - `sweep_interval`: seconds between automatic sweeps of ended jobs (in a background thread, after a submit);
       None turns them off.
     """
@@ -252,27 +258,15 @@ class CloudRunProvider:
             body["labels"][KEEP_JOB_LABEL] = "true"
             body["template"]["labels"][KEEP_JOB_LABEL] = "true"
 
-        created = self._create_job(clients, location, job_id, body)
-        is_first = first_attempt(key)
-        if not created or resubmission or not is_first:
-            existing = self._latest_execution(clients, job_name)
-            if existing is None and not created and is_first and not resubmission:
-                # Another submit of this very attempt created the job a moment ago (two dispatchers racing):
-                # it is about to run it, so wait for its execution rather than start a second one.
-                existing = self._wait_for_execution(clients, job_name)
-            if existing is not None:
-                return make_infrastructure_id(existing, credentials_file)
-        try:
-            operation = clients.jobs.run_job(name=job_name, retry=None, timeout=self.call_timeout)
-        except Exception as exc:
-            raise provider_error(exc, "run_job") from None
-        execution = getattr(operation.metadata, "name", "")
-        if not execution:
-            raise ProviderError(f"Cloud Run run_job of {job_id} answered without an execution", transient=True)
+        execution = self._create_job(clients, location, job_id, body)
+        if execution is None:
+            # The job is there: another submit of this life created it, and with it its one execution.
+            execution = self._execution_of_existing_job(clients, job_name)
         return make_infrastructure_id(execution, credentials_file)
 
-    def _create_job(self, clients: CloudRunClients, parent: str, job_id: str, body: dict[str, Any]) -> bool:
-        """create_job and wait for its operation; False when the job was already there (409)."""
+    def _create_job(self, clients: CloudRunClients, parent: str, job_id: str, body: dict[str, Any]) -> str | None:
+        """create_job with `START_TOKEN`, which also starts the job's execution, and wait for that operation;
+        the execution's name, or None when the job was already there (409)."""
         from google.cloud import run_v2
 
         try:
@@ -283,12 +277,82 @@ class CloudRunProvider:
             operation = clients.jobs.create_job(
                 parent=parent, job=job, job_id=job_id, retry=None, timeout=self.call_timeout
             )
-            operation.result(timeout=self.operation_timeout)
+            created = operation.result(timeout=self.operation_timeout)
         except Exception as exc:
             if http_status(exc) == 409:
-                return False
+                return None
             raise provider_error(exc, "create_job") from None
-        return True
+        latest = getattr(getattr(created, "latest_created_execution", None), "name", "")
+        return str(latest) or f"{parent}/jobs/{job_id}/executions/{execution_id_for_job(job_id)}"
+
+    def _execution_of_existing_job(self, clients: CloudRunClients, job_name: str) -> str:
+        """The execution of a job some other submit created; never starts one.
+
+        The token's execution is looked up by name, then any execution is (a job an older pushpool created and
+        ran with run_job); a job still being created gets `creator_wait` seconds for it to appear. Without one:
+        - the job is still being created (`reconciling`): a transient error, and the next attempt finds it;
+        - it was created with `START_TOKEN` and has settled, so its start failed: the job is deleted (guarded by its
+          etag, so a job re-created meanwhile is left alone) and a transient error lets the next attempt create it
+          again, with the start's failure in Cloud Run's words;
+        - it has no token (an older pushpool created it, to run it with a second call that may still come): a
+          permanent error; starting one here could make two.
+        """
+        job_id = job_name.rsplit("/", 1)[-1]
+        found = self._token_execution(clients, job_name) or self._latest_execution(clients, job_name)
+        if found is None:
+            found = self._wait_for_execution(clients, job_name)
+        if found is not None:
+            return found
+        try:
+            job = clients.jobs.get_job(name=job_name, retry=None, timeout=self.call_timeout)
+        except Exception as exc:
+            if http_status(exc) == 404:
+                raise ProviderError(
+                    f"Cloud Run job {job_id} was deleted while this submit looked for its execution; the next "
+                    "attempt creates it again",
+                    transient=True,
+                ) from None
+            raise provider_error(exc, "get_job") from None
+        if job.start_execution_token != START_TOKEN:
+            raise ProviderError(
+                f"Cloud Run job {job_id} exists without an execution and without pushpool's start token (an older "
+                "pushpool created it, and its run_job may still come): pushpool starts none, to never start two; "
+                f"delete the job and send the run back with `pushpool flow-run retry`",
+                transient=False,
+            )
+        if job.reconciling:
+            raise ProviderError(
+                f"Cloud Run is still creating job {job_id} and starting its execution; the next attempt finds it",
+                transient=True,
+            )
+        condition = job.terminal_condition
+        reason = str(condition.message or condition.reason or "no reason given") if condition else "no reason given"
+        from google.cloud import run_v2
+
+        try:
+            request = run_v2.DeleteJobRequest(name=job_name, etag=job.etag)
+            clients.jobs.delete_job(request=request, retry=None, timeout=self.call_timeout).result(
+                timeout=self.operation_timeout
+            )
+        except Exception as exc:
+            if http_status(exc) != 404:
+                raise provider_error(exc, "delete_job") from None
+        raise ProviderError(
+            f"Cloud Run created job {job_id} but did not start its execution ({reason}); the job is deleted and the "
+            "next attempt creates it again",
+            transient=True,
+        )
+
+    def _token_execution(self, clients: CloudRunClients, job_name: str) -> str | None:
+        """The execution `START_TOKEN` names in a job, or None when it does not exist (yet)."""
+        name = f"{job_name}/executions/{execution_id_for_job(job_name.rsplit('/', 1)[-1])}"
+        try:
+            clients.executions.get_execution(name=name, retry=None, timeout=self.call_timeout)
+        except Exception as exc:
+            if http_status(exc) == 404:
+                return None
+            raise provider_error(exc, "get_execution") from None
+        return name
 
     def _latest_execution(self, clients: CloudRunClients, job_name: str) -> str | None:
         """The newest execution of a job, or None when the job or its executions do not exist."""
@@ -305,8 +369,7 @@ class CloudRunProvider:
         return str(newest.name)
 
     def _wait_for_execution(self, clients: CloudRunClients, job_name: str) -> str | None:
-        """The job's execution once one appears, polling for `creator_wait` seconds; None if none does (its
-        creator died between create and run, and this submit starts it instead)."""
+        """The job's execution once one appears, polling for `creator_wait` seconds; None if none does."""
         deadline = time.monotonic() + self.creator_wait
         while time.monotonic() < deadline:
             time.sleep(_CREATOR_POLL)
