@@ -46,16 +46,20 @@ from dispatcher.errors import ConfigError, PushpoolError
 from dispatcher.models import utcnow
 from dispatcher.providers.base import JobStatus, Provider, Providers
 from dispatcher.store import open_store, store_url
-from dispatcher.wakeups import RUN_CREATED, RUN_DUE, SCHEDULE_CHANGED, SLOT_FREED, left_active
+from dispatcher.wakeups import RUN_DUE, SLOT_FREED, left_active
 from handlers.aws_wakeups import (
     CLOCK_SKEW,
     DEFAULT_WINDOW,
     DISPATCH_FUNCTION_ENV,
+    LOOK,
+    PASS,
+    PASS_AND_LOOKAHEAD,
     WAKE_WINDOW_ENV,
     LambdaWakeups,
     WakeEvent,
     is_wake_event,
     parse_wake_event,
+    wake_rank,
 )
 
 if TYPE_CHECKING:
@@ -80,8 +84,6 @@ DEFAULT_LOOKAHEAD = 60.0
 """How far past a tick the dispatch function looks for runs falling due: the schedule's rate, one minute."""
 PASS_RESERVE = 10.0
 """Seconds of an invocation kept for the pass after a wait; a run due later is handed to a new invocation."""
-LOOKAHEAD_REASONS = frozenset({RUN_CREATED, SCHEDULE_CHANGED, RUN_DUE})
-"""Wake reasons after which a run may fall due within the minute, so the wake pass covers the minute too."""
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or SERVICE, service=SERVICE)
@@ -153,13 +155,17 @@ class Runtime:
         return LambdaWakeups(function, window=_seconds_env(WAKE_WINDOW_ENV, DEFAULT_WINDOW))
 
     @cached_property
-    def passes(self) -> dict[str | None, float]:
-        """pool (None: every pool) -> when this instance last started a pass over it (seconds since the epoch)."""
+    def passes(self) -> dict[tuple[str | None, int], float]:
+        """(pool or None for every pool, rank) -> when this instance last started such a pass or look over it."""
         return {}
 
-    def covered(self, pool: str | None, not_before: float) -> bool:
-        """Whether a pass this instance started after `not_before` has read the store since (the wake is moot)."""
-        started = max(self.passes.get(pool, 0.0), self.passes.get(None, 0.0))
+    def started(self, pool: str | None, rank: int) -> None:
+        """Remember a pass (or look) of `rank` over `pool` starting now."""
+        self.passes[(pool, rank)] = time.time()
+
+    def covered(self, pool: str | None, rank: int, not_before: float) -> bool:
+        """Whether a pass doing at least what the wake needs started here after `not_before` (the wake is moot)."""
+        started = max(self.passes.get((p, r), 0.0) for p in (pool, None) for r in range(rank, PASS_AND_LOOKAHEAD + 1))
         return started >= not_before + CLOCK_SKEW
 
     @cached_property
@@ -346,15 +352,15 @@ def dispatch_pass(event: dict[str, Any], context: LambdaContext) -> dict[str, An
     if is_wake_event(event):
         wake = parse_wake_event(event)
         return wake_pass(wake, context, until=started + runtime.lookahead)
-    summary = one_pass(None)
+    summary = one_pass(None, PASS_AND_LOOKAHEAD)
     answer = pass_answer(summary)
     cover_coming_minute(summary, context, until=started + runtime.lookahead)
     return answer
 
 
-def one_pass(pool: str | None) -> PassSummary:
-    """A pass over `pool` (None: every pool), remembered as started now, logged and counted."""
-    runtime.passes[pool] = time.time()
+def one_pass(pool: str | None, rank: int) -> PassSummary:
+    """A pass over `pool` (None: every pool), remembered with what it covers (`rank`), logged and counted."""
+    runtime.started(pool, rank)
     summary = runtime.dispatcher.run_pass(pool=pool)
     record_pass(summary)
     return summary
@@ -363,7 +369,8 @@ def one_pass(pool: str | None) -> PassSummary:
 def wake_pass(wake: WakeEvent, context: LambdaContext, *, until: float) -> dict[str, Any]:
     """A wake event's pass, unless a pass of this instance already read the store after it."""
     with logger.append_context_keys(pool=wake.pool, wake_reason=wake.reason):
-        if runtime.covered(wake.pool, wake.not_before):
+        rank = wake_rank(wake.reason)
+        if runtime.covered(wake.pool, rank, wake.not_before):
             logger.info("wake-up covered by a pass already run here")
             metrics.add_metric(name="WakeupsCovered", unit=MetricUnit.Count, value=1)
             return {"covered": True}
@@ -376,17 +383,17 @@ def wake_pass(wake: WakeEvent, context: LambdaContext, *, until: float) -> dict[
             # Longer than this invocation can wait (a hand-off near its time limit): on to a new one.
             hand_off(wake.pool, wake.reason, wake.not_before, context)
             return {"handed_off": True}
-        if wake.reason == SLOT_FREED and wake.pool is not None and nothing_due(wake.pool):
+        if rank == LOOK and wake.pool is not None and nothing_due(wake.pool):
             logger.info("wake-up for a freed slot with no run due to take it")
             metrics.add_metric(name="WakeupsNothingDue", unit=MetricUnit.Count, value=1)
             return {"nothing_due": True}
         try:
-            summary = one_pass(wake.pool)
+            summary = one_pass(wake.pool, max(rank, PASS))
         except PushpoolError as exc:  # the pool was deleted since: nothing to pass over
             logger.info("wake-up for a pool that cannot be passed over", extra={"reason": str(exc)})
             return {"problem": str(exc)}
         answer = pass_answer(summary)
-        if wake.reason in LOOKAHEAD_REASONS or summary.retrying:
+        if rank == PASS_AND_LOOKAHEAD or summary.retrying:
             cover_coming_minute(summary, context, until=until)
         return answer
 
@@ -403,7 +410,7 @@ def nothing_due(pool: str) -> bool:
     for queue in runtime.store.list_queues(pool):
         if not queue.paused and runtime.store.due_runs(pool, queue.name, now, 1):
             return False
-    runtime.passes[pool] = max(runtime.passes.get(pool, 0.0), started)
+    runtime.passes[(pool, LOOK)] = started
     return True
 
 
@@ -426,7 +433,7 @@ def cover_coming_minute(summary: PassSummary, context: LambdaContext, *, until: 
             return
         del due[pool]
         try:
-            later = one_pass(pool)
+            later = one_pass(pool, PASS)
         except PushpoolError as exc:
             logger.info("due run's pool cannot be passed over", extra={"pool": pool, "reason": str(exc)})
             continue

@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dispatcher.errors import InvalidInput
+from dispatcher.wakeups import RUN_CREATED, RUN_DUE, SCHEDULE_CHANGED, SLOT_FREED
 
 log = logging.getLogger("pushpool.wakeups")
 
@@ -43,6 +44,19 @@ CLOCK_SKEW = 0.05
 FLUSH_TIMEOUT = 2.0
 """How long a handler waits, at most, for its invokes to be accepted before it returns."""
 WAKE_SOURCE = "pushpool.wake"
+
+LOOK, PASS, PASS_AND_LOOKAHEAD = 0, 1, 2
+"""What a wake needs of the dispatch function, weakest first: a look at the due index (a freed slot takes a run
+only if one is due), a pass (a cancel's task to stop, a resumed pool, a raised limit), a pass and then the coming
+minute (a run created or a schedule set may fall due within it). A wake is covered only by as much or more."""
+LOOKAHEAD_REASONS = frozenset({RUN_CREATED, SCHEDULE_CHANGED, RUN_DUE})
+
+
+def wake_rank(reason: str) -> int:
+    """LOOK, PASS or PASS_AND_LOOKAHEAD for a wake's reason."""
+    if reason == SLOT_FREED:
+        return LOOK
+    return PASS_AND_LOOKAHEAD if reason in LOOKAHEAD_REASONS else PASS
 
 
 class WakeEvent(BaseModel):
@@ -94,8 +108,8 @@ class LambdaWakeups:
         self.clock = clock
         self._client = client
         self._lock = threading.Lock()
-        self._covered: dict[str | None, float] = {}
-        """pool -> `not_before` of the last invoke sent for it from this instance."""
+        self._covered: dict[str | None, tuple[float, int]] = {}
+        """pool -> `not_before` and rank of the last invoke sent for it from this instance."""
         self._sending: list[Future[None]] = []
         self._executor: ThreadPoolExecutor | None = None
         self.invokes = 0
@@ -108,15 +122,23 @@ class LambdaWakeups:
     def wake(self, pool: str | None, reason: str) -> None:
         """Make sure a pass over `pool` starts after now: send an invoke, or count on the one already sent."""
         try:
-            now = self.clock()
+            now, rank = self.clock(), wake_rank(reason)
             with self._lock:
                 last = self._covered.get(pool)
-                if last is not None and now < last - CLOCK_SKEW:
+                if last is not None and now < last[0] - CLOCK_SKEW and rank <= last[1]:
                     self.coalesced += 1
                     return
-                # The last invoke's pass may have read the store already: another pass, one window after it.
-                not_before = now if last is None else max(now, last + self.window)
-                self._covered[pool] = not_before
+                if last is None:
+                    not_before = now
+                elif rank > last[1] and now < last[0]:
+                    # More than the pending invoke will do (a cancel behind a freed slot's look): at once, and
+                    # the pending one still covers what it covered.
+                    not_before = now
+                else:
+                    # The last invoke's pass may have read the store already: another, one window after it.
+                    not_before = max(now, last[0] + self.window)
+                if last is None or not_before >= last[0]:
+                    self._covered[pool] = (not_before, rank)
             self.send(pool, reason, not_before)
         except Exception:  # a wake-up must never fail the change it reports; the tick catches up
             log.exception("wake-up for pool %s (%s) not sent", pool, reason)
@@ -124,7 +146,7 @@ class LambdaWakeups:
     # sending -------------------------------------------------------------------------------------------------
     def send(self, pool: str | None, reason: str, not_before: float) -> None:
         """Queue one Event invoke of the dispatch function on the sender thread; returns at once."""
-        payload = {"source": WAKE_SOURCE, "pool": pool, "reason": reason, "not_before": round(not_before, 3)}
+        payload = {"source": WAKE_SOURCE, "pool": pool, "reason": reason, "not_before": not_before}
         with self._lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wake")
@@ -142,7 +164,7 @@ class LambdaWakeups:
             with self._lock:
                 self.failures += 1
                 # Nothing covers the pool now: the next wake sends at once.
-                if self._covered.get(payload["pool"]) == payload["not_before"]:
+                if self._covered.get(payload["pool"], (None,))[0] == payload["not_before"]:
                     del self._covered[payload["pool"]]
             log.warning(
                 "wake-up of %s for pool %s not accepted (the next tick runs the pass): %s",

@@ -999,6 +999,43 @@ def test_lambda_wakeups_send_one_invoke_per_window_and_never_leave_a_wake_uncove
     assert (wakeups.invokes, wakeups.coalesced) == (4, 200)
 
 
+def test_a_wake_needing_more_than_the_pending_invoke_does_is_sent_at_once(lambda_api: LambdaStub, world: World) -> None:
+    clock = [1_000.0]
+    sent: list[tuple[float, str]] = []
+    wakeups = LambdaWakeups("nowhere", window=1.0, client=object(), clock=lambda: clock[0])
+    wakeups._invoke = lambda payload: sent.append((payload["not_before"], payload["reason"]))  # type: ignore[method-assign]
+
+    def at(when: float, reason: str) -> None:
+        clock[0] = when
+        wakeups.wake("p", reason)
+
+    at(1_000.0, "slot freed")  # a look at the due index, at once
+    at(1_000.5, "slot freed")  # a trailing look, one window later
+    at(1_000.6, "run cancelled")  # a look would not stop the task: a pass, at once
+    at(1_000.7, "slot freed")  # the trailing look covers it
+    at(1_000.8, "run created")  # a pass that also covers the coming minute: at once
+    wakeups.flush()
+    assert sent == [
+        (1_000.0, "slot freed"),
+        (1_001.0, "slot freed"),
+        (1_000.6, "run cancelled"),
+        (1_000.8, "run created"),
+    ]
+    assert wakeups.coalesced == 1
+
+
+def test_a_look_at_the_due_index_covers_freed_slots_only(world: World) -> None:
+    raised = time.time() - 1
+    context = LambdaContext(DISPATCH_FUNCTION)
+    assert aws_lambda.dispatch(wake_event(world.pool, "slot freed", raised), context) == {"nothing_due": True}
+    assert aws_lambda.dispatch(wake_event(world.pool, "slot freed", raised), context) == {"covered": True}
+    cancelled = aws_lambda.dispatch(wake_event(world.pool, "run cancelled", raised), context)
+    assert "admitted" in cancelled, "a cancel needs the pass that stops its task, whatever was looked at"
+    assert aws_lambda.dispatch(wake_event(world.pool, "run cancelled", raised), context) == {"covered": True}
+    created = aws_lambda.dispatch(wake_event(world.pool, "run created", raised), context)
+    assert "admitted" in created, "a run created needs the coming minute covered too"
+
+
 def test_lambda_wakeups_never_raise_and_a_refused_invoke_leaves_the_pool_uncovered(
     lambda_api: LambdaStub, world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
