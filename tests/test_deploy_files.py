@@ -1013,3 +1013,83 @@ def test_no_function_refers_to_the_dispatch_function_so_the_stack_has_no_cycle(
             if logical_id in resources:
                 assert dispatch_id not in refs(resources[logical_id]), f"{name} {logical_id}"
     assert "HttpApi" in refs(sam_function(sam, "dispatch")["Environment"]), "the reason the names are used"
+
+
+# the deploying user's permissions ------------------------------------------------------------------------------
+# The action CloudFormation calls, as the deploying user, to create a resource of each type (and what SAM makes
+# of a function's events); any other type is made by `<service>:Create<Type>`.
+CREATING_ACTIONS = {
+    "AWS::Serverless::Function": "lambda:CreateFunction",
+    "AWS::Serverless::HttpApi": "apigateway:POST",
+    "AWS::EC2::VPCGatewayAttachment": "ec2:AttachInternetGateway",
+    "AWS::EC2::SubnetRouteTableAssociation": "ec2:AssociateRouteTable",
+    "AWS::SQS::QueuePolicy": "sqs:SetQueueAttributes",
+    "AWS::Events::Rule": "events:PutRule",
+    "AWS::CloudWatch::Alarm": "cloudwatch:PutMetricAlarm",
+}
+EVENT_ACTIONS = {
+    "Schedule": "events:PutRule",
+    "SQS": "lambda:CreateEventSourceMapping",
+    "HttpApi": "lambda:AddPermission",
+}
+# IAM actions that are permissions only, or spelled otherwise than their API operation (so not in botocore).
+PERMISSION_ONLY = {
+    "iam:PassRole",
+    "dynamodb:ConditionCheckItem",
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "s3:PutBucketPublicAccessBlock",
+    "s3:PutEncryptionConfiguration",
+    "s3:ListBucket",
+}
+
+
+def documented_actions() -> set[str]:
+    guide = GUIDE_PATH.read_text()
+    start = guide.index("## IAM permissions of the deploying user")
+    section = guide[start : guide.index("\n## ", start + 1)]
+    return set(re.findall(r"`([a-z0-9-]+:[A-Za-z0-9]+)`", section))
+
+
+def creating_action(resource_type: str) -> str:
+    if resource_type in CREATING_ACTIONS:
+        return CREATING_ACTIONS[resource_type]
+    _, service, kind = resource_type.split("::")
+    return f"{service.lower()}:Create{kind}"
+
+
+def test_the_guide_lists_a_permission_for_every_resource_the_deploy_files_create(
+    sam: dict[str, Any], sls: dict[str, Any]
+) -> None:
+    documented = {action.lower() for action in documented_actions()}  # IAM action names are case-insensitive
+    needed = {creating_action(r["Type"]) for _, resources in both(sam, sls) for r in resources.values()}
+    for resource in sam_resources(sam).values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            needed |= {EVENT_ACTIONS[e["Type"]] for e in resource["Properties"].get("Events", {}).values()}
+    # Serverless' deployment bucket and function versions, SAM's artifact bucket, and giving the roles to Lambda.
+    needed |= {"s3:CreateBucket", "s3:PutObject", "lambda:PublishVersion", "iam:PassRole"}
+    needed |= {"cloudformation:CreateChangeSet", "cloudformation:ExecuteChangeSet", "cloudformation:DescribeStacks"}
+    missing = sorted(a for a in needed if a.lower() not in documented)
+    assert not missing, f"docs/deploy.md does not list {missing}"
+    services = {a.split(":")[0] for a in documented}
+    wanted = {"cloudformation", "iam", "lambda", "dynamodb", "sqs", "events", "apigateway", "logs", "ecs", "ec2"}
+    assert wanted | {"secretsmanager", "s3"} <= services, sorted(wanted - services)
+
+
+def test_every_listed_permission_is_a_real_action() -> None:
+    # An action botocore knows as an API operation of its service, or one of the few permission-only names.
+    import botocore.session
+
+    session = botocore.session.get_session()
+    unknown = []
+    for action in sorted(documented_actions() - PERMISSION_ONLY):
+        service, operation = action.split(":")
+        if service == "apigateway":  # API Gateway's IAM actions are the HTTP verbs
+            assert operation in {"GET", "POST", "PUT", "PATCH", "DELETE"}, action
+            continue
+        if operation not in session.get_service_model(service).operation_names:
+            unknown.append(action)
+    assert not unknown, f"not actions of their service: {unknown}"
