@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlencode
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_jsonable_python
@@ -27,10 +27,11 @@ from .errors import InvalidInput, PushpoolError
 from .models import Deployment, FlowRun, WorkPool, WorkQueue, validation_sentence
 from .preview import MAX_PREVIEW_HOURS, PoolPreview, preview_pool
 from .routes import NO_CONTENT, QueryParam, RouteTable
+from .run_browser import MAX_PAGE, PoolCounts, browse_runs, pool_counts
 from .schedules import Schedule, parse_schedule
 from .signing import SIGNATURE_HEADER
 from .states import StateType
-from .store.base import DEFAULT_LIST_LIMIT, Store
+from .store.base import Store
 from .wakeups import (
     RUN_CANCELLED,
     RUN_CREATED,
@@ -237,8 +238,14 @@ Q_STATE = QueryParam(
 )
 Q_LIMIT = QueryParam(
     "limit",
-    {"type": "integer", "minimum": 1, "maximum": DEFAULT_LIST_LIMIT, "default": DEFAULT_RUN_LIMIT},
-    "At most this many runs.",
+    {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_RUN_LIMIT},
+    "At most this many runs in the page.",
+)
+Q_DEPLOYMENT = QueryParam("deployment", {"type": "string"}, "Only this deployment's runs.")
+Q_CURSOR = QueryParam(
+    "cursor",
+    {"type": "string"},
+    "Where the page starts: the `X-Next-Cursor` of the page before (opaque); none for the first page.",
 )
 Q_JOB_VARIABLES = QueryParam(
     "job_variables", {"type": "string"}, 'Run-level job variables, as a JSON object: `{"cpu": 1024}`.'
@@ -516,6 +523,17 @@ def _pool_preview(api: Api, request: Request, p: dict[str, str]) -> Response:
     return _ok(preview_pool(api.store, p["pool"], _hours_param(request.query), queue=request.query.get("queue")))
 
 
+@route("GET", "/work_pools/{pool}/counts", response=PoolCounts)
+def _pool_counts(api: Api, request: Request, p: dict[str, str]) -> Response:
+    """Waiting, late and active runs of a pool and of each of its queues (what the dashboard's gauges show).
+
+    Waiting: SCHEDULED and due; late: waiting longer than PUSHPOOL_LATE_AFTER_SECONDS; active: holding a slot
+    (from the slot counters), with the limit. Waiting and late are counted up to `cap` (1,000): past it the
+    count says `capped` (show "1,000+"), so the answer costs the same whatever the backlog.
+    """
+    return _ok(pool_counts(api.store, p["pool"]))
+
+
 # work queues ----------------------------------------------------------------------------------------------
 @route("GET", "/work_pools/{pool}/queues", response=list[WorkQueue])
 def _queues(api: Api, request: Request, p: dict[str, str]) -> Response:
@@ -642,20 +660,42 @@ def _json_object_param(query: Mapping[str, str], name: str) -> dict[str, Any] | 
 
 
 # flow runs ------------------------------------------------------------------------------------------------
-@route("GET", "/flow_runs", query=(Q_POOL, Q_QUEUE, Q_STATE, Q_LIMIT), response=list[FlowRun])
+NEXT_CURSOR_HEADER = "X-Next-Cursor"
+
+
+@route(
+    "GET",
+    "/flow_runs",
+    query=(Q_POOL, Q_QUEUE, Q_DEPLOYMENT, Q_STATE, Q_LIMIT, Q_CURSOR),
+    response=list[FlowRun],
+    headers=(
+        (NEXT_CURSOR_HEADER, "The `cursor` of the next page; absent on the last page."),
+        ("Link", 'The next page as `<?...&cursor=...>; rel="next"` (RFC 8288), relative to this URL.'),
+    ),
+)
 def _runs(api: Api, request: Request, p: dict[str, str]) -> Response:
-    """List flow runs, newest scheduled time first (every pool's, merged, without `pool`)."""
+    """List flow runs a page at a time, newest scheduled time first, ties by id.
+
+    Filtered by pool, queue, deployment and state type; every pool's runs, merged, without `pool` or
+    `deployment`. When more runs follow, the answer carries `X-Next-Cursor` (and a `Link` rel="next"): pass it
+    back as `cursor`. A page may hold fewer runs than `limit`, even none, while the cursor is there.
+    """
     q = request.query
-    pool, queue, state = q.get("pool"), q.get("queue"), _state_param(q)
-    limit = _int_param(q, "limit", DEFAULT_RUN_LIMIT, 1, DEFAULT_LIST_LIMIT)
-    if pool is not None:
-        pool_ops.get_pool(api.store, pool)
-        if queue is not None:
-            pool_ops.get_queue(api.store, pool, queue)
-    names = [pool] if pool is not None else [w.name for w in api.store.list_pools()]
-    runs = [r for name in names for r in api.store.list_runs(name, queue=queue, state=state, limit=limit)]
-    # Each pool's page is newest first; merged, the newest `limit` across pools are kept (as `flow-run ls`).
-    return _ok(sorted(runs, key=lambda r: (r.scheduled_time, r.id), reverse=True)[:limit])
+    state = _state_param(q)
+    page = browse_runs(
+        api.store,
+        pool=q.get("pool"),
+        queue=q.get("queue"),
+        deployment=q.get("deployment"),
+        states=[state] if state is not None else [],
+        limit=_int_param(q, "limit", DEFAULT_RUN_LIMIT, 1, MAX_PAGE),
+        cursor=q.get("cursor"),
+    )
+    headers = {}
+    if page.next_cursor is not None:
+        following = urlencode({**q, "cursor": page.next_cursor})
+        headers = {NEXT_CURSOR_HEADER: page.next_cursor, "Link": f'<?{following}>; rel="next"'}
+    return Response(200, _json(page.runs), headers)
 
 
 @route("GET", "/flow_runs/{run_id}", response=FlowRun)

@@ -123,6 +123,10 @@ def _operation(route: Route, schemas: Mapping[tuple[str, Mode], Any]) -> dict[st
             "description": route.summary,
             "content": {route.content_type: {"schema": schemas[(key, "serialization")]}},
         }
+        if route.headers:
+            responses[str(route.status)]["headers"] = {
+                name: {"description": text, "schema": {"type": "string"}} for name, text in route.headers
+            }
     if route.body is not None:
         responses["400"] = _error("The body is not JSON, or holds NaN/Infinity.")
     if route.signed:

@@ -50,6 +50,8 @@ class Route:
     content_type: str
     signed: bool
     """A callback route: authenticated by the run's HMAC signature header instead of the bearer token."""
+    headers: tuple[tuple[str, str], ...] = ()
+    """Headers a success may carry besides Content-Type: (name, what it says)."""
 
     @property
     def query_names(self) -> tuple[str, ...]:
@@ -93,6 +95,7 @@ class RouteTable:
         management: bool = True,
         signed: bool = False,
         content_type: str = "application/json",
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> Callable[[H], H]:
         """Register a handler; `{name}` in `path` matches one path segment, handed over URL-decoded.
 
@@ -106,7 +109,20 @@ class RouteTable:
             if any(r.method == method and r.path == path for r in self._routes):
                 raise ValueError(f"route {method} {path} is registered twice")
             self._routes.append(
-                Route(method, path, pattern, handler, management, query, body, response, status, content_type, signed)
+                Route(
+                    method,
+                    path,
+                    pattern,
+                    handler,
+                    management,
+                    query,
+                    body,
+                    response,
+                    status,
+                    content_type,
+                    signed,
+                    headers,
+                )
             )
             return handler
 

@@ -207,7 +207,7 @@ def test_run_a_deployment_then_list_and_get_runs(call: Call, pool: dict[str, Any
     _error(call("GET", "/flow_runs/nope"), 404, "nope")
     _error(call("GET", "/flow_runs?state=DONE"), 422, "state", "SCHEDULED")
     _error(call("GET", "/flow_runs?limit=0"), 422, "limit")
-    _error(call("GET", "/flow_runs?colour=red"), 422, "colour", "pool, queue, state, limit")
+    _error(call("GET", "/flow_runs?colour=red"), 422, "colour", "pool, queue, deployment, state, limit, cursor")
     _error(call("GET", "/flow_runs?pool=nope"), 404, "nope")
 
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from dispatcher.admit_pass import admit_pool
-from dispatcher.errors import Conflict, NotFound
+from dispatcher.errors import Conflict, InvalidInput, NotFound
 from dispatcher.models import Deployment, FlowRun, WorkPool, WorkQueue
 from dispatcher.states import StateType
-from dispatcher.store.base import Admission, Store, deployment_slot, pool_slot, queue_slot
+from dispatcher.store.base import Admission, Count, RunPosition, Store, deployment_slot, pool_slot, queue_slot
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -470,3 +470,97 @@ def test_next_scheduled_time_is_the_queues_earliest_scheduled_run_after_a_time(s
     assert store.next_scheduled_time("pool", "default", T0) == T0 + timedelta(seconds=30)
     assert store.next_scheduled_time("pool", "default", T0 + timedelta(seconds=30)) is None
     assert store.next_scheduled_time("nope", "default", T0) is None
+
+
+# run pages and counts (the dashboard's reads) ------------------------------------------------------------------
+def _history(store: Store) -> list[FlowRun]:
+    """40 runs over two pools, three queues, two deployments and four states, with ties in scheduled time."""
+    make_pool(store, "p", q=None)
+    make_pool(store, "o")
+    deps = [make_deployment(store, "d1", pool="p"), make_deployment(store, "d2", pool="p", queue="q")]
+    other = make_deployment(store, "d3", pool="o")
+    states = [StateType.SCHEDULED, StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED]
+    runs = []
+    for i in range(40):
+        dep = other if i % 10 == 9 else deps[i % 2]
+        run = make_run(dep, i, T0 + timedelta(minutes=i // 3))  # three runs per minute: ties broken by id
+        runs.append(run.model_copy(update={"state": states[i % 4], "state_name": states[i % 4].value.title()}))
+    store.create_runs(runs)
+    return runs
+
+
+def _newest_first(runs: list[FlowRun]) -> list[str]:
+    return [r.id for r in sorted(runs, key=lambda r: (-r.scheduled_time.timestamp(), r.id))]
+
+
+def _all_pages(store: Store, limit: int, **filters: object) -> tuple[list[str], int]:
+    seen: list[str] = []
+    after, pages = None, 0
+    while True:
+        page = store.run_page(after=after, limit=limit, **filters)  # type: ignore[arg-type]
+        assert len(page.runs) <= limit
+        seen += [r.id for r in page.runs]
+        pages += 1
+        if page.next is None:
+            return seen, pages
+        assert pages < 100, "the cursor does not move on"
+        after = page.next
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"pool": "p"},
+        {"pool": "p", "queue": "q"},
+        {"pool": "p", "state": StateType.SCHEDULED},
+        {"pool": "p", "queue": "default", "state": StateType.FAILED},
+        {"pool": "o"},
+        {"deployment": "d1"},
+        {"deployment": "d2", "state": StateType.COMPLETED},
+        {"deployment": "d1", "queue": "q"},
+        {"pool": "ghost"},
+    ],
+    ids=repr,
+)
+def test_run_pages_give_each_matching_run_once_newest_first(store: Store, filters: dict[str, object]) -> None:
+    runs = _history(store)
+    expected = _newest_first(
+        [r for r in runs if all(getattr(r, "deployment" if k == "deployment" else k) == v for k, v in filters.items())]
+    )
+    for limit in (1, 4, 50):
+        seen, pages = _all_pages(store, limit, **filters)
+        assert seen == expected, limit
+        assert pages <= len(expected) // limit + 2
+
+
+def test_a_run_page_starts_just_past_its_cursor_even_inside_a_tie(store: Store) -> None:
+    _history(store)
+    first = store.run_page(pool="p", limit=2)
+    # Pool p's newest minute holds runs 36, 37 and 38 (39 is pool o's): a tie broken by id.
+    assert [r.id for r in first.runs] == ["run-00036", "run-00037"]
+    assert first.next == RunPosition.of(first.runs[-1])
+    second = store.run_page(pool="p", after=first.next, limit=2)
+    assert [r.id for r in second.runs] == ["run-00038", "run-00033"]
+    token = second.next.token()  # type: ignore[union-attr]
+    assert RunPosition.from_token(token) == second.next
+    for bad in ("", "abc", "W10", RunPosition("yesterday", "x").token()):
+        with pytest.raises(InvalidInput, match="cursor"):
+            RunPosition.from_token(bad)
+
+
+def test_count_scheduled_counts_the_due_index_up_to_a_cap(store: Store) -> None:
+    make_pool(store, "p", q=None)
+    dep = make_deployment(store, "d", pool="p")
+    runs = [make_run(dep, i, T0 + timedelta(minutes=i)) for i in range(12)]
+    done = make_run(dep, 99, T0).model_copy(update={"state": StateType.COMPLETED, "state_name": "Completed"})
+    store.create_runs([*runs, done, make_run(dep, 50, T0, queue="q")])
+    assert store.count_scheduled("p", "default") == Count(12)
+    assert store.count_scheduled("p", "default", until=T0 + timedelta(minutes=4)) == Count(5)  # minutes 0..4
+    assert store.count_scheduled("p", "default", cap=5) == Count(5, capped=True)
+    assert str(store.count_scheduled("p", "default", cap=5)) == "5+"
+    assert store.count_scheduled("p", "default", cap=12) == Count(12)
+    assert store.count_scheduled("p", "q") == Count(1)
+    assert store.count_scheduled("p", "ghost") == Count(0)
+    # An admitted run leaves the count.
+    store.admit([pending(runs[0])])
+    assert store.count_scheduled("p", "default") == Count(11)

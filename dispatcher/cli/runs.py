@@ -6,23 +6,24 @@ from typing import Annotated
 
 import typer
 
-from .. import pools as pool_ops
 from .. import render_tables as render
 from ..cancelling import cancel_run, get_run
 from ..config import Settings
 from ..errors import InvalidInput, PushpoolError
 from ..flow_runs import delete_run, retry_run, state_filter
-from ..models import utcnow
+from ..models import FlowRun, utcnow
 from ..preview import shown_state_name
 from ..providers.base import provider_logs
+from ..run_browser import MAX_PAGE, browse_runs
 from ..states import NAMES_BY_TYPE, StateType
+from ..store.base import RunPosition
 from ..terminal import safe_text
 from ..wakeups import RUN_CANCELLED, RUN_CREATED
 from .common import HELP_ONLY_LONG, Output, OutputOpt, opened, print_json, run_app, say, wake
 
 NAME_SCAN = 10_000
-"""Runs read per pool and state type when `--state` names a state (Late, AwaitingRetry, ...): the name is
-matched after reading, so more than the shown page is read, newest first."""
+"""Runs read at most when `--state` names a state (Late, AwaitingRetry, ...): the name is matched after reading
+runs of its type, newest first, so more than the shown page may be read."""
 
 
 @run_app.command("ls")
@@ -30,6 +31,7 @@ def run_ls(
     ctx: typer.Context,
     pool: Annotated[str | None, typer.Option("--pool", "-p", help="Only this pool's runs.")] = None,
     queue: Annotated[str | None, typer.Option("--queue", "-q", help="Only runs of queues with this name.")] = None,
+    deployment: Annotated[str | None, typer.Option("--deployment", help="Only this deployment's runs.")] = None,
     state: Annotated[
         list[str] | None,
         typer.Option(help="A state name (Late, AwaitingRetry, Completed, ...) or type (SCHEDULED, ...); repeatable."),
@@ -38,35 +40,48 @@ def run_ls(
         list[str] | None, typer.Option("--state-type", help="A state type (SCHEDULED, RUNNING, ...); repeatable.")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=NAME_SCAN, help="Show at most this many runs.")] = 50,
+    cursor: Annotated[
+        str | None, typer.Option(help="Continue where an earlier listing stopped (the cursor it printed).")
+    ] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every matching run, page after page (no --limit).")] = False,
     output: OutputOpt = Output.table,
 ) -> None:
-    """List flow runs, newest scheduled time first (every pool's, merged, without --pool)."""
+    """List flow runs, newest scheduled time first (every pool's, merged, without --pool or --deployment).
+
+    When more runs match than were shown, the cursor that continues the listing is printed on stderr.
+    """
     types, names = state_filter(state or [], state_type or [])
     # A name is read through its type: Late and AwaitingRetry are SCHEDULED runs, InfrastructurePending PENDING.
-    reads: list[tuple[StateType | None, int]] = [(t, limit) for t in sorted(types)]
-    reads += [(t, NAME_SCAN) for t in sorted({t for t, ns in NAMES_BY_TYPE.items() if names & set(ns)})]
+    kinds = sorted(types | {t for t, ns in NAMES_BY_TYPE.items() if names & set(ns)})
     now, settings = utcnow(), Settings.from_env()
+    shown: list[FlowRun] = []
+    read, following = 0, cursor
     with opened(ctx) as store:
-        if pool is not None:
-            pool_ops.get_pool(store, pool)
-            if queue is not None:
-                pool_ops.get_queue(store, pool, queue)
-        pools = [pool] if pool is not None else [p.name for p in store.list_pools()]
-        found = {
-            r.id: r
-            for p in pools
-            for kind, most in (reads or [(None, limit)])
-            for r in store.list_runs(p, queue=queue, state=kind, limit=most)
-        }
-    runs = [
-        r
-        for r in found.values()
-        if not (types or names) or r.state in types or shown_state_name(r, now, settings) in names
-    ]
-    runs = sorted(runs, key=lambda r: (r.scheduled_time, r.id), reverse=True)[:limit]
+        while True:
+            page = browse_runs(
+                store,
+                pool=pool,
+                queue=queue,
+                deployment=deployment,
+                states=kinds,
+                limit=MAX_PAGE if every or names else limit,
+                cursor=following,
+            )
+            read += len(page.runs)
+            shown += [
+                r for r in page.runs if not names or r.state in types or shown_state_name(r, now, settings) in names
+            ]
+            following = page.next_cursor
+            if following is None or (not every and (len(shown) >= limit or read >= NAME_SCAN)):
+                break
+    if not every and len(shown) > limit:
+        shown, following = shown[:limit], RunPosition.of(shown[limit - 1]).token()
     if output is Output.json:
-        return print_json(runs)
-    render.show(render.runs_table(runs))
+        print_json(shown)
+    else:
+        render.show(render.runs_table(shown))
+    if following is not None:
+        typer.echo(f"More runs match: add --cursor {following}", err=True)
 
 
 @run_app.command("inspect")

@@ -14,8 +14,11 @@ same again), and can leave alone a slot that changed too recently for an index t
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ from typing import Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import StoreError
+from ..errors import InvalidInput, StoreError
 from ..models import Deployment, FlowRun, WorkPool, WorkQueue, validation_sentence
 from ..states import StateType
 
@@ -149,6 +152,93 @@ def from_timestamp(text: str) -> datetime:
     return datetime.strptime(text, TIMESTAMP_FORMAT).replace(tzinfo=UTC)
 
 
+_INVERT = str.maketrans("0123456789", "9876543210")
+
+
+def newest_first(ts: str, run_id: str) -> str:
+    """A sort key that orders runs newest scheduled time first, ties by id ascending, in an ascending sort.
+
+    `ts` is a `timestamp()`: fixed-width, so complementing its digits reverses its order (as SQLite's
+    `ORDER BY scheduled_time DESC, id`). DynamoDB's run listings are sorted by it.
+    """
+    return f"{ts.translate(_INVERT)}#{run_id}"
+
+
+_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+_BAD_CURSOR = "cursor is not one pushpool gave: pass the next cursor of an earlier page, or none for the first page."
+
+
+@dataclass(frozen=True)
+class RunPosition:
+    """Where a run sits in a newest-first listing: its scheduled time (`timestamp()` text) and its id.
+
+    A page's `next` is the position of the last run it covered; the page after it starts just past there.
+    """
+
+    ts: str
+    id: str
+
+    @classmethod
+    def of(cls, run: FlowRun) -> RunPosition:
+        return cls(timestamp(run.scheduled_time), run.id)
+
+    @classmethod
+    def from_key(cls, key: str) -> RunPosition:
+        """The position a `newest_first` key encodes (what DynamoDB's LastEvaluatedKey holds)."""
+        inverted, _, run_id = key.partition("#")
+        return cls(inverted.translate(_INVERT), run_id)
+
+    @property
+    def key(self) -> str:
+        """Sorts positions newest first (ascending text order)."""
+        return newest_first(self.ts, self.id)
+
+    def token(self) -> str:
+        """The opaque cursor a client passes back (URL-safe, no padding)."""
+        return base64.urlsafe_b64encode(json.dumps([self.ts, self.id]).encode()).decode().rstrip("=")
+
+    @classmethod
+    def from_token(cls, token: str) -> RunPosition:
+        """A cursor back into a position; InvalidInput (one sentence) for anything `token()` did not make."""
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            ts, run_id = json.loads(raw)
+        except (binascii.Error, ValueError, TypeError):
+            raise InvalidInput(_BAD_CURSOR) from None
+        if not (isinstance(ts, str) and _TIMESTAMP.match(ts) and isinstance(run_id, str) and 0 < len(run_id) <= 200):
+            raise InvalidInput(_BAD_CURSOR)
+        return cls(ts, run_id)
+
+
+@dataclass(frozen=True)
+class RunPage:
+    """One page of a run listing, newest first; `next` is where the page after it starts (None: no more)."""
+
+    runs: list[FlowRun]
+    next: RunPosition | None
+
+
+COUNT_CAP = 1000
+"""Where a dashboard count stops: it shows "1,000+" rather than read a whole backlog (docs/decisions.md)."""
+
+
+@dataclass(frozen=True)
+class Count:
+    """A count that stops at a cap: `value` runs, or at least that many when `capped`."""
+
+    value: int
+    capped: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.value:,}+" if self.capped else f"{self.value:,}"
+
+    @staticmethod
+    def total(counts: Iterable[Count]) -> Count:
+        """The sum of several counts, capped if any of them was."""
+        counted = list(counts)
+        return Count(sum(c.value for c in counted), any(c.capped for c in counted))
+
+
 @dataclass(frozen=True)
 class Admission:
     """A proposed SCHEDULED -> PENDING move: written only if `before` is unchanged and every slot is free."""
@@ -235,6 +325,30 @@ class Store(Protocol):
         limit: int = DEFAULT_LIST_LIMIT,
     ) -> list[FlowRun]:
         """A pool's runs, newest scheduled time first."""
+
+    def run_page(
+        self,
+        *,
+        pool: str | None = None,
+        deployment: str | None = None,
+        queue: str | None = None,
+        state: StateType | None = None,
+        after: RunPosition | None = None,
+        limit: int = DEFAULT_LIST_LIMIT,
+    ) -> RunPage:
+        """One page of a pool's or a deployment's runs (at least one of the two), newest scheduled time first,
+        ties by id, filtered by queue and state, starting just past `after` (an earlier page's `next`).
+
+        An index query in that order, never a scan of the history. A page holds at most `limit` runs and may
+        hold fewer, even none, while `next` is set: a store may bound what one page examines (DynamoDB's
+        filtered pages). `next` is None once nothing is left.
+        """
+        ...
+
+    def count_scheduled(self, pool: str, queue: str, *, until: datetime | None = None, cap: int = COUNT_CAP) -> Count:
+        """SCHEDULED runs of a queue (those with scheduled_time <= `until`, when given), counted over the due
+        index up to `cap`: past it, `Count(cap, capped=True)`."""
+        ...
 
     def due_runs(self, pool: str, queue: str, until: datetime, limit: int) -> list[FlowRun]:
         """SCHEDULED runs of a queue with scheduled_time <= until, oldest first, ties by id."""

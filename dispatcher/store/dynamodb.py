@@ -31,13 +31,18 @@ from ..models import Deployment, FlowRun, WorkPool, WorkQueue
 from ..states import ACTIVE, TERMINAL, StateType
 from . import dynamodb_schema as schema
 from .base import (
+    COUNT_CAP,
     DEFAULT_LIST_LIMIT,
     Admission,
+    Count,
+    RunPage,
+    RunPosition,
     Slot,
     UnreadableRows,
     decode,
     deployment_slot,
     from_timestamp,
+    newest_first,
     pool_slot,
     queue_slot,
     run_slots,
@@ -65,6 +70,9 @@ MAX_BATCH_GET = 100
 TRANSACTION_ATTEMPTS = 10
 """TransactWriteItems tried this often while it is cancelled only by conflicts or throttling."""
 ADMISSION_ROUNDS = 6
+PAGE_EXAMINE_BUDGET = 2000
+"""Index entries one filtered run page reads at most (about 7 requests of 300): past it the page ends short,
+with a `next` cursor where the reading stopped, so a rare state in a long history costs a bounded page."""
 """Slot re-reads one admit() call makes after a slot condition failed (another dispatcher took slots)."""
 
 CONDITION_FAILED = "ConditionalCheckFailed"
@@ -132,18 +140,6 @@ def _run_key(run_id: str) -> Item:
 
 def _ident(item: Item) -> tuple[str, str]:
     return item[schema.PK]["S"], item[schema.SK]["S"]
-
-
-_INVERT = str.maketrans("0123456789", "9876543210")
-
-
-def newest_first(ts: str, run_id: str) -> str:
-    """A sort key that orders runs newest scheduled time first, ties by id ascending, in an ascending query.
-
-    The timestamp is fixed-width, so complementing its digits reverses its order (as SQLite's
-    `ORDER BY scheduled_time DESC, id`).
-    """
-    return f"{ts.translate(_INVERT)}#{run_id}"
 
 
 def _data(item: Item) -> str:
@@ -804,6 +800,100 @@ class DynamoDBStore(UnreadableRows):
         runs = self._fetch_runs(keys)
         # The index may lag the item: the item's own state and queue decide.
         return [r for r in runs if (queue is None or r.queue == queue) and (state is None or r.state is state)]
+
+    def run_page(
+        self,
+        *,
+        pool: str | None = None,
+        deployment: str | None = None,
+        queue: str | None = None,
+        state: StateType | None = None,
+        after: RunPosition | None = None,
+        limit: int = DEFAULT_LIST_LIMIT,
+    ) -> RunPage:
+        if pool is None and deployment is None:
+            raise ValueError("a run page is of a pool or of a deployment")
+        names = {"#pk": "run_dep" if deployment is not None else "run_pool"}
+        values: dict[str, Any] = {":pk": _s(deployment if deployment is not None else str(pool))}
+        condition = "#pk = :pk"
+        if after is not None:
+            names["#rsk"], values[":after"] = "rsk", _s(after.key)
+            condition += " AND #rsk > :after"
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": schema.RUNS_BY_DEPLOYMENT_INDEX if deployment is not None else schema.RUNS_BY_POOL_INDEX,
+            "KeyConditionExpression": condition,
+        }
+        # runs_by_pool carries queue and state, so a pool's page filters in the index; runs_by_deployment
+        # carries keys only, so a deployment's page filters the items it fetches.
+        filters = []
+        if deployment is None:
+            for attribute, value in (("queue", queue), ("state", state and state.value)):
+                if value is not None:
+                    names[f"#{attribute}"], values[f":{attribute}"] = attribute, _s(value)
+                    filters.append(f"#{attribute} = :{attribute}")
+        if filters:
+            request["FilterExpression"] = " AND ".join(filters)
+        request["ExpressionAttributeNames"], request["ExpressionAttributeValues"] = names, values
+
+        def wanted(run: FlowRun) -> bool:
+            # The item decides: an index may lag a state change, and a deployment's index filters nothing.
+            return all(
+                have is None or have == got for have, got in ((pool, run.pool), (queue, run.queue), (state, run.state))
+            )
+
+        filtered = bool(filters) or (deployment is not None and (pool, queue, state) != (None, None, None))
+        budget = PAGE_EXAMINE_BUDGET if filtered else limit + 1
+        runs: list[FlowRun] = []
+        examined = 0
+        while True:
+            request["Limit"] = min(
+                budget - examined, (100 if deployment is not None else 300) if filtered else limit + 1
+            )
+            answer = self._call("query", **request)
+            examined += int(answer.get("ScannedCount", len(answer.get("Items", []))))
+            keys = answer.get("Items", [])
+            while keys and len(runs) <= limit:
+                # Only as many items as the page still needs are fetched (more if the index lagged).
+                chunk, keys = keys[: limit + 1 - len(runs)], keys[limit + 1 - len(runs) :]
+                runs += [r for r in self._fetch_runs(chunk) if wanted(r)]
+            if len(runs) > limit:
+                return RunPage(runs[:limit], RunPosition.of(runs[limit - 1]))
+            start = answer.get("LastEvaluatedKey")
+            if not start:
+                return RunPage(runs, None)
+            if examined >= budget:
+                # Stopped reading, not at the end: the next page starts where this one stopped.
+                return RunPage(runs, RunPosition.from_key(start["rsk"]["S"]))
+            request["ExclusiveStartKey"] = start
+
+    def count_scheduled(self, pool: str, queue: str, *, until: datetime | None = None, cap: int = COUNT_CAP) -> Count:
+        condition = "#pk = :pk"
+        names = {"#pk": "due_pk"}
+        values: dict[str, Any] = {":pk": _s(f"{pool}/{queue}")}
+        if until is not None:
+            # '$' sorts just after '#': every run at exactly `until` counts, whatever its id.
+            names["#sk"], values[":until"] = "due_sk", _s(f"{timestamp(until)}$")
+            condition += " AND #sk < :until"
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": schema.DUE_INDEX,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "Select": "COUNT",
+        }
+        counted = 0
+        while True:
+            request["Limit"] = cap + 1 - counted
+            answer = self._call("query", **request)
+            counted += int(answer.get("Count", 0))
+            if counted > cap:
+                return Count(cap, True)
+            start = answer.get("LastEvaluatedKey")
+            if not start:
+                return Count(counted)
+            request["ExclusiveStartKey"] = start
 
     def due_runs(self, pool: str, queue: str, until: datetime, limit: int) -> list[FlowRun]:
         # '$' sorts just after '#', so `< ts$` takes every run at exactly `until` whatever its id.

@@ -22,8 +22,12 @@ from ..models import Deployment, FlowRun, WorkPool, WorkQueue
 from ..private_files import FILE_MODE, narrow, private_dir, private_file, pushpool_home
 from ..states import ACTIVE, StateType
 from .base import (
+    COUNT_CAP,
     DEFAULT_LIST_LIMIT,
     Admission,
+    Count,
+    RunPage,
+    RunPosition,
     Slot,
     UnreadableRows,
     decode,
@@ -57,8 +61,17 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_due ON runs (pool, queue, scheduled_time, id) WHERE state = 'SCHEDULED';
 CREATE INDEX IF NOT EXISTS runs_active ON runs (pool, id) WHERE state IN ({_ACTIVE_SQL});
-CREATE INDEX IF NOT EXISTS runs_by_pool ON runs (pool, scheduled_time);
-CREATE INDEX IF NOT EXISTS runs_by_deployment ON runs (deployment, scheduled_time);
+-- Run listings, newest first, ties by id: one index per filter a page can have (pool or deployment, then
+-- queue and state), so every page is a range of one index read in order (run_page, EXPLAIN-checked in tests).
+CREATE INDEX IF NOT EXISTS runs_page_pool ON runs (pool, scheduled_time DESC, id);
+CREATE INDEX IF NOT EXISTS runs_page_pool_state ON runs (pool, state, scheduled_time DESC, id);
+CREATE INDEX IF NOT EXISTS runs_page_queue ON runs (pool, queue, scheduled_time DESC, id);
+CREATE INDEX IF NOT EXISTS runs_page_queue_state ON runs (pool, queue, state, scheduled_time DESC, id);
+CREATE INDEX IF NOT EXISTS runs_page_deployment ON runs (deployment, scheduled_time DESC, id);
+CREATE INDEX IF NOT EXISTS runs_page_deployment_state ON runs (deployment, state, scheduled_time DESC, id);
+-- Superseded by the runs_page_* indexes (older store files have them).
+DROP INDEX IF EXISTS runs_by_pool;
+DROP INDEX IF EXISTS runs_by_deployment;
 CREATE TABLE IF NOT EXISTS slots (
     key TEXT PRIMARY KEY, lim INTEGER, active INTEGER NOT NULL DEFAULT 0,
     ver INTEGER NOT NULL DEFAULT 0, changed REAL NOT NULL DEFAULT 0
@@ -409,6 +422,47 @@ class SQLiteStore(UnreadableRows):
         if state is not None:
             sql, args = sql + " AND state = ?", [*args, state.value]
         return self._runs(sql + " ORDER BY scheduled_time DESC, id LIMIT ?", [*args, limit])
+
+    def run_page(
+        self,
+        *,
+        pool: str | None = None,
+        deployment: str | None = None,
+        queue: str | None = None,
+        state: StateType | None = None,
+        after: RunPosition | None = None,
+        limit: int = DEFAULT_LIST_LIMIT,
+    ) -> RunPage:
+        if pool is None and deployment is None:
+            raise ValueError("a run page is of a pool or of a deployment")
+        filters = [("deployment", deployment), ("pool", pool), ("queue", queue), ("state", state and state.value)]
+        where = " AND ".join(f"{column} = ?" for column, value in filters if value is not None)
+        args: list[object] = [value for _, value in filters if value is not None]
+        select = f"SELECT data FROM runs WHERE {where}"
+        runs: list[FlowRun] = []
+        if after is None:
+            older = (f"{select} ORDER BY scheduled_time DESC, id LIMIT ?", args)
+        else:
+            # Two ranges of the same index rather than one OR: the rest of `after`'s time, then what is older.
+            runs = self._runs(
+                f"{select} AND scheduled_time = ? AND id > ? ORDER BY id LIMIT ?",
+                [*args, after.ts, after.id, limit + 1],
+            )
+            older = (f"{select} AND scheduled_time < ? ORDER BY scheduled_time DESC, id LIMIT ?", [*args, after.ts])
+        if len(runs) <= limit:
+            runs += self._runs(older[0], [*older[1], limit + 1 - len(runs)])
+        page = runs[:limit]
+        return RunPage(page, RunPosition.of(page[-1]) if len(runs) > limit and page else None)
+
+    def count_scheduled(self, pool: str, queue: str, *, until: datetime | None = None, cap: int = COUNT_CAP) -> Count:
+        sql = "SELECT 1 FROM runs WHERE pool = ? AND queue = ? AND state = 'SCHEDULED'"
+        args: list[object] = [pool, queue]
+        if until is not None:
+            sql, args = sql + " AND scheduled_time <= ?", [*args, timestamp(until)]
+        # Counted inside the due index, and only up to one past the cap.
+        [(found,)] = self._read(f"SELECT COUNT(*) FROM ({sql} LIMIT ?)", [*args, cap + 1])
+        counted = int(str(found))
+        return Count(cap, True) if counted > cap else Count(counted)
 
     def due_runs(self, pool: str, queue: str, until: datetime, limit: int) -> list[FlowRun]:
         return self._runs(
