@@ -68,6 +68,7 @@ bench: $(STAMP) $(SDK_STAMP)
 	run dynamodb_cost $(BIN)/python benchmarks/dynamodb_cost.py; \
 	run dispatch_overhead $(BIN)/python benchmarks/dispatch_overhead.py; \
 	run cold_start $(SDK_VENV)/bin/python benchmarks/cold_start.py; \
+	run dashboard_pages $(BIN)/python benchmarks/dashboard_pages.py; \
 	if [ -n "$$failed" ]; then echo "bench: targets missed in:$$failed"; exit 1; fi; \
 	echo "bench: every target met"
 
