@@ -419,6 +419,40 @@ def test_an_interrupted_launch_is_taken_over(tmp_path: Path) -> None:
     assert [p.name for p in provider.state_dir.iterdir() if p.name.startswith("rstale.interrupted-")]
 
 
+def test_a_slow_launch_still_under_way_is_waited_for_not_taken_over(tmp_path: Path) -> None:
+    """A submit the dispatcher gave up on goes on in its thread: past `launch_wait_seconds` its launch is still
+    its own. The test plays that submit: it created the run directory and holds its lock, as a live one does."""
+    import fcntl
+    import threading
+
+    provider = ProcessProvider(tmp_path / "state", launch_wait_seconds=0.2)
+    run_dir = provider.state_dir / "rslow"
+    run_dir.mkdir(parents=True)
+    os.utime(run_dir, (time.time() - 60, time.time() - 60))  # by its age alone, an interrupted launch
+    held = os.open(run_dir, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    marker = tmp_path / "second-launch"
+    results: list[str] = []
+    second = threading.Thread(
+        target=lambda: results.append(
+            provider.submit({"command": _py(f"open({str(marker)!r}, 'w')")}, idempotency_key="rslow")
+        )
+    )
+    try:
+        assert provider.status("rslow").state is JobState.PENDING
+        assert provider.find("rslow") == "rslow", "a launch under way counts as launched"
+        second.start()
+        second.join(1.0)  # five times launch_wait_seconds
+        assert second.is_alive(), "the second submit took over a launch that was still under way"
+        # The slow submit's process ends and it lets go: the second submit answers with that launch.
+        (run_dir / "exit").write_text(json.dumps({"exit_code": 0}))
+    finally:
+        os.close(held)
+    second.join(10)
+    assert results == ["rslow"]
+    assert not marker.exists() and not list(provider.state_dir.glob("rslow.interrupted-*"))
+
+
 def test_find_names_the_run_directory_of_a_launch(provider: ProcessProvider) -> None:
     assert provider.find("run-find-1") is None
     infra_id = provider.submit({"command": ["true"]}, idempotency_key="run-find-1")

@@ -14,12 +14,17 @@ State lives in the filesystem, one directory per run, so any dispatcher process 
 
 The infrastructure id is the directory name, derived from the idempotency key. Creating the directory with
 `os.mkdir` is atomic, which makes submission idempotent across processes: whoever creates it launches,
-everyone else waits for its `pid` file and returns the same id.
+everyone else waits for its `pid` file and returns the same id. The creator holds an exclusive `flock` on the
+directory until its pid file is written; the kernel drops it when the creator ends or dies. So a directory
+without a pid whose lock is held is a launch under way, however slow (a submit the dispatcher gave up on
+goes on in its thread): it is waited for, never taken over. Only an unlocked one, older than
+`launch_wait_seconds`, is an interrupted launch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -114,10 +119,38 @@ def _sanitise(key: str) -> str:
     return f"{readable}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
+def _lock_directory(run_dir: Path) -> int:
+    """An open descriptor of `run_dir` holding its exclusive flock: the mark of a launch under way."""
+    fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _launching(run_dir: Path) -> bool:
+    """Whether a submit is launching in `run_dir` now (it holds the directory's flock; per open file, so a
+    thread of this very process counts too)."""
+    try:
+        fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False  # gone: nobody launches there
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 class ProcessProvider:
     """Runs jobs as local processes supervised by `python -m dispatcher.runner`.
 
-    `launch_wait_seconds` is how long a second submit of the same key waits for the first one's pid file;
+    `launch_wait_seconds` is how long a second submit of the same key waits for the first one's pid file once
+    the first one holds no lock (a live one, however slow, is waited for);
     `kill_grace_seconds` is how long after the first cancel a repeated cancel escalates to SIGKILL.
     """
 
@@ -166,6 +199,7 @@ class ProcessProvider:
         while True:
             try:
                 os.mkdir(run_dir, DIR_MODE)
+                claim = _lock_directory(run_dir)  # held until the pid is written: this launch is alive
                 os.chmod(run_dir, DIR_MODE)  # mkdir's mode passes through the umask; this is the mode
                 break
             except FileExistsError:
@@ -185,6 +219,8 @@ class ProcessProvider:
         except BaseException:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise
+        finally:
+            os.close(claim)
         return infra_id
 
     def status(self, infrastructure_id: str) -> JobStatus:
@@ -203,7 +239,7 @@ class ProcessProvider:
                 age = time.time() - run_dir.stat().st_mtime
             except FileNotFoundError:  # a failed launch removed it just now
                 return JobStatus(JobState.MISSING, message=f"no process run {infrastructure_id!r} in {self.state_dir}")
-            if age < self.launch_wait_seconds:
+            if age < self.launch_wait_seconds or _launching(run_dir):
                 return JobStatus(JobState.PENDING, message="the process is starting")
             return JobStatus(JobState.MISSING, message="the launch was interrupted before the process started")
         if self._alive(pid, run_dir):
@@ -232,7 +268,7 @@ class ProcessProvider:
             age = time.time() - run_dir.stat().st_mtime
         except FileNotFoundError:  # a failed launch removed it just now
             return None
-        return infra_id if age < self.launch_wait_seconds else None
+        return infra_id if age < self.launch_wait_seconds or _launching(run_dir) else None
 
     def cancel(self, infrastructure_id: str) -> None:
         """Stop the run's process group with SIGTERM; a repeat after `kill_grace_seconds` sends SIGKILL.
@@ -342,13 +378,16 @@ class ProcessProvider:
             write_atomic(str(run_dir / "pid"), f"{process.pid}\n")
 
     def _await_pid(self, run_dir: Path) -> bool:
+        """Whether the submit that created `run_dir` launched its process. Waits as long as that submit holds the
+        directory's lock (it is alive, however slow), else up to `launch_wait_seconds`; False when it failed
+        (the directory is gone) or died before launching (no pid, no lock)."""
         deadline = time.monotonic() + self.launch_wait_seconds
         while True:
             if self._read_pid(run_dir) is not None or (run_dir / "exit").exists():
                 return True
             if not run_dir.exists():
                 return False  # the other submitter failed and removed it: try to claim the key ourselves
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline and not _launching(run_dir):
                 return False
             time.sleep(0.05)
 
