@@ -178,14 +178,14 @@ class Server:
                 if everything or time.monotonic() >= next_full:
                     self._pass(None)
                     next_full = time.monotonic() + self.interval
-                    due = self._due_times()
+                    due = self._due_times(due)
                 else:
                     now = utcnow()
                     pools = sorted(set(woken) | {pool for pool, at in due.items() if at <= now})
                     for pool in pools:
                         self._pass(pool)
                     if pools:
-                        due = self._due_times()
+                        due = self._due_times(due, pools)
                 wait = next_full - time.monotonic()
                 if due:
                     wait = min(wait, (min(due.values()) - utcnow()).total_seconds() + DUE_MARGIN_SECONDS)
@@ -221,18 +221,25 @@ class Server:
             # the next pass starts from the store again.
             log.exception("pass failed unexpectedly; trying again in %gs", self.interval)
 
-    def _due_times(self) -> dict[str, datetime]:
+    def _due_times(self, known: dict[str, datetime], pools: list[str] | None = None) -> dict[str, datetime]:
         """Per pool that can admit, the next time one of its SCHEDULED runs falls due (one indexed read per queue).
 
-        Schedules create their runs ahead of time (the scheduler's horizon), so a deployment schedule's next
-        fire time is a row here too. Runs already due and waiting for a slot are not: a freed slot wakes.
+        `pools` None reads every pool (after a full pass); a list re-reads those pools only and keeps what
+        `known` says of the others (after woken passes: only a pass over a pool, or a wake-up for it, changes
+        its runs ahead), so a burst of wake-ups costs no reads of every pool each time. Schedules create their
+        runs ahead of time (the scheduler's horizon), so a deployment schedule's next fire time is a row here
+        too. Runs already due and waiting for a slot are not: a freed slot wakes instead.
         """
-        now = utcnow()
-        due: dict[str, datetime] = {}
         if not self.dispatch:
-            return due
+            return {}
+        now = utcnow()
+        due = {} if pools is None else {name: at for name, at in known.items() if name not in pools}
         try:
-            for pool in self.store.list_pools():
+            if pools is None:
+                listed = self.store.list_pools()
+            else:
+                listed = [pool for name in pools if (pool := self.store.get_pool(name)) is not None]
+            for pool in listed:
                 if pool.paused:
                     continue
                 for queue in self.store.list_queues(pool.name):
