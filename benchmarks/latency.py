@@ -54,6 +54,8 @@ MEASURES = {
 TARGETS = {("serve", "a"): 1.0, ("serve", "b"): 1.0, ("serve", "c"): 1.0}
 TARGETS |= {("aws", "a"): 2.0, ("aws", "b"): 2.0, ("aws", "c"): 1.0}
 RATIO = 5.0
+DISPATCH_GB = 0.5
+"""The dispatch function's memory in infra/template.yaml (MemorySize 512)."""
 
 FULL: dict[str, Any] = {"n": 200, "serve_limit": 8, "aws_limit": 40, "prefect_limit": 50, "window": 120.0}
 QUICK: dict[str, Any] = {"n": 30, "serve_limit": 4, "aws_limit": 15, "prefect_limit": 10, "window": 40.0}
@@ -186,6 +188,26 @@ def verdicts(stats: dict[str, dict[str, dict[str, Any]]], n_wanted: int) -> list
     return found
 
 
+def lambda_cost(results: dict[str, Any]) -> str | None:
+    """The dispatch function's invocations and GB-seconds per 1,000 runs of the AWS side (info, not a target).
+
+    Durations are this machine's, against moto: an upper bound on Lambda's, which talks to DynamoDB and ECS.
+    """
+    aws = results.get("aws", {})
+    calls = aws.get("invocations")
+    runs = sum(aws.get(k, {}).get("runs", 0) for k in MEASURES)
+    if not calls or not runs:
+        return None
+    count = sum(v["count"] for v in calls.values())
+    seconds = sum(v["seconds"] for v in calls.values())
+    per = 1000 / runs
+    return (
+        f"AWS dispatch function: {count} invocations ({calls['tick']['count']} ticks, {calls['invoke']['count']} "
+        f"wake-up invokes) for {runs} runs: {count * per:,.0f} requests and {seconds * DISPATCH_GB * per:,.0f} "
+        f"GB-s per 1,000 runs ({DISPATCH_GB * 1024:.0f} MB, durations against moto, waits included)"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK['n']} runs per measure (a few minutes)")
@@ -230,6 +252,7 @@ def main() -> int:
         "results": results,
         "table": text,
         "verdicts": [{"target": what, "met": ok} for what, ok in judged],
+        "lambda_cost": lambda_cost(results),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1, default=str) + "\n")
@@ -242,6 +265,9 @@ def main() -> int:
     print()
     for what, ok in judged:
         print(f"{'info' if ok is None else 'PASS' if ok else 'FAIL'}  {what}")
+    cost = lambda_cost(results)
+    if cost:
+        print(f"info  {cost}")
     print(f"\nwrote {args.out}" + (f" and {png}" if png.exists() else ""))
     return 0 if all(ok is not False for _, ok in judged) else 1
 

@@ -51,6 +51,8 @@ from dispatcher.store.base import Store  # noqa: E402
 from .common import Measured, freed_at, pair_frees, submitted_at, wait_runs  # noqa: E402
 
 API_TOKEN = "latency-bench-token"
+DISPATCH_TIMEOUT = 50.0
+"""The dispatch function's timeout in infra/template.yaml and serverless.yml (seconds)."""
 DISPATCH_FUNCTION = "pushpool-dispatch"
 IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/flows:1"
 
@@ -80,6 +82,18 @@ def moto_process() -> Iterator[str]:
             server.kill()
 
 
+class Invocation(LambdaContext):
+    """A dispatch invocation's context whose remaining time counts down from the function's timeout, as Lambda's
+    does: the function plans its waits within the coming minute by it."""
+
+    def __init__(self) -> None:
+        super().__init__(DISPATCH_FUNCTION)
+        self.deadline = time.monotonic() + DISPATCH_TIMEOUT
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
 class Invocations:
     """The dispatch function's invocations: each on a thread of its own, counted and timed (Lambda's bill)."""
 
@@ -94,7 +108,7 @@ class Invocations:
         def run() -> None:
             started = time.monotonic()
             try:
-                aws_lambda.dispatch(event, LambdaContext(DISPATCH_FUNCTION))
+                aws_lambda.dispatch(event, Invocation())
             except Exception as exc:  # Lambda records the error; the next tick runs anyway
                 log(f"dispatch ({kind}) failed: {type(exc).__name__}: {exc}")
             with self.lock:
