@@ -280,24 +280,36 @@ def test_every_page_sends_a_strict_content_security_policy(api: Api) -> None:
         )
 
 
-def test_the_runs_list_pages_and_filters(api: Api, store: SQLiteStore) -> None:
+def _next_link(page: str) -> str | None:
+    match = re.search(r'<a href="(/ui/runs\?[^"]*)" rel="next">', page)
+    return match.group(1).replace("&amp;", "&") if match else None
+
+
+def test_the_runs_list_pages_by_cursor_and_filters(api: Api, store: SQLiteStore) -> None:
     cookie, _ = sign_in(api)
     now = utcnow()
-    for i in range(views.PAGE_SIZE + 5):
-        deployments.run_deployment(store, "load", scheduled_time=now + timedelta(minutes=i))
+    made = [deployments.run_deployment(store, "load", scheduled_time=now + timedelta(minutes=i)) for i in range(30)]
+    late = deployments.run_deployment(store, "load", scheduled_time=now - timedelta(minutes=5))
     first = text(get(api, "/ui/runs?pool=etl", cookie))
-    assert first.count('<tr data-run="') == views.PAGE_SIZE and 'rel="next"' in first
-    second = text(get(api, "/ui/runs?pool=etl&page=2", cookie))
-    assert second.count('<tr data-run="') == 5 and 'rel="next"' not in second and 'rel="prev"' in second
+    ids = re.findall(r'<tr data-run="([^"]+)"', first)
+    assert ids == [r.id for r in reversed(made)][: views.PAGE_SIZE]  # newest scheduled first
+    link = _next_link(first)
+    assert link is not None and "pool=etl" in link and 'rel="first"' not in first
+    second = text(get(api, link, cookie))
+    assert re.findall(r'<tr data-run="([^"]+)"', second) == [r.id for r in reversed(made)][views.PAGE_SIZE :] + [
+        late.id
+    ]
+    assert _next_link(second) is None and 'rel="first"' in second
+    assert re.search(rf'data-run="{late.id}">.*?data-state="SCHEDULED">Late<', second, re.S)
     assert text(get(api, "/ui/runs?state=COMPLETED", cookie)).count('<tr data-run="') == 0
     assert text(get(api, "/ui/runs?deployment=load&state=SCHEDULED", cookie)).count('<tr data-run="') == 25
-    late = deployments.run_deployment(store, "load", scheduled_time=now - timedelta(minutes=5))
-    listed = text(get(api, "/ui/runs?pool=etl&page=2", cookie))
-    assert re.search(rf'data-run="{late.id}">.*?data-state="SCHEDULED">Late<', listed, re.S)
     bad = get(api, "/ui/runs?state=DONE", cookie)
     assert bad.status == 422 and "query parameter state must be one of" in text(bad)
     assert get(api, "/ui/runs?queue=critical", cookie).status == 422
-    assert get(api, "/ui/runs?page=0", cookie).status == 422
+    forged = get(api, "/ui/runs?cursor=not-a-cursor", cookie)
+    assert forged.status == 422 and "cursor is not one pushpool gave" in text(forged)
+    assert get(api, "/ui/runs?page=2", cookie).status == 422
+    assert get(api, "/ui/runs?deployment=nope", cookie).status == 404
 
 
 def test_a_run_page_shows_the_masked_job(api: Api, store: SQLiteStore) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..api import _int_param, _state_param
+from ..api import _state_param
 from ..errors import InvalidInput
 from . import auth, views
 from .render import page
@@ -77,7 +77,7 @@ def pool_view(c: Context, *, status: int = 200, error: str | None = None) -> Res
 @ui_route("GET", "/runs")
 def runs(c: Context) -> Response:
     q = {k: v for k, v in c.request.query.items() if v != ""}  # a filter left at "any" is sent empty
-    allowed = ("pool", "queue", "deployment", "state", "page")
+    allowed = ("pool", "queue", "deployment", "state", "cursor")
     unknown = sorted(set(q) - set(allowed))
     if unknown:
         raise InvalidInput(f"unknown query parameter {unknown[0]!r}; allowed: {', '.join(allowed)}.")
@@ -86,7 +86,7 @@ def runs(c: Context) -> Response:
         queue=q.get("queue"),
         deployment=q.get("deployment"),
         state=_state_param(q),
-        page=_int_param(q, "page", 1, 1, views.MAX_PAGE),
+        cursor=q.get("cursor"),
     )
     if f.queue is not None and f.pool is None:
         raise InvalidInput("query parameter queue needs pool: a queue name is only unique within its pool.")

@@ -17,11 +17,12 @@ from ..config import Settings
 from ..deployments import render_run
 from ..errors import PushpoolError
 from ..models import READY_WINDOW, Deployment, FlowRun, WorkPool, WorkQueue, utcnow
-from ..preview import PREVIEW_WINDOW, PoolPreview, PreviewRun, preview_pool, shown_state_name
+from ..preview import PoolPreview, PreviewRun, preview_pool, shown_state_name
 from ..providers.base import provider_logs
 from ..providers.console import console_url
+from ..run_browser import browse_runs, pool_counts
 from ..states import StateType
-from ..store.base import Store, pool_slot
+from ..store.base import Count, Store
 from ..timeline import MAX_RUNS, Bar, bar_of, bars
 from .charts import Timeline, timeline_chart
 
@@ -31,8 +32,6 @@ PREVIEW_HOURS = 1.0
 """How far ahead a pool's upcoming runs are shown (as `work-pool preview`'s default --hours)."""
 PAGE_SIZE = 25
 """Runs per page of the runs list."""
-MAX_PAGE = 200
-"""The deepest page of the runs list (5,000 runs); filters narrow a longer history."""
 
 
 @dataclass(frozen=True)
@@ -80,29 +79,20 @@ class PoolRow:
     pool: WorkPool
     why: str | None
     gauge: Gauge
-    waiting: int
-    late: int
-    capped: bool
-    """True when a queue had more due runs than were counted (PREVIEW_WINDOW each)."""
+    waiting: Count
+    late: Count
+    """Capped counts (shown "1,000+"): a backlog of any size costs the same to count."""
 
 
 def pool_rows(store: Store, now: datetime | None = None) -> list[PoolRow]:
-    """The pools page: one row per pool."""
+    """The pools page: one row per pool, its counts from the store's indexed counts (`run_browser.pool_counts`)."""
     now = now or utcnow()
     settings = Settings.from_env()
-    pools = store.list_pools()
-    slots = store.slots([pool_slot(p.name) for p in pools])
     rows = []
-    for pool in pools:
-        waiting = late = 0
-        capped = False
-        for queue in store.list_queues(pool.name):
-            due = store.due_runs(pool.name, queue.name, now, PREVIEW_WINDOW)
-            capped = capped or len(due) >= PREVIEW_WINDOW
-            waiting += len(due)
-            late += sum(1 for r in due if shown_state_name(r, now, settings) == "Late")
-        active = getattr(slots.get(pool_slot(pool.name)), "active", 0)
-        rows.append(PoolRow(pool, status_why(pool, now), Gauge(active, pool.concurrency_limit), waiting, late, capped))
+    for pool in store.list_pools():
+        counts = pool_counts(store, pool.name, now=now, settings=settings).total
+        gauge = Gauge(counts.active, pool.concurrency_limit)
+        rows.append(PoolRow(pool, status_why(pool, now), gauge, counts.waiting, counts.late))
     return rows
 
 
@@ -154,20 +144,21 @@ class RunFilter:
     queue: str | None = None
     deployment: str | None = None
     state: StateType | None = None
-    page: int = 1
+    cursor: str | None = None
 
-    def query(self, page: int) -> str:
-        """The query string of another page of the same filter."""
-        fields = {"pool": self.pool, "queue": self.queue, "deployment": self.deployment}
+    def query(self, cursor: str | None = None) -> str:
+        """The query string of the same filter at another page (`cursor` None: the first)."""
+        fields = {"pool": self.pool, "queue": self.queue, "deployment": self.deployment, "cursor": cursor}
         fields["state"] = self.state.value if self.state else None
-        return urlencode({**{k: v for k, v in fields.items() if v is not None}, "page": page})
+        return urlencode({k: v for k, v in fields.items() if v is not None})
 
 
 @dataclass
 class RunsPage:
     runs: list[FlowRun]
     filter: RunFilter
-    has_next: bool
+    next_cursor: str | None
+    """The page after this one (None: this is the last); pages go back to the newest, never one back."""
     pools: list[WorkPool]
     queues: list[WorkQueue]
     deployments: list[Deployment]
@@ -190,38 +181,26 @@ def duration_text(bar: Bar, now: datetime) -> str:
 
 
 def runs_page(store: Store, f: RunFilter) -> RunsPage:
-    """A page of runs, newest scheduled time first, through the store's per-pool and per-deployment lists."""
-    if f.pool is not None:
-        pool_ops.get_pool(store, f.pool)
-        if f.queue is not None:
-            pool_ops.get_queue(store, f.pool, f.queue)
-    # One more than the page's end tells whether a next page exists.
-    wanted = f.page * PAGE_SIZE + 1
-    if f.deployment is not None:
-        found = store.runs_of_deployment(f.deployment, limit=max(wanted, 1000) if f.state or f.queue else wanted)
-        found = [
-            r
-            for r in found
-            if (f.pool is None or r.pool == f.pool)
-            and (f.queue is None or r.queue == f.queue)
-            and (f.state is None or r.state is f.state)
-        ]
-    else:
-        names = [f.pool] if f.pool is not None else [p.name for p in store.list_pools()]
-        found = [r for n in names for r in store.list_runs(n, queue=f.queue, state=f.state, limit=wanted)]
-    found.sort(key=lambda r: (r.scheduled_time, r.id), reverse=True)
-    start = (f.page - 1) * PAGE_SIZE
-    shown = found[start : start + PAGE_SIZE]
+    """A page of runs, newest scheduled time first, through the store's cursor-paged listing (`browse_runs`)."""
+    found = browse_runs(
+        store,
+        pool=f.pool,
+        queue=f.queue,
+        deployment=f.deployment,
+        states=[f.state] if f.state else (),
+        limit=PAGE_SIZE,
+        cursor=f.cursor,
+    )
     now, settings = utcnow(), Settings.from_env()
     return RunsPage(
-        shown,
+        found.runs,
         f,
-        len(found) > start + PAGE_SIZE,
+        found.next_cursor,
         store.list_pools(),
         store.list_queues(f.pool) if f.pool is not None else [],
         store.list_deployments(f.pool),
-        {r.id: shown_state_name(r, now, settings) for r in shown},
-        {r.id: duration_text(bar_of(r), now) for r in shown},
+        {r.id: shown_state_name(r, now, settings) for r in found.runs},
+        {r.id: duration_text(bar_of(r), now) for r in found.runs},
     )
 
 
