@@ -18,7 +18,7 @@ from .terminal import safe_text
 
 NO_LIMIT = "∞"
 STATUS_STYLES = {"READY": "green", "NOT_READY": "yellow", "PAUSED": "red"}
-STATE_STYLES = {
+STATE_STYLES = {  # the one colour per state: tables, the timeline and the dashboard (ui/static/app.css)
     "SCHEDULED": "cyan",
     "PENDING": "blue",
     "RUNNING": "blue",

@@ -15,22 +15,13 @@ from rich.text import Text
 
 from .errors import InvalidInput
 from .models import FlowRun
+from .render_tables import STATE_STYLES
 from .states import ACTIVE, TERMINAL, StateType
 
 MAX_RUNS = 500
 """Runs drawn at most (the newest)."""
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-STATE_STYLE = {
-    StateType.COMPLETED: "green",
-    StateType.FAILED: "red",
-    StateType.CRASHED: "magenta",
-    StateType.CANCELLED: "yellow",
-    StateType.CANCELLING: "yellow",
-    StateType.RUNNING: "cyan",
-    StateType.PENDING: "blue",
-    StateType.SCHEDULED: "dim",
-}
 
 
 def parse_duration(text: str, field: str = "--since") -> timedelta:
@@ -126,8 +117,8 @@ def render(items: list[Bar], queue_order: list[str], now: datetime, total_width:
             chars = ["·" if wait_from <= i < a else "█" if a <= i <= e else " " for i in range(width)]
             line = Text("".join(chars))
             line.stylize("dim", 0, a)
-            line.stylize(STATE_STYLE.get(b.state, ""), a, e + 1)
-        table.add_row(b.queue, b.name, Text(b.state_name, style=STATE_STYLE.get(b.state, "")), line)
+            line.stylize(STATE_STYLES.get(b.state.value, ""), a, e + 1)
+        table.add_row(b.queue, b.name, Text(b.state_name, style=STATE_STYLES.get(b.state.value, "")), line)
     return table
 
 
