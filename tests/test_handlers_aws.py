@@ -33,11 +33,13 @@ import pytest
 from botocore.config import Config
 from ecs_fakes import ACCOUNT, AWS_TEST_ENV, AWS_UNSET, REGION, MotoServer, make_vpc, task_state_change
 from lambda_stub import LambdaStub
+from typer.testing import CliRunner
 
 import handlers.aws_lambda as aws_lambda
 from dispatcher import signing
 from dispatcher.admit_pass import admit_pool
 from dispatcher.callbacks import master_secret, run_token
+from dispatcher.cli import app as cli_app
 from dispatcher.deployments import create_deployment, run_deployment, update_deployment
 from dispatcher.errors import InvalidInput
 from dispatcher.models import FlowRun
@@ -1085,6 +1087,24 @@ def test_a_run_created_through_the_http_function_is_submitted_by_the_pass_it_wak
     assert woken_for(lambda_api, world.pool) == ["run created"]
     [woken] = lambda_api.of(DISPATCH_FUNCTION)
     assert woken.error is None and woken.answer["submitted"] == 1
+
+
+def test_a_run_created_with_the_cli_on_the_stack_s_store_is_submitted_by_the_pass_it_wakes(
+    world: World, lambda_api: LambdaStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli = CliRunner()
+    monkeypatch.delenv(DISPATCH_FUNCTION_ENV)  # not an AWS stack's CLI: nothing to invoke, the tick takes the run
+    unwoken = cli.invoke(cli_app, ["--store", world.store_url, "deployment", "run", world.deployment, "-o", "json"])
+    assert unwoken.exit_code == 0, unwoken.stderr
+    assert lambda_api.of(DISPATCH_FUNCTION) == []
+
+    monkeypatch.setenv(DISPATCH_FUNCTION_ENV, DISPATCH_FUNCTION)
+    result = cli.invoke(cli_app, ["--store", world.store_url, "deployment", "run", world.deployment, "-o", "json"])
+    assert result.exit_code == 0, result.stderr
+
+    run = submitted_soon(world, world.get(FlowRun.model_validate(json.loads(result.stdout))), lambda_api)
+    assert woken_for(lambda_api, world.pool) == ["run created"]
+    assert world.tasks_of(run) == [run.infrastructure_id]
 
 
 def _one_slot_taken(world: World) -> tuple[FlowRun, str, FlowRun]:

@@ -7,6 +7,7 @@ sentence on stderr with the error's exit code.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -20,6 +21,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 from rich.console import Console
 from typer.core import TyperGroup
+
+from handlers.aws_wakeups import DISPATCH_FUNCTION_ENV
 
 from .. import deployments as deployment_ops
 from .. import json_input
@@ -126,9 +129,23 @@ def opened(ctx: typer.Context) -> Iterator[Store]:
 
 
 def wake(ctx: typer.Context, pool: str | None, reason: str | None) -> None:
-    """Tell a `serve` running on this store that a pass over `pool` may start runs now (`reason` None: not)."""
-    if reason is not None:
-        store_wakeups(ctx.obj).wake(pool, reason)
+    """Tell whoever dispatches this store that a pass over `pool` may start runs now (`reason` None: not).
+
+    A `serve` on the same SQLite file hears it through its socket; on a DynamoDB store with
+    PUSHPOOL_DISPATCH_FUNCTION set (an AWS stack's), the dispatch function is invoked asynchronously, as the http
+    function does; otherwise the next timed pass takes the change.
+    """
+    if reason is None:
+        return
+    function = os.environ.get(DISPATCH_FUNCTION_ENV)
+    if function and store_url(ctx.obj).startswith("dynamodb://"):
+        from handlers.aws_wakeups import LambdaWakeups  # boto3 and the Lambda client only on this path
+
+        lambda_wakeups = LambdaWakeups(function)
+        lambda_wakeups.wake(pool, reason)
+        lambda_wakeups.flush()  # the invoke goes out on a thread: wait for Lambda's 202 before the CLI exits
+        return
+    store_wakeups(ctx.obj).wake(pool, reason)
 
 
 def update_pool(ctx: typer.Context, store: Store, name: str, **changes: Any) -> WorkPool:
