@@ -351,7 +351,9 @@ def dispatch_pass(event: dict[str, Any], context: LambdaContext) -> dict[str, An
     started = time.time()
     if is_wake_event(event):
         wake = parse_wake_event(event)
-        return wake_pass(wake, context, until=started + runtime.lookahead)
+        # A hand-off covers what is left of the minute that handed it on, not a new minute: no chain.
+        until = started + runtime.lookahead if wake.until is None else min(wake.until, started + runtime.lookahead)
+        return wake_pass(wake, context, until=until)
     summary = one_pass(None, PASS_AND_LOOKAHEAD)
     answer = pass_answer(summary)
     cover_coming_minute(summary, context, until=started + runtime.lookahead)
@@ -381,7 +383,7 @@ def wake_pass(wake: WakeEvent, context: LambdaContext, *, until: float) -> dict[
             return {"refused": "not_before is beyond the lookahead"}
         if not wait_until(wake.not_before, context):
             # Longer than this invocation can wait (a hand-off near its time limit): on to a new one.
-            hand_off(wake.pool, wake.reason, wake.not_before, context)
+            hand_off(wake.pool, wake.reason, wake.not_before, context, until=until)
             return {"handed_off": True}
         if rank == LOOK and wake.pool is not None and nothing_due(wake.pool):
             logger.info("wake-up for a freed slot with no run due to take it")
@@ -429,7 +431,7 @@ def cover_coming_minute(summary: PassSummary, context: LambdaContext, *, until: 
         if not wait_until(when, context):
             for other, at in sorted(due.items(), key=lambda item: item[1]):
                 if at <= until:
-                    hand_off(other, RUN_DUE, at, context)
+                    hand_off(other, RUN_DUE, at, context, until=until)
             return
         del due[pool]
         try:
@@ -455,10 +457,13 @@ def wait_until(when: float, context: LambdaContext) -> bool:
     return wait <= budget
 
 
-def hand_off(pool: str | None, reason: str, not_before: float, context: LambdaContext) -> None:
-    """Invoke this function again (Event) for a pass over `pool` at `not_before`; the new invocation waits for it."""
+def hand_off(pool: str | None, reason: str, not_before: float, context: LambdaContext, *, until: float) -> None:
+    """Invoke this function again (Event) for a pass over `pool` at `not_before`; the new invocation waits for it.
+
+    It covers the coming minute only up to `until`, where this invocation's ends, so hand-offs never chain.
+    """
     sender = LambdaWakeups(os.environ.get(DISPATCH_FUNCTION_ENV) or context.function_name)
-    sender.send(pool, reason, not_before)
+    sender.send(pool, reason, not_before, until=until)
     sender.close()
     metrics.add_metric(name="HandOffs", unit=MetricUnit.Count, value=1)
     logger.info("pass handed to a new invocation", extra={"pool": pool, "not_before": not_before})

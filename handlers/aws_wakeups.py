@@ -69,6 +69,10 @@ class WakeEvent(BaseModel):
     reason: str = Field(min_length=1, max_length=200)
     not_before: float = Field(ge=0)
     """Seconds since the epoch: the pass reads the store after this time, so every wake before it is covered."""
+    until: float | None = Field(default=None, ge=0)
+    """Seconds since the epoch, in a hand-off only: the coming minute ends here, where the handing invocation's
+    ended (the next tick looks on from there). Without it a hand-off would cover a minute of its own and hand off
+    again, a chain that runs as long as runs fall due, one more per tick and per wake (issue 16's (c) tail)."""
 
 
 def is_wake_event(event: Any) -> bool:
@@ -85,7 +89,7 @@ def parse_wake_event(event: dict[str, Any]) -> WakeEvent:
         field = ".".join(str(p) for p in err["loc"]) or "event"
         raise InvalidInput(
             f"wake event field {field!r}: {err['msg']} (allowed: source {WAKE_SOURCE!r}, pool a pool name or null, "
-            "reason a short text, not_before seconds since the epoch)"
+            "reason a short text, not_before seconds since the epoch, until (optional) seconds since the epoch)"
         ) from None
 
 
@@ -144,9 +148,13 @@ class LambdaWakeups:
             log.exception("wake-up for pool %s (%s) not sent", pool, reason)
 
     # sending -------------------------------------------------------------------------------------------------
-    def send(self, pool: str | None, reason: str, not_before: float) -> None:
-        """Queue one Event invoke of the dispatch function on the sender thread; returns at once."""
-        payload = {"source": WAKE_SOURCE, "pool": pool, "reason": reason, "not_before": not_before}
+    def send(self, pool: str | None, reason: str, not_before: float, *, until: float | None = None) -> None:
+        """Queue one Event invoke of the dispatch function on the sender thread; returns at once.
+
+        `until` (a hand-off's): where the coming minute the new invocation covers ends."""
+        payload: dict[str, Any] = {"source": WAKE_SOURCE, "pool": pool, "reason": reason, "not_before": not_before}
+        if until is not None:
+            payload["until"] = until
         with self._lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wake")

@@ -908,6 +908,7 @@ def test_a_due_time_past_the_invocation_s_limit_is_handed_to_a_new_invocation(
     # One second left to wait in (the rest is kept for a pass): the run falls due after this invocation.
     context = LambdaContext(DISPATCH_FUNCTION, remaining_ms=int((aws_lambda.PASS_RESERVE + 1) * 1000))
 
+    ticked = time.time()
     aws_lambda.dispatch(scheduled_event(), context)
     lambda_api.wait_idle()
 
@@ -915,8 +916,22 @@ def test_a_due_time_past_the_invocation_s_limit_is_handed_to_a_new_invocation(
     assert handed.payload["pool"] == world.pool and handed.payload["reason"] == aws_lambda.RUN_DUE
     assert handed.error is None and handed.answer["submitted"] == 1, "the new invocation submitted it"
     assert handed.payload["not_before"] == pytest.approx(soon.scheduled_time.timestamp(), abs=0.01)
+    # The tick's minute, where the new invocation's ends too: it does not start a minute of its own.
+    assert handed.payload["until"] == pytest.approx(ticked + aws_lambda.runtime.lookahead, abs=1)
     assert world.get(soon).state is StateType.PENDING
     assert soon.scheduled_time <= admitted_at(world, soon) <= soon.scheduled_time + timedelta(seconds=1)
+
+
+def test_a_hand_off_covers_only_the_rest_of_the_minute_that_handed_it_on(world: World) -> None:
+    now = time.time()
+    due = world.run_at(datetime.now(UTC))
+    after = world.run_at(datetime.now(UTC) + timedelta(seconds=2))  # inside a minute of its own, past the handed one
+    event = {**wake_event(world.pool, aws_lambda.RUN_DUE, now), "until": now + 0.5}
+
+    answer = aws_lambda.dispatch(event, LambdaContext(DISPATCH_FUNCTION))
+
+    assert answer["submitted"] == 1 and world.get(due).state is StateType.PENDING
+    assert world.get(after).state is StateType.SCHEDULED, "a hand-off that covers a new minute chains for ever"
 
 
 def test_a_wake_event_passes_over_its_pool_and_one_already_covered_costs_nothing(
