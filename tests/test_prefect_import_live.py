@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -63,13 +64,22 @@ def _worker_templates() -> dict[str, Any]:
 
 
 def call(url: str, method: str, path: str, body: Any = None) -> Any:
+    """One request to Prefect's server. A 503 is Prefect's own SQLite being locked (a busy machine): nothing was
+    written, so the request is sent again, a few times, before the test gives up."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url + path, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        raise AssertionError(f"{method} {path}: HTTP {exc.code} {exc.read()[:500]!r}") from None
+    for attempt in range(6):
+        request = urllib.request.Request(
+            url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 503 and attempt < 5:
+                time.sleep(0.5 * 2**attempt)
+                continue
+            raise AssertionError(f"{method} {path}: HTTP {exc.code} {exc.read()[:500]!r}") from None
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="module")
