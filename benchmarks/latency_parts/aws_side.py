@@ -48,7 +48,7 @@ from dispatcher.pools import create_pool  # noqa: E402
 from dispatcher.store import open_store  # noqa: E402
 from dispatcher.store.base import Store  # noqa: E402
 
-from .common import Measured, freed_at, pair_frees, submitted_at, wait_runs  # noqa: E402
+from .common import Measured, freed_at, pair_frees, scheduled_lateness, submitted_at, wait_runs  # noqa: E402
 
 API_TOKEN = "latency-bench-token"
 DISPATCH_TIMEOUT = 50.0
@@ -253,17 +253,7 @@ def measure_scheduled(store: Store, args: argparse.Namespace, rng: random.Random
     runs = wait_runs(
         store, "lat-scheduled", ids, lambda r: submitted_at(r) is not None, args.lead + args.window + args.timeout
     )
-    out = Measured(runs=len(ids))
-    for run in runs:
-        at = submitted_at(run)
-        if at is None:
-            out.unfinished += 1
-        else:
-            out.samples.append((at - run.scheduled_time).total_seconds())
-    late = sum(1 for r in runs if r.created > r.scheduled_time)
-    if late:
-        out.notes.append(f"{late} runs were created after their scheduled time (creation too slow)")
-    return out
+    return scheduled_lateness(runs, len(ids))
 
 
 # the account ----------------------------------------------------------------------------------------------------

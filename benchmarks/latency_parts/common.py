@@ -77,3 +77,19 @@ def wait_runs(
             if all(done(r) for r in runs) or over:
                 return runs
         time.sleep(2)
+
+
+def scheduled_lateness(runs: list[FlowRun], created: int) -> Measured:
+    """Measure (c): each run's scheduled time to its submission, for both pushpool sides; a run created after its
+    own time is noted (the harness, not the dispatcher, was late)."""
+    out = Measured(runs=created)
+    for run in runs:
+        at = submitted_at(run)
+        if at is None:
+            out.unfinished += 1
+        else:
+            out.samples.append((at - run.scheduled_time).total_seconds())
+    late = sum(1 for r in runs if r.created > r.scheduled_time)
+    if late:
+        out.notes.append(f"{late} runs were created after their scheduled time (creation too slow)")
+    return out

@@ -42,7 +42,7 @@ from dispatcher.pools import create_pool
 from dispatcher.store import open_store
 from dispatcher.store.base import Store
 
-from .common import Measured, freed_at, pair_frees, submitted_at, wait_runs
+from .common import Measured, freed_at, pair_frees, scheduled_lateness, submitted_at, wait_runs
 
 _URL = re.compile(r"serving on (http://\S+?)[ ,(]")
 
@@ -208,17 +208,7 @@ def measure_scheduled(serve: Serve, store: Store, sizes: Sizes, rng: random.Rand
     runs = wait_runs(
         store, "lat-scheduled", ids, lambda r: submitted_at(r) is not None, sizes.lead + sizes.window + sizes.timeout
     )
-    out = Measured(runs=len(ids))
-    for run in runs:
-        at = submitted_at(run)
-        if at is None:
-            out.unfinished += 1
-        else:
-            out.samples.append((at - run.scheduled_time).total_seconds())
-    late = sum(1 for r in runs if r.created > r.scheduled_time)
-    if late:
-        out.notes.append(f"{late} runs were created after their scheduled time (creation too slow)")
-    return out
+    return scheduled_lateness(runs, len(ids))
 
 
 def run_all(workdir: Path, sizes: Sizes, seed: int = 16, log: Callable[[str], None] = print) -> dict[str, Any]:
