@@ -4,7 +4,9 @@ execution in the same operation) against the local Cloud Run stub in its own pro
 
 Both sides use google-cloud-run's REST clients with AnonymousCredentials, the same concurrency (the
 dispatcher's submit pool size) and the same job body (the one the provider built for the warm-up run, with
-a fresh run id, env and labels per job). Median of --repeat rounds after one warm-up round.
+a fresh run id, env and labels per job). The stub counts the requests each side makes, per route: they must be
+the same per run, or the comparison is refused. Median of --repeat rounds after one warm-up round; the same pass
+with a provider that calls nothing is printed beside them (the store, admission and rendering alone).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,8 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextmanager
-def stub_server() -> Iterator[str]:
-    """tests/cloud_run_stub.py in a process of its own (so it does not share this one's GIL)."""
+def stub_server() -> Iterator[tuple[str, Callable[[], Counter[str]]]]:
+    """tests/cloud_run_stub.py in a process of its own (so it does not share this one's GIL): its endpoint, and a
+    function that returns the requests it has served so far, per route."""
     server = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "cloud_run_stub.py")],
         stdin=subprocess.PIPE,
@@ -43,7 +47,14 @@ def stub_server() -> Iterator[str]:
         endpoint = server.stdout.readline().strip()
         if not endpoint.startswith("http://"):
             raise RuntimeError("the Cloud Run stub did not start")
-        yield endpoint
+
+        def calls() -> Counter[str]:
+            assert server.stdin is not None and server.stdout is not None
+            server.stdin.write("calls\n")
+            server.stdin.flush()
+            return Counter(json.loads(server.stdout.readline()))
+
+        yield endpoint, calls
     finally:
         assert server.stdin is not None
         server.stdin.close()
@@ -51,11 +62,11 @@ def stub_server() -> Iterator[str]:
 
 
 def bench_cloud_run(tmp: Path, n: int, repeat: int) -> int:
-    with stub_server() as endpoint:
-        return _bench(endpoint, tmp, n, repeat)
+    with stub_server() as (endpoint, calls):
+        return _bench(endpoint, calls, tmp, n, repeat)
 
 
-def _bench(endpoint: str, tmp: Path, n: int, repeat: int) -> int:
+def _bench(endpoint: str, calls: Callable[[], Counter[str]], tmp: Path, n: int, repeat: int) -> int:
     from google.api_core.client_options import ClientOptions
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import run_v2
@@ -68,6 +79,7 @@ def _bench(endpoint: str, tmp: Path, n: int, repeat: int) -> int:
     from dispatcher.providers.base import JobState, JobStatus, Providers
     from dispatcher.providers.cloud_run import CloudRunProvider
     from dispatcher.providers.cloud_run.model import build_job_body, parse_job
+    from dispatcher.providers.fake import FakeProvider
     from dispatcher.store.sqlite import SQLiteStore
 
     store = SQLiteStore(str(tmp / "pushpool.db"))
@@ -87,13 +99,23 @@ def _bench(endpoint: str, tmp: Path, n: int, repeat: int) -> int:
     )
     workers = dispatcher.settings.submit_concurrency
     raw_pool = ThreadPoolExecutor(max_workers=workers)
+
+    class CallsNothing(FakeProvider):
+        """Validates as Cloud Run does and submits nowhere: a pass with it is the store, admission and rendering."""
+
+        def validate(self, job: dict[str, Any]) -> dict[str, Any]:
+            return provider.validate(job)
+
+    quiet = Dispatcher(
+        store, providers=Providers({"cloud-run-v2:push": CallsNothing()}), callback_base_url="https://cb.example"
+    )
     options = ClientOptions(api_endpoint=endpoint)
     jobs = run_v2.JobsClient(credentials=AnonymousCredentials(), transport="rest", client_options=options)
 
-    def one_pass(count: int) -> float:
+    def one_pass(count: int, through: Dispatcher = dispatcher) -> float:
         runs = [run_deployment(store, "nightly").id for _ in range(count)]
         start = time.perf_counter()
-        summary = dispatcher.run_pass()
+        summary = through.run_pass()
         elapsed = time.perf_counter() - start
         if sorted(summary.submitted) != sorted(runs):
             raise RuntimeError(f"the pass did not submit every run: {summary.headline()}; {summary.problems}")
@@ -129,12 +151,23 @@ def _bench(endpoint: str, tmp: Path, n: int, repeat: int) -> int:
         return elapsed
 
     raw(1)  # warm-up
-    passes, raws = [], []
+    passes, raws, core = [], [], []
+    pass_calls: Counter[str] = Counter()
+    raw_calls: Counter[str] = Counter()
     for _ in range(repeat):
+        before = calls()
         passes.append(one_pass(n))
+        middle = calls()
         raws.append(raw(n))
+        pass_calls += middle - before
+        raw_calls += calls() - middle
+        core.append(one_pass(n, quiet))
     dispatcher.close()
+    quiet.close()
     raw_pool.shutdown()
+    per_run = {side: _per_run(counted, n * repeat) for side, counted in (("pass", pass_calls), ("raw", raw_calls))}
+    if per_run["pass"] != per_run["raw"]:
+        raise RuntimeError(f"the two sides made different Cloud Run requests per run: {per_run}")
 
     pass_s, raw_s = statistics.median(passes), statistics.median(raws)
     ratio = pass_s / raw_s
@@ -151,5 +184,15 @@ def _bench(endpoint: str, tmp: Path, n: int, repeat: int) -> int:
     ):
         print(f"{what:62} {seconds * 1000:9.0f} {seconds * 1000 / n:7.1f}")
     print()
+    print("Cloud Run requests per run, counted by the stub (the same on both sides): " + per_run["pass"])
+    print()
     print(f"{'PASS' if ratio <= TARGET_RATIO else 'FAIL'}  pass / raw = {ratio:.2f} (target <= {TARGET_RATIO})")
+    print(
+        f"info  the same pass with a provider that calls nothing takes {statistics.median(core) * 1000:.0f} ms "
+        "(the store, admission and rendering alone)"
+    )
     return 0 if ratio <= TARGET_RATIO else 1
+
+
+def _per_run(counted: Counter[str], runs: int) -> str:
+    return ", ".join(f"{route} {count / runs:.2f}" for route, count in sorted(counted.items())) or "none"

@@ -226,6 +226,7 @@ class Dispatcher:
             submit = self._pool.submit(provider.submit, job, idempotency_key=key, resubmission=resubmission)
             futures.append((run, submit))
         deadline = time.monotonic() + self.settings.provider_timeout_seconds
+        launched: list[tuple[FlowRun, str]] = []
         for run, future in futures:
             try:
                 infra_id = future.result(timeout=max(0.0, deadline - time.monotonic()))
@@ -245,8 +246,8 @@ class Dispatcher:
                 unexpected = ProviderError(f"{type(exc).__name__}: {exc}", transient=True)
                 self._submission_failed(run, unexpected, now, summary)
                 continue
-            self._record_submission(provider, run, infra_id, now, summary)
-            summary.submitted.append(run.id)
+            launched.append((run, infra_id))
+        self._record_submissions(provider, launched, now, summary)
 
     def _render(self, pool: WorkPool, deployment: Deployment | None, run: FlowRun) -> dict[str, Any]:
         if deployment is None:
@@ -276,6 +277,22 @@ class Dispatcher:
             self._secret = master_secret(self.store)
         return self._secret
 
+    def _record_submissions(
+        self, provider: Provider, launched: list[tuple[FlowRun, str]], now: datetime, summary: PassSummary
+    ) -> None:
+        """Record each launch (PENDING -> InfrastructurePending with its id), all in one store write.
+
+        Each write is conditional on the run as this pass admitted it, so a run that nothing else touched since
+        needs no re-read; one that moved on meanwhile (its callback, a cancel) is re-read and recorded alone.
+        """
+        pending = [(run, infra_id) for run, infra_id in launched if run.state is StateType.PENDING]
+        saved = self.store.save_runs([(run, _launch_recorded(run, infra_id, now)) for run, infra_id in pending])
+        recorded = {run.id for (run, _), ok in zip(pending, saved, strict=True) if ok}
+        for run, infra_id in launched:
+            if run.id not in recorded:
+                self._record_submission(provider, run, infra_id, now, summary)
+            summary.submitted.append(run.id)
+
     def _record_submission(
         self, provider: Provider, run: FlowRun, infra_id: str, now: datetime, summary: PassSummary
     ) -> None:
@@ -299,14 +316,7 @@ class Dispatcher:
                     continue
                 return
             if current.state is StateType.PENDING:
-                after, _ = current.moved(
-                    StateType.PENDING,
-                    name="InfrastructurePending",
-                    source=SOURCE,
-                    message=f"submitted as {infra_id}",
-                    now=now,
-                    infrastructure_id=infra_id,
-                )
+                after = _launch_recorded(current, infra_id, now)
             else:
                 # RUNNING (its callback overtook us) or CANCELLING: only the id is news.
                 updated = max(now, current.updated)
@@ -496,3 +506,16 @@ def idempotency_key(run: FlowRun) -> str:
     """
     head = run.id if not run.retries else f"{run.id}-r{run.retries}"
     return f"{head}-{run.submission_attempts}"
+
+
+def _launch_recorded(run: FlowRun, infra_id: str, now: datetime) -> FlowRun:
+    """A PENDING run once its launch is known: InfrastructurePending, carrying the provider's id."""
+    after, _ = run.moved(
+        StateType.PENDING,
+        name="InfrastructurePending",
+        source=SOURCE,
+        message=f"submitted as {infra_id}",
+        now=now,
+        infrastructure_id=infra_id,
+    )
+    return after

@@ -441,9 +441,15 @@ def _error(status: int, message: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    # In a process of its own (benchmarks/dispatch_overhead.py): print the endpoint, serve until stdin closes.
+    # In a process of its own (benchmarks/dispatch_overhead.py): print the endpoint, then serve until stdin closes,
+    # answering each line `calls` on stdin with the requests served so far per route, as one JSON line.
     import sys
+    from collections import Counter
 
     with CloudRunStub() as served:
         print(served.endpoint, flush=True)
-        sys.stdin.read()
+        for line in sys.stdin:
+            if line.strip() == "calls":
+                with served.lock:
+                    counts = Counter(route for route, _ in served.requests)
+                print(json.dumps(counts), flush=True)

@@ -7,8 +7,10 @@ without sleeping; only the hung-submit test waits for real, for a fraction of a 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -60,8 +62,8 @@ class SlowFake(FakeProvider):
 class World:
     """A store, a fake provider and a dispatcher on a clock the test moves."""
 
-    def __init__(self, tmp_path: Path, **settings: Any) -> None:
-        self.store = SQLiteStore(str(tmp_path / "s.db"))
+    def __init__(self, tmp_path: Path, *, store_class: type[SQLiteStore] = SQLiteStore, **settings: Any) -> None:
+        self.store = store_class(str(tmp_path / "s.db"))
         self.now = [utcnow()]
         self.fake = SlowFake()
         defaults: dict[str, Any] = {
@@ -512,6 +514,49 @@ def test_what_happens_to_a_run_while_it_is_submitted_is_respected(world: World) 
     w.dispatch()
     assert w.run(cancelled.id).state is StateType.CANCELLED
     assert w.active(pool_slot("p")) == 1  # only `plain` still holds a slot
+
+
+class CountingStore(SQLiteStore):
+    """A real SQLite store that counts its write transactions and the runs it is asked for one by one."""
+
+    writes = 0
+    run_reads = 0
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self.writes += 1
+        with super()._write() as db:
+            yield db
+
+    def get_run(self, run_id: str) -> FlowRun | None:
+        self.run_reads += 1
+        return super().get_run(run_id)
+
+
+def test_a_pass_records_its_launches_in_one_write_without_reading_each_run_back(tmp_path: Path) -> None:
+    w = World(tmp_path, store_class=CountingStore)
+    store = w.store
+    assert isinstance(store, CountingStore)
+    simple_pool(w)
+
+    def one_pass(count: int) -> tuple[int, int]:
+        ids = [w.new_run("d").id for _ in range(count)]
+        store.writes = store.run_reads = 0
+        summary = w.dispatch()
+        counted = store.writes, store.run_reads
+        assert sorted(summary.submitted) == sorted(ids)
+        assert {w.run(i).state_name for i in ids} == {"InfrastructurePending"}
+        assert all(w.run(i).infrastructure_id == f"fake-{i}-1" for i in ids)
+        for run_id in ids:
+            w.finish(run_id)
+        w.dispatch()  # the reconciler ends them: the next pass starts with free slots
+        return counted
+
+    one_pass(1)  # the first pass also writes the master secret
+    single, many = one_pass(1), one_pass(20)
+    assert many == single  # the admission, the pool's touch and one write for every launch: none per run
+    assert many[1] == 0
+    w.dispatcher.close()
 
 
 # cancellation -----------------------------------------------------------------------------------------------

@@ -260,6 +260,27 @@ def test_save_run_is_conditional_and_guards_active_entry(store: Store) -> None:
     assert store.get_run(run.id).state_name == "Late"  # type: ignore[union-attr]
 
 
+def test_save_runs_writes_each_change_on_its_own_condition(store: Store) -> None:
+    make_pool(store, "pool", limit=3)
+    dep = make_deployment(store)
+    runs = [make_run(dep, i) for i in range(3)]
+    store.create_runs(runs)
+    admitted = sorted(store.admit([pending(r) for r in runs]), key=lambda r: r.id)
+    moved_on = admitted[1].moved(StateType.RUNNING, source="callback")[0]
+    assert store.save_run(admitted[1], moved_on)  # another writer got to the middle run first
+    changes = [
+        (admitted[0], admitted[0].moved(StateType.PENDING, name="InfrastructurePending", source="test")[0]),
+        (admitted[1], admitted[1].moved(StateType.PENDING, name="InfrastructurePending", source="test")[0]),
+        (admitted[2], admitted[2].moved(StateType.FAILED, source="test")[0]),
+    ]
+    assert store.save_runs(changes) == [True, False, True]
+    assert [store.get_run(r.id).state_name for r in runs] == ["InfrastructurePending", "Running", "Failed"]  # type: ignore[union-attr]
+    assert store.slots([pool_slot("pool")])[pool_slot("pool")].active == 2  # the failed run released its slot
+    assert store.save_runs([]) == []
+    with pytest.raises(ValueError):
+        store.save_runs([(runs[0], runs[0].moved(StateType.PENDING, source="test")[0])])
+
+
 def test_release_never_goes_below_zero_and_backward_retry_frees_slot(store: Store) -> None:
     make_pool(store, "pool", limit=1)
     dep = make_deployment(store)

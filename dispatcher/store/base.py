@@ -380,6 +380,13 @@ class Store(Protocol):
         Returns False (and writes nothing) when another writer got there first.
         """
 
+    def save_runs(self, changes: Sequence[tuple[FlowRun, FlowRun]]) -> list[bool]:
+        """`save_run` for each `(before, after)`, in one write where the store can (SQLite: one transaction).
+
+        Each change stays conditional on its own run alone: one that lost its race is False and the others are
+        still written. The answers are in the order of `changes`.
+        """
+
     def delete_run(self, run: FlowRun) -> bool:
         """Delete a run that holds no slot if the stored run is still at `run`'s version.
 

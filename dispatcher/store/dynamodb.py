@@ -1103,6 +1103,12 @@ class DynamoDBStore(UnreadableRows):
                 log.warning("slot %s read 0 when run %s released it; the reconciler recounts it", key, before.id)
             keys = [k for k in keys if k not in drifted]
 
+    def save_runs(self, changes: Sequence[tuple[FlowRun, FlowRun]]) -> list[bool]:
+        # One conditional write each: a transaction would fail every change with the one that lost its race.
+        if any(before.state not in ACTIVE and after.state in ACTIVE for before, after in changes):
+            raise ValueError("a run enters an active state only through admit()")
+        return [self.save_run(before, after) for before, after in changes]
+
     def delete_run(self, run: FlowRun) -> bool:
         if run.state in ACTIVE:
             raise ValueError("an active run holds slots; it is never deleted")

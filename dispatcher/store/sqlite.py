@@ -529,16 +529,24 @@ class SQLiteStore(UnreadableRows):
         return admitted
 
     def save_run(self, before: FlowRun, after: FlowRun) -> bool:
-        if before.state not in ACTIVE and after.state in ACTIVE:
+        return self.save_runs([(before, after)])[0]
+
+    def save_runs(self, changes: Sequence[tuple[FlowRun, FlowRun]]) -> list[bool]:
+        if any(before.state not in ACTIVE and after.state in ACTIVE for before, after in changes):
             raise ValueError("a run enters an active state only through admit()")
+        if not changes:
+            return []
         with self._write() as db:
-            if not self._update_run(db, before, after):
-                return False
-            if before.state in ACTIVE and after.state not in ACTIVE:
-                db.executemany(
-                    "UPDATE slots SET active = MAX(active - 1, 0), ver = ver + 1, changed = ? WHERE key = ?",
-                    [(time.time(), k) for k in run_slots(before)],
-                )
+            return [self._save_run(db, before, after) for before, after in changes]
+
+    def _save_run(self, db: sqlite3.Connection, before: FlowRun, after: FlowRun) -> bool:
+        if not self._update_run(db, before, after):
+            return False
+        if before.state in ACTIVE and after.state not in ACTIVE:
+            db.executemany(
+                "UPDATE slots SET active = MAX(active - 1, 0), ver = ver + 1, changed = ? WHERE key = ?",
+                [(time.time(), k) for k in run_slots(before)],
+            )
         return True
 
     def delete_run(self, run: FlowRun) -> bool:

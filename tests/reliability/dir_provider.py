@@ -155,10 +155,13 @@ class KillingStore:
         return result
 
     def save_run(self, before: Any, after: Any) -> bool:
-        recording = before.infrastructure_id is None and after.infrastructure_id is not None
+        return self.save_runs([(before, after)])[0]
+
+    def save_runs(self, changes: Any) -> list[bool]:
+        recording = any(b.infrastructure_id is None and a.infrastructure_id is not None for b, a in changes)
         if recording:
             self._kills.at("record", "before")
-        result = self._inner.save_run(before, after)
+        result: list[bool] = self._inner.save_runs(changes)
         if recording:
             self._kills.at("record", "after")
         return result
