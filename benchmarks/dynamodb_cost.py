@@ -428,7 +428,7 @@ def _invoke_cost(samples: int = 200) -> tuple[float, float, float]:
     from lambda_stub import LambdaStub
     from test_handlers_aws import LambdaContext
 
-    from handlers.aws_wakeups import LambdaWakeups
+    from dispatcher.aws_wakeups import LambdaWakeups
 
     done = threading.Event()
     with LambdaStub({DISPATCH: lambda e, c: done.set()}, LambdaContext) as stub:

@@ -6,12 +6,14 @@ Three measures, p50 / p99 / max over at least 200 runs each (--quick: fewer):
   (a) ad-hoc run created -> submitted, with room in the pool;
   (b) slot freed -> the next waiting run submitted (pool limit N; runs end by callback / ECS STOPPED event);
   (c) scheduled time -> submitted.
-Each system is measured in turn, its three measures at once on three pools; every figure comes from the
-system's own state history (latency_parts/*_side.py say which state is which):
+Each system is measured in turn (serve and Prefect: the three measures at once on three pools; AWS: one after
+another, each on a fresh moto); every figure comes from the system's own state history (latency_parts/*_side.py
+say which state is which):
   - pushpool serve: a real `pushpool serve` subprocess at its default settings on SQLite, process jobs
     (latency_parts/serve_side.py);
-  - pushpool on AWS: handlers/aws_lambda.py invoked as Lambda invokes them, DynamoDB and ECS on moto's server,
-    the dispatch function on a one-minute schedule (latency_parts/aws_side.py);
+  - pushpool on AWS: handlers/aws_lambda.py invoked as Lambda invokes them, each function's instances in
+    processes of their own, DynamoDB and ECS on moto's server (fresh for each measure), the dispatch function
+    on a one-minute schedule (latency_parts/aws_side.py, lambda_service.py);
   - Prefect: `prefect server start` and one `prefect worker start --type process` per pool, default settings,
     from .bench/prefect-venv as benchmarks/vs_prefect does (latency_parts/prefect_side.py).
 Creations, job ends and the first tick fall at random offsets, so every phase of a poll or tick is sampled.
@@ -97,7 +99,7 @@ def run_aws(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
     out = workdir / "aws.json"
     n = cfg["n"]
     args = ["--adhoc", str(n), "--freed", str(n), "--scheduled", str(n), "--limit", str(cfg["aws_limit"])]
-    args += ["--window", str(cfg["window"])]
+    args += ["--window", str(cfg["window"]), "--workdir", str(workdir / "aws-functions")]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT)]))
     with open(workdir / "aws.log", "w") as handler_output:  # the functions' structured logs and EMF metrics
         subprocess.run(
@@ -208,6 +210,35 @@ def lambda_cost(results: dict[str, Any]) -> str | None:
     )
 
 
+def _ms(figures: dict[str, Any]) -> str:
+    if "p50" not in figures:
+        return "—"
+    return f"{1000 * figures['p50']:.0f} / {1000 * figures['p99']:.0f} / {1000 * figures['max']:.0f} ms"
+
+
+def aws_breakdown(results: dict[str, Any]) -> list[str]:
+    """Per AWS measure, where its time went: moto's request times (DynamoDB, ECS), the dispatch passes' own
+    durations, the invocations' invoke-to-start times, and what the dispatch function ran (info, p50/p99/max)."""
+    lines = []
+    for key, title in MEASURES.items():
+        where = results.get("aws", {}).get(key, {}).get("where")
+        if not where:
+            continue
+        moto = where.get("moto") or {}
+        ddb, ecs = moto.get("dynamodb") or {}, moto.get("ecs") or {}
+        calls = where["invocations"]
+        lines.append(
+            f"AWS {title[:3]} where the time went: moto DynamoDB {ddb.get('requests', 0):,} requests, answered "
+            f"{_ms(ddb.get('answered', {}))} (moto's own work {_ms(ddb.get('served', {}))}, the rest queued behind "
+            f"other requests); moto ECS answered {_ms(ecs.get('answered', {}))}; dispatch passes "
+            f"{_ms(where['passes'])} (n={where['passes'].get('n', 0)}, their requests to moto included); "
+            f"invoke-to-start {_ms(where['invoke_to_start'])}; {calls['tick']['count']} ticks and "
+            f"{calls['invoke']['count']} invokes on {where['dispatch_instances']} dispatch instances "
+            f"({calls['tick']['cold'] + calls['invoke']['cold']} cold starts)"
+        )
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK['n']} runs per measure (a few minutes)")
@@ -253,6 +284,7 @@ def main() -> int:
         "table": text,
         "verdicts": [{"target": what, "met": ok} for what, ok in judged],
         "lambda_cost": lambda_cost(results),
+        "aws_breakdown": aws_breakdown(results),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1, default=str) + "\n")
@@ -268,6 +300,8 @@ def main() -> int:
     cost = lambda_cost(results)
     if cost:
         print(f"info  {cost}")
+    for line in aws_breakdown(results):
+        print(f"info  {line}")
     print(f"\nwrote {args.out}" + (f" and {png}" if png.exists() else ""))
     return 0 if all(ok is not False for _, ok in judged) else 1
 

@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlencode
 
@@ -336,12 +337,14 @@ class Api:
         self.wakeups: Wakeups = wakeups or NoWakeups()
         self._openapi: dict[str, Any] | None = None
 
-    def wake(self, pool: str | None, reason: str | None) -> None:
-        """Pass a wake-up on (`reason` None: nothing to wake for); the change is stored, so this never fails it."""
+    def wake(self, pool: str | None, reason: str | None, due: datetime | None = None) -> None:
+        """Pass a wake-up on (`reason` None: nothing to wake for); the change is stored, so this never fails it.
+
+        `due`: when the run created falls due (`Wakeups.wake`)."""
         if reason is None:
             return
         try:
-            self.wakeups.wake(pool, reason)
+            self.wakeups.wake(pool, reason, due)
         except Exception:  # a Wakeups must not raise; if one does, the answer still stands (the tick catches up)
             log.exception("wake-up for pool %s (%s) failed", pool, reason)
 
@@ -630,7 +633,7 @@ def _deployment_run(api: Api, request: Request, p: dict[str, str]) -> Response:
         job_variables=body.job_variables,
         scheduled_time=body.scheduled_time,
     )
-    api.wake(run.pool, RUN_CREATED)
+    api.wake(run.pool, RUN_CREATED, run.scheduled_time)
     return _ok(run, 201)
 
 

@@ -105,8 +105,15 @@ class Dispatcher:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # the pass ----------------------------------------------------------------------------------------------
-    def run_pass(self, *, pool: str | None = None, queue: str | None = None) -> PassSummary:
-        """One pass over every pool, or one pool, or one queue of one pool; every limit above still holds."""
+    def run_pass(
+        self, *, pool: str | None = None, queue: str | None = None, schedule: bool = True, reconcile: bool = True
+    ) -> PassSummary:
+        """One pass over every pool, or one pool, or one queue of one pool; every limit above still holds.
+
+        `schedule` False skips creating the schedules' runs, `reconcile` False the status checks, cancels and slot
+        repairs: a pass a wake-up asked for does only what its event needs (`wakeups.pass_steps`), and the timed
+        pass, which does everything, stays the safety net. Skipping either only delays; it never admits more.
+        """
         now = self.clock()
         started = time.perf_counter()
         summary = PassSummary(started=now)
@@ -116,13 +123,14 @@ class Dispatcher:
         if queue is not None and pool is not None and self.store.get_queue(pool, queue) is None:
             # Checked before the loop: inside it a NotFound would be recorded as a problem and exit 0.
             raise NotFound(f"work queue {queue!r} does not exist in pool {pool!r}; see `pushpool work-queue ls`")
-        scheduled = schedule_all(self.store, now, self.settings)
-        summary.scheduled = len(scheduled.created)
-        summary.problems.update(scheduled.problems)
+        if schedule:
+            scheduled = schedule_all(self.store, now, self.settings)
+            summary.scheduled = len(scheduled.created)
+            summary.problems.update(scheduled.problems)
         for work_pool in pools:
             summary.pools.append(work_pool.name)
             try:
-                self._pass_pool(work_pool, queue, now, summary)
+                self._pass_pool(work_pool, queue, now, summary, reconcile=reconcile)
             except PushpoolError as exc:
                 summary.problems[f"pool {work_pool.name}"] = str(exc)
                 log.warning("pool %s skipped: %s", work_pool.name, exc)
@@ -138,14 +146,17 @@ class Dispatcher:
             raise NotFound(f"work pool {name!r} does not exist; see `pushpool work-pool ls`")
         return pool
 
-    def _pass_pool(self, pool: WorkPool, queue: str | None, now: datetime, summary: PassSummary) -> None:
+    def _pass_pool(
+        self, pool: WorkPool, queue: str | None, now: datetime, summary: PassSummary, *, reconcile: bool = True
+    ) -> None:
         queues = self.store.list_queues(pool.name)
         problem = provider_problem(pool.type, self.providers)
         if problem is not None:
             self._hold(pool, queues, queue, now, problem, summary)
             return
         # Reconcile first: runs that ended since the last pass free their slots for this pass's admissions.
-        self._reconcile(pool, queues, now, summary)
+        if reconcile:
+            self._reconcile(pool, queues, now, summary)
         # A fresh time: reconciling may have taken a while (a status call per active run), and the admission
         # records must not predate the slot releases they saw, or timelines show limits exceeded.
         now = self.clock()

@@ -22,6 +22,7 @@ from .http_server import ApiServer, make_server
 from .models import utcnow
 from .store.base import Store
 from .wake_socket import WakeListener, wake_socket_path
+from .wakeups import PassRequests
 
 log = logging.getLogger("pushpool.serve")
 
@@ -55,51 +56,6 @@ def _listen_error(host: str, port: int, exc: OSError) -> PushpoolError:
     if exc.errno == errno.EACCES:
         return ConfigError(f"{where}: permission denied ({reason}); pick a --port above 1023, or 0 for any free one.")
     return ConfigError(f"{where}: {reason}; check --host and --port.")
-
-
-class PassRequests:
-    """`serve`'s `Wakeups`: which pools were asked for since the last pass, and an event that ends the loop's wait.
-
-    Wakes coalesce: however many arrive while a pass runs (a hundred callbacks), the loop runs one more pass
-    over the pools they named once that pass ends.
-    """
-
-    MAX_POOLS = 1000
-    """Pools remembered by name; past this many at once (a flood of names), the next pass covers every pool."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._event = threading.Event()
-        self._pools: set[str] = set()
-        self._everything = False
-        self.received = 0
-        """Wake-ups received in total (for logs and tests)."""
-
-    def wake(self, pool: str | None, reason: str) -> None:
-        with self._lock:
-            self.received += 1
-            if pool is None or len(self._pools) >= self.MAX_POOLS:
-                self._everything = True
-            else:
-                self._pools.add(pool)
-        log.debug("woken for %s: %s", pool or "every pool", reason)
-        self._event.set()
-
-    def interrupt(self) -> None:
-        """End the loop's current wait without asking for a pass (stopping)."""
-        self._event.set()
-
-    def wait(self, timeout: float) -> None:
-        self._event.wait(max(0.0, timeout))
-
-    def take(self) -> tuple[bool, list[str]]:
-        """(every pool?, the pools named) asked for since the last take; clears them."""
-        with self._lock:
-            self._event.clear()
-            # A pass over every pool covers the pools named too.
-            everything, pools = self._everything, [] if self._everything else sorted(self._pools)
-            self._everything, self._pools = False, set()
-        return everything, pools
 
 
 DUE_MARGIN_SECONDS = 0.005

@@ -19,6 +19,7 @@ import os
 import socket
 import stat
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,8 @@ class SocketWakeups:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def wake(self, pool: str | None, reason: str) -> None:
+    def wake(self, pool: str | None, reason: str, due: datetime | None = None) -> None:
+        # `due` is not sent: the woken loop reads the pool's next due time after its pass.
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
                 sock.setblocking(False)  # a full queue means wake-ups are pending already: never wait for room
@@ -121,7 +123,7 @@ class WakeListener:
             self._inode = self.path.stat().st_ino
         except OSError as exc:
             sock.close()
-            why = "another serve listens there" if exc.errno == errno.EADDRINUSE else str(exc)
+            why = "another serve or dispatch --interval listens there" if exc.errno == errno.EADDRINUSE else str(exc)
             log.warning("CLI wake-ups disabled (%s: %s); CLI changes are seen at the next timed pass", self.path, why)
             return None
         sock.settimeout(POLL_SECONDS)

@@ -12,10 +12,15 @@ The rules for WHEN to wake live here, once, for every caller (the HTTP API, the 
 
 from __future__ import annotations
 
-from typing import Protocol
+import logging
+import threading
+from datetime import datetime
+from typing import NamedTuple, Protocol
 
 from .models import Deployment, FlowRun, WorkPool, WorkQueue
 from .states import ACTIVE
+
+log = logging.getLogger("pushpool.wakeups")
 
 RUN_CREATED = "run created"
 SLOT_FREED = "slot freed"
@@ -31,17 +36,38 @@ APPLIED = "applied"
 class Wakeups(Protocol):
     """Where events that let a run start are reported, so a pass follows at once instead of at the next tick."""
 
-    def wake(self, pool: str | None, reason: str) -> None:
+    def wake(self, pool: str | None, reason: str, due: datetime | None = None) -> None:
         """Ask for a pass over `pool` (None: every pool) soon. Never blocks the caller, never raises,
         coalesces bursts; `reason` is a short phrase for logs ("run created", "slot freed",
-        "pool resumed", "limit raised", "run due")."""
+        "pool resumed", "limit raised", "run due"). `due`, for a run created: when it falls due, so a
+        dispatcher that can wait for it (the AWS function) passes then rather than now; None is now."""
 
 
 class NoWakeups:
     """A `Wakeups` that does nothing: the default everywhere, so a caller that passes none changes nothing."""
 
-    def wake(self, pool: str | None, reason: str) -> None:
+    def wake(self, pool: str | None, reason: str, due: datetime | None = None) -> None:
         return None
+
+
+class PassSteps(NamedTuple):
+    """The optional steps of a pass (`Dispatcher.run_pass`'s keywords of the same names)."""
+
+    schedule: bool
+    reconcile: bool
+
+
+def pass_steps(reason: str) -> PassSteps:
+    """What of a pass a wake-up needs: the scheduler for a schedule set (its new runs), the reconciler for a
+    cancel (the task to stop); admission alone for the rest (a run created or due, a slot freed, a pool or queue
+    resumed, a limit raised). An unknown reason gets everything. The timed pass does every step."""
+    if reason in (RUN_CREATED, SLOT_FREED, RUN_DUE, POOL_RESUMED, QUEUE_RESUMED, LIMIT_RAISED):
+        return PassSteps(schedule=False, reconcile=False)
+    if reason in (SCHEDULE_CHANGED, APPLIED):
+        return PassSteps(schedule=True, reconcile=False)
+    if reason == RUN_CANCELLED:
+        return PassSteps(schedule=False, reconcile=True)
+    return PassSteps(schedule=True, reconcile=True)
 
 
 # when to wake ---------------------------------------------------------------------------------------------
@@ -100,6 +126,56 @@ class RecordedWakeups:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str | None, str]] = []
+        self.dues: list[datetime | None] = []
+        """The `due` of each call, in the same order."""
 
-    def wake(self, pool: str | None, reason: str) -> None:
+    def wake(self, pool: str | None, reason: str, due: datetime | None = None) -> None:
         self.calls.append((pool, reason))
+        self.dues.append(due)
+
+
+class PassRequests:
+    """The `Wakeups` of a dispatch loop (`serve`, `dispatch --interval`): which pools were asked for since the
+    last pass, and an event that ends the loop's wait.
+
+    Wakes coalesce: however many arrive while a pass runs (a hundred callbacks), the loop runs one more pass
+    over the pools they named once that pass ends.
+    """
+
+    MAX_POOLS = 1000
+    """Pools remembered by name; past this many at once (a flood of names), the next pass covers every pool."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._event = threading.Event()
+        self._pools: set[str] = set()
+        self._everything = False
+        self.received = 0
+        """Wake-ups received in total (for logs and tests)."""
+
+    def wake(self, pool: str | None, reason: str, due: datetime | None = None) -> None:
+        # `due` is not needed here: after a woken pass the loop reads the pool's next due time itself.
+        with self._lock:
+            self.received += 1
+            if pool is None or len(self._pools) >= self.MAX_POOLS:
+                self._everything = True
+            else:
+                self._pools.add(pool)
+        log.debug("woken for %s: %s", pool or "every pool", reason)
+        self._event.set()
+
+    def interrupt(self) -> None:
+        """End the loop's current wait without asking for a pass (stopping)."""
+        self._event.set()
+
+    def wait(self, timeout: float) -> None:
+        self._event.wait(max(0.0, timeout))
+
+    def take(self) -> tuple[bool, list[str]]:
+        """(every pool?, the pools named) asked for since the last take; clears them."""
+        with self._lock:
+            self._event.clear()
+            # A pass over every pool covers the pools named too.
+            everything, pools = self._everything, [] if self._everything else sorted(self._pools)
+            self._everything, self._pools = False, set()
+        return everything, pools

@@ -2,7 +2,7 @@
 
 - `dispatch`: an EventBridge schedule -> one dispatch pass; logs its summary, emits EMF metrics. Then it covers
   the coming minute: a run due before the next tick is passed for at its time, waiting inside the invocation
-  (`cover_coming_minute`). A wake event (`handlers.aws_wakeups`, sent by the other two functions when a run
+  (`cover_coming_minute`). A wake event (`dispatcher.aws_wakeups`, sent by the other two functions when a run
   can start) -> a pass over that pool.
 - `ecs_events`: an SQS batch of EventBridge "ECS Task State Change" events -> run states (SPEC §6), with
   partial batch failure, so a record that fails is retried (and at last dead-lettered) alone, never lost. A
@@ -10,7 +10,7 @@
 - `http`: API Gateway HTTP API (payload 2.0) or a function URL -> the callback route and the management API;
   a run created, a slot freed, a pool or queue resumed, a limit raised wake the dispatcher for that pool.
 
-Wake-ups are Event invokes of the dispatch function (`handlers.aws_wakeups`), sent before the handler returns
+Wake-ups are Event invokes of the dispatch function (`dispatcher.aws_wakeups`), sent before the handler returns
 and coalesced per pool; the caller never waits for the pass.
 
 Each is one Lambda function, and each imports what only it needs on first use (the parser models for
@@ -42,13 +42,9 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatcher.errors import ConfigError, PushpoolError
-from dispatcher.models import utcnow
-from dispatcher.providers.base import JobStatus, Provider, Providers
-from dispatcher.store import open_store, store_url
-from dispatcher.wakeups import RUN_DUE, SLOT_FREED, left_active
-from handlers.aws_wakeups import (
+from dispatcher.aws_wakeups import (
     CLOCK_SKEW,
+    DEFAULT_LOOKAHEAD,
     DEFAULT_WINDOW,
     DISPATCH_FUNCTION_ENV,
     LOOK,
@@ -61,6 +57,11 @@ from handlers.aws_wakeups import (
     parse_wake_event,
     wake_rank,
 )
+from dispatcher.errors import ConfigError, PushpoolError
+from dispatcher.models import utcnow
+from dispatcher.providers.base import JobStatus, Provider, Providers
+from dispatcher.store import open_store, store_url
+from dispatcher.wakeups import RUN_DUE, SLOT_FREED, PassSteps, left_active, pass_steps
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
@@ -80,8 +81,6 @@ ECS_DETAIL_TYPE = "ECS Task State Change"
 RUN_ID_ENV = "PUSHPOOL_RUN_ID"
 RUN_ID_TAG = "pushpool.io/run-id"
 LOOKAHEAD_ENV = "PUSHPOOL_LOOKAHEAD_SECONDS"
-DEFAULT_LOOKAHEAD = 60.0
-"""How far past a tick the dispatch function looks for runs falling due: the schedule's rate, one minute."""
 PASS_RESERVE = 10.0
 """Seconds of an invocation kept for the pass after a wait; a run due later is handed to a new invocation."""
 
@@ -152,7 +151,7 @@ class Runtime:
         function = os.environ.get(DISPATCH_FUNCTION_ENV, "").strip()
         if not function:
             return None
-        return LambdaWakeups(function, window=_seconds_env(WAKE_WINDOW_ENV, DEFAULT_WINDOW))
+        return LambdaWakeups(function, window=_seconds_env(WAKE_WINDOW_ENV, DEFAULT_WINDOW), lookahead=self.lookahead)
 
     @cached_property
     def passes(self) -> dict[tuple[str | None, int], float]:
@@ -360,10 +359,15 @@ def dispatch_pass(event: dict[str, Any], context: LambdaContext) -> dict[str, An
     return answer
 
 
-def one_pass(pool: str | None, rank: int) -> PassSummary:
-    """A pass over `pool` (None: every pool), remembered with what it covers (`rank`), logged and counted."""
+def one_pass(pool: str | None, rank: int, reason: str | None = None) -> PassSummary:
+    """A pass over `pool` (None: every pool), remembered with what it covers (`rank`), logged and counted.
+
+    A tick's pass (`reason` None) does everything; a wake-up's only what its event needs (`pass_steps`: a run
+    created or due, a slot freed are admission alone), so a burst of wakes costs no scheduler or reconciler
+    requests each time. The tick stays the safety net for the rest."""
     runtime.started(pool, rank)
-    summary = runtime.dispatcher.run_pass(pool=pool)
+    steps = PassSteps(schedule=True, reconcile=True) if reason is None else pass_steps(reason)
+    summary = runtime.dispatcher.run_pass(pool=pool, schedule=steps.schedule, reconcile=steps.reconcile)
     record_pass(summary)
     return summary
 
@@ -390,12 +394,14 @@ def wake_pass(wake: WakeEvent, context: LambdaContext, *, until: float) -> dict[
             metrics.add_metric(name="WakeupsNothingDue", unit=MetricUnit.Count, value=1)
             return {"nothing_due": True}
         try:
-            summary = one_pass(wake.pool, max(rank, PASS))
+            summary = one_pass(wake.pool, max(rank, PASS), wake.reason)
         except PushpoolError as exc:  # the pool was deleted since: nothing to pass over
             logger.info("wake-up for a pool that cannot be passed over", extra={"reason": str(exc)})
             return {"problem": str(exc)}
         answer = pass_answer(summary)
-        if rank == PASS_AND_LOOKAHEAD or summary.retrying:
+        # Only a span (a run due later, a hand-off) or a schedule set follows the due times: a run created due
+        # now needs its one pass, and waiting on would pile invocations up over the same due times.
+        if wake.until is not None or rank == PASS_AND_LOOKAHEAD or summary.retrying:
             cover_coming_minute(summary, context, until=until)
         return answer
 
@@ -435,7 +441,7 @@ def cover_coming_minute(summary: PassSummary, context: LambdaContext, *, until: 
             return
         del due[pool]
         try:
-            later = one_pass(pool, PASS)
+            later = one_pass(pool, PASS, RUN_DUE)
         except PushpoolError as exc:
             logger.info("due run's pool cannot be passed over", extra={"pool": pool, "reason": str(exc)})
             continue

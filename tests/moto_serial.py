@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 
-def serial_moto_server(host: str) -> Any:
-    """moto's ThreadedMotoServer (HTTP, threaded) on `host`, any free port, one request at a time, quiet."""
+def serial_moto_server(host: str, timings: list[tuple[float, float]] | None = None) -> Any:
+    """moto's ThreadedMotoServer (HTTP, threaded) on `host`, any free port, one request at a time, quiet.
+
+    `timings`, when given, gets (seconds queued behind other requests, seconds moto took to answer) per request:
+    how much of a benchmark's figure is the emulator."""
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
@@ -34,8 +38,13 @@ def serial_moto_server(host: str) -> Any:
             lock = threading.Lock()
 
             def serial(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+                arrived = time.perf_counter()
                 with lock:
-                    return list(app(environ, start_response))
+                    began = time.perf_counter()
+                    answer = list(app(environ, start_response))
+                    if timings is not None:
+                        timings.append((began - arrived, time.perf_counter() - began))
+                    return answer
 
             self._server = make_server(self._ip_address, self._port, serial, True, request_handler=QuietHandler)
             self._server_ready_event.set()

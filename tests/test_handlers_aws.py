@@ -38,6 +38,7 @@ from typer.testing import CliRunner
 import handlers.aws_lambda as aws_lambda
 from dispatcher import signing
 from dispatcher.admit_pass import admit_pool
+from dispatcher.aws_wakeups import DISPATCH_FUNCTION_ENV, WAKE_SOURCE, LambdaWakeups
 from dispatcher.callbacks import master_secret, run_token
 from dispatcher.cli import app as cli_app
 from dispatcher.deployments import create_deployment, run_deployment, update_deployment
@@ -45,10 +46,10 @@ from dispatcher.errors import InvalidInput
 from dispatcher.models import FlowRun
 from dispatcher.pools import create_pool
 from dispatcher.providers.ecs import CANCEL_REASON, ECSProvider
+from dispatcher.schedules import parse_schedule
 from dispatcher.states import StateType
 from dispatcher.store import open_store
 from dispatcher.store.base import Store, pool_slot
-from handlers.aws_wakeups import DISPATCH_FUNCTION_ENV, WAKE_SOURCE, LambdaWakeups
 
 ROOT = Path(__file__).resolve().parent.parent
 API_TOKEN = "api-token-for-tests"
@@ -1030,15 +1031,99 @@ def test_a_wake_needing_more_than_the_pending_invoke_does_is_sent_at_once(lambda
     at(1_000.5, "slot freed")  # a trailing look, one window later
     at(1_000.6, "run cancelled")  # a look would not stop the task: a pass, at once
     at(1_000.7, "slot freed")  # the trailing look covers it
-    at(1_000.8, "run created")  # a pass that also covers the coming minute: at once
+    at(1_000.8, "schedule changed")  # a pass that also covers the coming minute: at once
     wakeups.flush()
     assert sent == [
         (1_000.0, "slot freed"),
         (1_001.0, "slot freed"),
         (1_000.6, "run cancelled"),
-        (1_000.8, "run created"),
+        (1_000.8, "schedule changed"),
     ]
     assert wakeups.coalesced == 1
+
+
+def test_runs_created_to_fall_due_later_get_spans_that_never_overlap(lambda_api: LambdaStub, world: World) -> None:
+    clock = [1_000.0]
+    sent: list[tuple[str | None, float, float | None]] = []
+    wakeups = LambdaWakeups("nowhere", window=1.0, lookahead=60.0, client=object(), clock=lambda: clock[0])
+    wakeups._invoke = lambda p: sent.append((p["pool"], p["not_before"], p.get("until")))  # type: ignore[method-assign]
+
+    def created(pool: str, due: float) -> None:
+        wakeups.wake(pool, "run created", datetime.fromtimestamp(due, UTC))
+
+    created("p", 1_030.0)  # waited for at its time, then the pool's due times to the end of the minute
+    created("p", 1_040.0)  # inside that span: covered
+    created("p", 1_020.0)  # before it: a span that ends where the pending one starts
+    created("p", 1_025.0)  # covered by that one
+    created("p", 1_100.0)  # beyond the minute: a tick covers its time, nothing is sent
+    created("p", 1_000.0)  # due now: one pass now, no span
+    created("q", 1_030.0)  # another pool is its own
+    clock[0] = 1_031.0  # the first span's pass has started: it may wait past a new run's time, so covers nothing
+    created("p", 1_045.0)
+    wakeups.flush()
+
+    assert sent == [
+        ("p", 1_030.0, 1_060.0),
+        ("p", 1_020.0, 1_030.0),
+        ("p", 1_000.0, None),
+        ("q", 1_030.0, 1_060.0),
+        ("p", 1_045.0, 1_091.0),
+    ]
+    assert (wakeups.coalesced, wakeups.left_to_ticks) == (2, 1)
+    # The spans sent while none had started never overlap: no two invocations pass at one due time. (The last
+    # may overlap a started span, which may or may not reach its run: safety first.)
+    spans = sorted((start, until) for pool, start, until in sent[:2])
+    assert all(until <= following for (_, until), (following, _) in zip(spans, spans[1:], strict=False))
+
+
+def test_a_run_created_due_now_gets_one_pass_and_its_invocation_does_not_wait(world: World) -> None:
+    later = world.run_at(datetime.now(UTC) + timedelta(seconds=3))  # its own wake's span (or a tick) covers it
+    due = world.run()
+
+    answer = aws_lambda.dispatch(wake_event(world.pool, "run created"), LambdaContext(DISPATCH_FUNCTION))
+
+    assert answer["submitted"] == 1 and world.get(due).state is StateType.PENDING
+    assert world.get(later).state is StateType.SCHEDULED, "the invocation waited on for a run it was not woken for"
+
+
+def test_a_span_waits_for_its_run_then_follows_the_pool_s_due_times_to_its_end(world: World) -> None:
+    now = datetime.now(UTC)
+    first = world.run_at(now + timedelta(seconds=1))
+    second = world.run_at(now + timedelta(seconds=2.5))
+    beyond = world.run_at(now + timedelta(seconds=6))  # past the span: another span's, or a tick's
+    event = {**wake_event(world.pool, "run created", first.scheduled_time.timestamp()), "until": now.timestamp() + 4}
+
+    aws_lambda.dispatch(event, LambdaContext(DISPATCH_FUNCTION))
+
+    for run in (first, second):
+        assert world.get(run).state is StateType.PENDING
+        assert run.scheduled_time <= admitted_at(world, run) <= run.scheduled_time + timedelta(seconds=1)
+    assert world.get(beyond).state is StateType.SCHEDULED
+
+
+def test_a_wake_pass_does_only_what_its_event_needs_and_the_tick_does_the_rest(world: World) -> None:
+    fire = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    schedule = parse_schedule({"interval": 3600, "anchor_date": fire.isoformat()})
+    create_deployment(world.store, "hourly", pool=world.pool, schedules=[schedule], job_variables={"image": IMAGE})
+    [(run, arn)] = _dispatched(world, 1)
+    assert world.store.runs_of_deployment("hourly") != []  # the tick scheduled it
+    update_deployment(world.store, "hourly", schedules=[parse_schedule({"interval": 1800})])
+    http(http_event("POST", f"/flow_runs/{run.id}/cancel", headers=AUTH))
+    before = len(world.store.runs_of_deployment("hourly"))
+    context = LambdaContext(DISPATCH_FUNCTION)
+
+    # A run created, a limit raised, a pool resumed: admission alone. No scheduler (no new run of the changed
+    # schedule), no reconciler (the cancelled run's task is not stopped).
+    for reason in ("run created", "limit raised", "pool resumed"):
+        assert "admitted" in aws_lambda.dispatch(wake_event(world.pool, reason, time.time()), context)
+    assert len(world.store.runs_of_deployment("hourly")) == before
+    assert world.task(arn)["desiredStatus"] != "STOPPED"
+
+    aws_lambda.dispatch(wake_event(world.pool, "run cancelled", time.time()), context)  # the reconciler stops it
+    assert world.task(arn)["desiredStatus"] == "STOPPED"
+    assert len(world.store.runs_of_deployment("hourly")) == before
+    aws_lambda.dispatch(wake_event(world.pool, "schedule changed", time.time()), context)  # the scheduler runs
+    assert len(world.store.runs_of_deployment("hourly")) > before
 
 
 def test_a_look_at_the_due_index_covers_freed_slots_only(world: World) -> None:
@@ -1049,8 +1134,9 @@ def test_a_look_at_the_due_index_covers_freed_slots_only(world: World) -> None:
     cancelled = aws_lambda.dispatch(wake_event(world.pool, "run cancelled", raised), context)
     assert "admitted" in cancelled, "a cancel needs the pass that stops its task, whatever was looked at"
     assert aws_lambda.dispatch(wake_event(world.pool, "run cancelled", raised), context) == {"covered": True}
-    created = aws_lambda.dispatch(wake_event(world.pool, "run created", raised), context)
-    assert "admitted" in created, "a run created needs the coming minute covered too"
+    assert aws_lambda.dispatch(wake_event(world.pool, "run created", raised), context) == {"covered": True}
+    scheduled = aws_lambda.dispatch(wake_event(world.pool, "schedule changed", raised), context)
+    assert "admitted" in scheduled, "a schedule set needs the coming minute covered too"
 
 
 def test_lambda_wakeups_never_raise_and_a_refused_invoke_leaves_the_pool_uncovered(

@@ -403,6 +403,57 @@ def test_a_run_created_with_the_cli_wakes_a_running_serve(tmp_path: Path) -> Non
     assert not socket_path.exists()  # removed on the way out
 
 
+def test_a_run_created_with_the_cli_wakes_a_running_dispatch_loop(tmp_path: Path) -> None:
+    """`pushpool dispatch --interval` (no HTTP) listens on the same socket as serve: its next timed pass is 60 s
+    away, and the run created by the CLI starts at once."""
+    db = tmp_path / "loop.db"
+    url = f"sqlite:///{db}"
+    store = SQLiteStore(str(db))
+    pools.create_pool(store, "pool")
+    pools.create_pool(store, "other")
+    deployments.create_deployment(store, "dep", pool="pool", job_variables={"command": [sys.executable, "-c", "pass"]})
+    env = {
+        **os.environ,
+        "PUSHPOOL_STORE": url,
+        "PUSHPOOL_PROCESS_DIR": str(tmp_path / "procs"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    loop = subprocess.Popen(
+        [sys.executable, "-m", "dispatcher", "dispatch", "--interval", str(INTERVAL), "-o", "json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    socket_path = wake_socket_path(url)
+    assert socket_path is not None
+    try:
+        assert loop.stdout is not None
+        ready, _, _ = select.select([loop.stdout], [], [], 30)
+        assert ready and json.loads(loop.stdout.readline())["pools"] == ["other", "pool"]  # the first, timed pass
+        wait_for(socket_path.exists, SOON, "the loop to listen for wake-ups")
+        assert socket_path.stat().st_mode & 0o777 == 0o600
+
+        result = CliRunner().invoke(app, ["--store", url, "deployment", "run", "dep", "-o", "json"])
+        assert result.exit_code == 0, result.output
+        run_id = json.loads(result.output)["id"]
+
+        def started() -> bool:
+            run = store.get_run(run_id)
+            return run is not None and run.state is not StateType.SCHEDULED
+
+        wait_for(started, SOON, "the CLI's wake-up to start a pass in the dispatch loop")
+        ready, _, _ = select.select([loop.stdout], [], [], SOON)
+        assert ready and json.loads(loop.stdout.readline())["pools"] == ["pool"], "a pass over the woken pool only"
+    finally:
+        loop.send_signal(signal.SIGINT)
+        out, err = loop.communicate(timeout=20)
+        store.close()
+    assert loop.returncode == 0, err.decode()
+    assert b"Stopped." in out + err
+    assert not socket_path.exists()  # removed on the way out
+
+
 def test_the_cli_wakes_nobody_quietly_when_no_serve_listens(tmp_path: Path) -> None:
     db = tmp_path / "alone.db"
     store = SQLiteStore(str(db))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -136,7 +138,12 @@ def pools_schedule() -> Any:
 def test_a_run_created_through_the_api_wakes_its_pool(api: Api, woken: RecordedWakeups) -> None:
     status, body = call(api, "POST", "/deployments/dep/runs", {})
     assert status == 201, body
-    assert woken.calls == [("pool", RUN_CREATED)]
+    later = utcnow() + timedelta(seconds=30)
+    status, ahead = call(api, "POST", "/deployments/dep/runs", {"scheduled_time": later.isoformat()})
+    assert status == 201, ahead
+    assert woken.calls == [("pool", RUN_CREATED), ("pool", RUN_CREATED)]
+    # Each wake says when its run falls due: a dispatcher that can wait (on AWS) passes then, not now.
+    assert woken.dues == [FlowRun.model_validate(body).scheduled_time, later]
 
 
 def test_a_refused_request_wakes_nothing(api: Api, woken: RecordedWakeups) -> None:
@@ -208,3 +215,13 @@ def test_a_wakeup_that_raises_does_not_fail_the_stored_change(store: SQLiteStore
     api = Api(store, api_token=TOKEN, wakeups=_Raising())
     status, body = call(api, "POST", "/deployments/dep/runs", {})
     assert status == 201 and store.get_run(body["id"]) is not None
+
+
+def test_the_cli_imports_no_handler_and_no_aws_sdk() -> None:
+    """The CLI wakes an AWS stack's dispatch function with `dispatcher.aws_wakeups`: no handler module is loaded
+    for it, and boto3 only when an invoke is sent."""
+    code = "import json, sys\nimport dispatcher.cli\nprint(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    loaded = set(json.loads(result.stdout))
+    assert "dispatcher" in loaded
+    assert not loaded & {"handlers", "boto3", "botocore"}, sorted(loaded & {"handlers", "boto3", "botocore"})

@@ -38,6 +38,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
+
+from moto_server import moto_process  # noqa: E402
+
 BENCH = ROOT / ".bench"
 PREFECT_VENV = BENCH / "prefect-venv"
 PREFECT_PY = PREFECT_VENV / "bin" / "python"
@@ -176,23 +179,6 @@ def prefect(api: str, home: Path, scenario: str, *args: str) -> dict[str, Any]:
 
 
 # pushpool stores ---------------------------------------------------------------------------------------------
-@contextmanager
-def moto() -> Iterator[str]:
-    server = subprocess.Popen(
-        [sys.executable, str(HERE / "moto_server.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert server.stdout is not None
-        yield server.stdout.readline().strip()
-    finally:
-        if server.stdin:
-            server.stdin.close()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-
-
 def sqlite_factory(tmp: Path) -> Any:
     from dispatcher.store import open_store
 
@@ -246,7 +232,8 @@ def run(cfg: dict[str, Any], dynamodb: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="pushpool-bench-") as tmp, prefect_server() as (api, home):
         sq = sqlite_factory(Path(tmp))
         stores = [("sqlite", sq)]
-        with moto() as endpoint:
+        with moto_process() as moto:
+            endpoint = moto.url
             if dynamodb:
                 os.environ.update(AWS_ENV)
                 stores.append(("dynamodb", dynamodb_factory(endpoint)))

@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -22,12 +22,11 @@ from pydantic_core import to_jsonable_python
 from rich.console import Console
 from typer.core import TyperGroup
 
-from handlers.aws_wakeups import DISPATCH_FUNCTION_ENV
-
 from .. import deployments as deployment_ops
 from .. import json_input
 from .. import pools as pool_ops
 from .. import render_tables as render
+from ..aws_wakeups import DISPATCH_FUNCTION_ENV, LambdaWakeups
 from ..errors import InvalidInput, PushpoolError
 from ..models import Deployment, WorkPool, WorkQueue, validation_sentence
 from ..preview import MAX_PREVIEW_HOURS, preview_pool
@@ -128,8 +127,9 @@ def opened(ctx: typer.Context) -> Iterator[Store]:
         store.close()
 
 
-def wake(ctx: typer.Context, pool: str | None, reason: str | None) -> None:
-    """Tell whoever dispatches this store that a pass over `pool` may start runs now (`reason` None: not).
+def wake(ctx: typer.Context, pool: str | None, reason: str | None, due: datetime | None = None) -> None:
+    """Tell whoever dispatches this store that a pass over `pool` may start runs now (`reason` None: not);
+    `due`: when the run created falls due (`wakeups.Wakeups.wake`).
 
     A `serve` on the same SQLite file hears it through its socket; on a DynamoDB store with
     PUSHPOOL_DISPATCH_FUNCTION set (an AWS stack's), the dispatch function is invoked asynchronously, as the http
@@ -139,13 +139,11 @@ def wake(ctx: typer.Context, pool: str | None, reason: str | None) -> None:
         return
     function = os.environ.get(DISPATCH_FUNCTION_ENV)
     if function and store_url(ctx.obj).startswith("dynamodb://"):
-        from handlers.aws_wakeups import LambdaWakeups  # boto3 and the Lambda client only on this path
-
         lambda_wakeups = LambdaWakeups(function)
-        lambda_wakeups.wake(pool, reason)
+        lambda_wakeups.wake(pool, reason, due)
         lambda_wakeups.flush()  # the invoke goes out on a thread: wait for Lambda's 202 before the CLI exits
         return
-    store_wakeups(ctx.obj).wake(pool, reason)
+    store_wakeups(ctx.obj).wake(pool, reason, due)
 
 
 def update_pool(ctx: typer.Context, store: Store, name: str, **changes: Any) -> WorkPool:

@@ -282,7 +282,7 @@ def deployment_run(
             run_name=flow_run_name,
             tags=tag,
         )
-        wake(ctx, run.pool, RUN_CREATED)
+        wake(ctx, run.pool, RUN_CREATED, run.scheduled_time)
         if output is Output.json and not watch:
             return print_json(run)
         if output is not Output.json:

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .. import apply as apply_ops
 from .. import render_tables as render
-from ..errors import InvalidInput
-from ..wakeups import APPLIED
+from ..errors import InvalidInput, NotFound
+from ..store.base import Store
+from ..wake_socket import WakeListener, wake_socket_path
+from ..wakeups import APPLIED, PassRequests
 from .common import Output, OutputOpt, app, opened, print_json, say, store_app, wake
+
+if TYPE_CHECKING:
+    from ..dispatch import Dispatcher, PassSummary
+
+log = logging.getLogger("pushpool.dispatch")
 
 
 @app.command("dispatch")
@@ -34,22 +43,63 @@ def dispatch(
         raise InvalidInput("pass either --once or --interval SECONDS, not both.")
     if queue is not None and pool is None:
         raise InvalidInput("--queue needs --pool: queue names are only unique inside a pool.")
+
+    def show(summary: PassSummary) -> None:
+        if output is Output.json:
+            typer.echo(json.dumps(summary.as_dict()))
+        else:
+            render.show(render.pass_summary(summary))
+
     with opened(ctx) as store:
         dispatcher = Dispatcher(store)
         try:
-            while True:
-                summary = dispatcher.run_pass(pool=pool, queue=queue)
-                if output is Output.json:
-                    typer.echo(json.dumps(summary.as_dict()))
-                else:
-                    render.show(render.pass_summary(summary))
-                if interval is None:
-                    break
-                time.sleep(interval)
+            if interval is None:
+                show(dispatcher.run_pass(pool=pool, queue=queue))
+            else:
+                dispatch_loop(store, dispatcher, interval, pool=pool, queue=queue, show=show)
         except KeyboardInterrupt:
             say("Stopped.")
         finally:
             dispatcher.close()
+
+
+def dispatch_loop(
+    store: Store,
+    dispatcher: Dispatcher,
+    interval: float,
+    *,
+    pool: str | None,
+    queue: str | None,
+    show: Callable[[PassSummary], None],
+) -> None:
+    """`dispatch --interval`: a pass every `interval` seconds, and one over a pool at once when the CLI wakes it.
+
+    A CLI command writing to the same SQLite store wakes this loop through the store's wake socket, as it wakes
+    `serve` (dispatcher/wake_socket.py); only one of them listens there. With --pool, wakes for other pools are
+    ignored. Until Ctrl-C (KeyboardInterrupt).
+    """
+    requests = PassRequests()
+    path = wake_socket_path(store.url)
+    listener = None if path is None else WakeListener(path, requests)
+    if listener is not None:
+        listener.start()
+    try:
+        next_full = time.monotonic()
+        while True:
+            everything, woken = requests.take()
+            if everything or time.monotonic() >= next_full:
+                show(dispatcher.run_pass(pool=pool, queue=queue))
+                next_full = time.monotonic() + interval
+            else:
+                for name in woken if pool is None else [p for p in woken if p == pool]:
+                    try:
+                        show(dispatcher.run_pass(pool=name, queue=queue))
+                    except NotFound as exc:  # deleted since the wake, or a name the waking CLI got wrong
+                        log.info("woken for a pool that is gone: %s", exc)
+            requests.wait(next_full - time.monotonic())
+    finally:
+        if listener is not None:
+            listener.close()
 
 
 @app.command("serve")

@@ -168,7 +168,7 @@ def run_retry(
     """Send an ended run (Completed, Failed, Crashed, Cancelled) back to Scheduled/AwaitingRetry, due now."""
     with opened(ctx) as store:
         run = retry_run(store, run_id)
-    wake(ctx, run.pool, RUN_CREATED)
+    wake(ctx, run.pool, RUN_CREATED, run.scheduled_time)
     if output is Output.json:
         return print_json(run)
     say(f"Flow run {run.name!r} ({run.id}) is {run.state_name} again; the next dispatch pass admits it.")

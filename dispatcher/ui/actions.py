@@ -120,5 +120,5 @@ def start_run(c: Context) -> Response:
         return pool_view(
             Context(c.api, c.request, {"pool": deployment.pool}, c.csrf, c.form), status=exc.http_status, error=str(exc)
         )
-    c.api.wake(run.pool, RUN_CREATED)
+    c.api.wake(run.pool, RUN_CREATED, run.scheduled_time)
     return redirect(f"/ui/runs/{run.id}")

@@ -1,15 +1,22 @@
 """Wake-ups on AWS Lambda: the http and ecs_events functions start a dispatch pass with an asynchronous invoke.
 
-`LambdaWakeups.wake(pool, reason)` sends `lambda.invoke(FunctionName=<dispatch function>, InvocationType="Event",
-Payload={"pool", "reason", "not_before"})`: Lambda queues the event and answers 202 at once, and the dispatch
-function runs a pass over that pool (`WakeEvent`). The caller never waits for the pass.
+`LambdaWakeups.wake(pool, reason, due)` sends `lambda.invoke(FunctionName=<dispatch function>, InvocationType=
+"Event", Payload={"pool", "reason", "not_before", "until"})`: Lambda queues the event and answers 202 at once, and
+the dispatch function runs a pass over that pool (`WakeEvent`). The caller never waits for the pass.
 
-Coalescing, per warm instance and per pool (docs/decisions.md, "Wake-ups on AWS"): an invoke carries
-`not_before`, the time after which its pass reads the store (the dispatch function waits for it). A wake that
-comes before the last invoke's `not_before` is covered by that invoke's pass and sends nothing. A later one
-sends the next invoke, whose `not_before` is at least `window` seconds after the previous one's: so an
-instance sends at most one invoke per pool per window, and no wake is ever left without a pass that starts
-after it. A burst of callbacks on one instance thus costs about one pass per window, whatever its size.
+Coalescing, per warm instance and per pool (docs/decisions.md, "Wake-ups on AWS"):
+
+- A wake for now (a slot freed, a run due now, a pool resumed) carries `not_before`, the time after which its
+  pass reads the store. A wake that comes before the last invoke's `not_before` is covered by that invoke's pass
+  and sends nothing; a later one sends the next invoke, at least `window` seconds after the previous one's. So
+  an instance sends at most one such invoke per pool per window, and no wake is left without a pass after it.
+- A run created to fall due later within the coming minute (`due`) is waited for by the invocation its wake
+  starts: `not_before` is the run's time, and the invocation then follows the pool's next due times up to
+  `until`. A later run of the pool due inside a pending invocation's span is covered by it (that invocation's
+  first pass comes after the run was created, and it follows every due time after) and sends nothing; a run
+  due before a pending span starts gets a span that ends where that one starts. Spans never overlap, so no two
+  invocations from one instance pass over a pool at the same due time, and none waits for nothing. A run due
+  beyond the minute sends nothing: a tick that covers its time will see it.
 
 The invokes go out on a background thread (`wake` returns at once, never raises); the handler calls `flush`
 before it returns, because Lambda freezes an instance between invocations and a frozen thread sends nothing.
@@ -25,12 +32,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dispatcher.errors import InvalidInput
-from dispatcher.wakeups import RUN_CREATED, RUN_DUE, SCHEDULE_CHANGED, SLOT_FREED
+from .errors import InvalidInput
+from .wakeups import RUN_DUE, SCHEDULE_CHANGED, SLOT_FREED
 
 log = logging.getLogger("pushpool.wakeups")
 
@@ -41,15 +49,19 @@ DEFAULT_WINDOW = 1.0
 """Seconds between two invokes for one pool from one instance: the most a wake waits behind the last invoke."""
 CLOCK_SKEW = 0.05
 """Allowance for the clocks of two Lambda instances: a wake this close to `not_before` is not taken as covered."""
+DEFAULT_LOOKAHEAD = 60.0
+"""How far past a tick the dispatch function looks for runs falling due: the schedule's rate, one minute. A run
+created to fall due within it is waited for by its wake's invocation; a later one is left to the ticks."""
 FLUSH_TIMEOUT = 2.0
 """How long a handler waits, at most, for its invokes to be accepted before it returns."""
 WAKE_SOURCE = "pushpool.wake"
 
 LOOK, PASS, PASS_AND_LOOKAHEAD = 0, 1, 2
 """What a wake needs of the dispatch function, weakest first: a look at the due index (a freed slot takes a run
-only if one is due), a pass (a cancel's task to stop, a resumed pool, a raised limit), a pass and then the coming
-minute (a run created or a schedule set may fall due within it). A wake is covered only by as much or more."""
-LOOKAHEAD_REASONS = frozenset({RUN_CREATED, SCHEDULE_CHANGED, RUN_DUE})
+only if one is due), a pass (a run created due now, a cancel's task to stop, a resumed pool, a raised limit), a
+pass and then the coming minute (a schedule set creates runs that may fall due within it). A wake is covered
+only by as much or more. A run created to fall due later is a span of its own (`LambdaWakeups.wake`)."""
+LOOKAHEAD_REASONS = frozenset({SCHEDULE_CHANGED, RUN_DUE})
 
 
 def wake_rank(reason: str) -> int:
@@ -70,9 +82,11 @@ class WakeEvent(BaseModel):
     not_before: float = Field(ge=0)
     """Seconds since the epoch: the pass reads the store after this time, so every wake before it is covered."""
     until: float | None = Field(default=None, ge=0)
-    """Seconds since the epoch, in a hand-off only: the coming minute ends here, where the handing invocation's
-    ended (the next tick looks on from there). Without it a hand-off would cover a minute of its own and hand off
-    again, a chain that runs as long as runs fall due, one more per tick and per wake (issue 16's (c) tail)."""
+    """Seconds since the epoch: the invocation follows the pool's due times from `not_before` up to here. In a
+    hand-off, where the handing invocation's minute ended (the next tick looks on from there): without it a
+    hand-off would cover a minute of its own and hand off again, a chain that runs as long as runs fall due (issue
+    16's (c) tail). In a wake for a run due later, the end of its span (`LambdaWakeups.wake`). Absent: one pass,
+    and the coming minute only for a reason that needs it (a schedule set)."""
 
 
 def is_wake_event(event: Any) -> bool:
@@ -104,16 +118,20 @@ class LambdaWakeups:
         function: str,
         *,
         window: float = DEFAULT_WINDOW,
+        lookahead: float = DEFAULT_LOOKAHEAD,
         client: Any | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.function = function
         self.window = window
+        self.lookahead = lookahead
         self.clock = clock
         self._client = client
         self._lock = threading.Lock()
         self._covered: dict[str | None, tuple[float, int]] = {}
         """pool -> `not_before` and rank of the last invoke sent for it from this instance."""
+        self._spans: dict[str | None, list[tuple[float, float]]] = {}
+        """pool -> (`not_before`, `until`) of the invokes sent for runs due later whose first pass is still ahead."""
         self._sending: list[Future[None]] = []
         self._executor: ThreadPoolExecutor | None = None
         self.invokes = 0
@@ -121,12 +139,18 @@ class LambdaWakeups:
         self.coalesced = 0
         """Wakes covered by an invoke already sent."""
         self.failures = 0
+        self.left_to_ticks = 0
+        """Wakes for runs due beyond the coming minute: nothing sent, a tick covers their time."""
 
     # the Wakeups protocol ----------------------------------------------------------------------------------
-    def wake(self, pool: str | None, reason: str) -> None:
-        """Make sure a pass over `pool` starts after now: send an invoke, or count on the one already sent."""
+    def wake(self, pool: str | None, reason: str, due: datetime | None = None) -> None:
+        """Make sure a pass over `pool` starts after now, or at `due` (a run created to fall due later): send an
+        invoke, or count on one already sent."""
         try:
             now, rank = self.clock(), wake_rank(reason)
+            if due is not None and due.timestamp() > now + CLOCK_SKEW:
+                self._wake_later(pool, reason, due.timestamp(), now)
+                return
             with self._lock:
                 last = self._covered.get(pool)
                 if last is not None and now < last[0] - CLOCK_SKEW and rank <= last[1]:
@@ -147,11 +171,29 @@ class LambdaWakeups:
         except Exception:  # a wake-up must never fail the change it reports; the tick catches up
             log.exception("wake-up for pool %s (%s) not sent", pool, reason)
 
+    def _wake_later(self, pool: str | None, reason: str, at: float, now: float) -> None:
+        """A run of `pool` due at `at`, after now: a span from `at` on, unless a pending one covers it."""
+        if at > now + self.lookahead:
+            with self._lock:
+                self.left_to_ticks += 1
+            return
+        with self._lock:
+            # A span whose first pass has started may already be waiting past `at`: it covers nothing new.
+            spans = [span for span in self._spans.get(pool, []) if span[0] > now + CLOCK_SKEW]
+            self._spans[pool] = spans
+            if any(start - CLOCK_SKEW <= at <= until for start, until in spans):
+                self.coalesced += 1
+                return
+            until = min([now + self.lookahead, *(start for start, _ in spans if start > at)])
+            spans.append((at, until))
+        self.send(pool, reason, at, until=until)
+
     # sending -------------------------------------------------------------------------------------------------
     def send(self, pool: str | None, reason: str, not_before: float, *, until: float | None = None) -> None:
         """Queue one Event invoke of the dispatch function on the sender thread; returns at once.
 
-        `until` (a hand-off's): where the coming minute the new invocation covers ends."""
+        `until`: where the span of due times the invocation follows ends (a hand-off's: where the handing
+        invocation's ends; a run due later's: see `wake`)."""
         payload: dict[str, Any] = {"source": WAKE_SOURCE, "pool": pool, "reason": reason, "not_before": not_before}
         if until is not None:
             payload["until"] = until
@@ -174,6 +216,8 @@ class LambdaWakeups:
                 # Nothing covers the pool now: the next wake sends at once.
                 if self._covered.get(payload["pool"], (None,))[0] == payload["not_before"]:
                     del self._covered[payload["pool"]]
+                spans = self._spans.get(payload["pool"], [])
+                spans[:] = [span for span in spans if span[0] != payload["not_before"]]
             log.warning(
                 "wake-up of %s for pool %s not accepted (the next tick runs the pass): %s",
                 self.function,
