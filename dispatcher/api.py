@@ -32,7 +32,7 @@ from .run_browser import MAX_PAGE, PoolCounts, browse_runs, pool_counts
 from .schedules import Schedule, parse_schedule
 from .signing import SIGNATURE_HEADER
 from .states import StateType
-from .store.base import Store
+from .store.base import Store, with_parameters
 from .wakeups import (
     RUN_CANCELLED,
     RUN_CREATED,
@@ -451,7 +451,8 @@ def _callback(api: Api, request: Request, p: dict[str, str]) -> Response:
 @route("GET", "/callbacks/runs/{run_id}/parameters", management=False, signed=True, response=dict[str, Any])
 def _run_parameters(api: Api, request: Request, p: dict[str, str]) -> Response:
     """A run's parameters, for its own job (PUSHPOOL_PARAMETERS_URL), signed over the body `GET parameters`."""
-    return _ok(run_parameters(api.store, p["run_id"], request.headers.get(SIGNATURE_HEADER)))
+    # The stored JSON as it is: the job gets the very bytes the store holds, however large (no re-encoding).
+    return Response(200, run_parameters(api.store, p["run_id"], request.headers.get(SIGNATURE_HEADER)))
 
 
 def callback_answer(run: FlowRun) -> CallbackAnswer:
@@ -703,8 +704,8 @@ def _runs(api: Api, request: Request, p: dict[str, str]) -> Response:
 
 @route("GET", "/flow_runs/{run_id}", response=FlowRun)
 def _run(api: Api, request: Request, p: dict[str, str]) -> Response:
-    """Read a flow run, with its state history."""
-    return _ok(get_run(api.store, p["run_id"]))
+    """Read a flow run, with its state history and parameters (a listing leaves out parameters over 4 KB)."""
+    return _ok(with_parameters(api.store, get_run(api.store, p["run_id"])))
 
 
 @route("POST", "/flow_runs/{run_id}/cancel", response=FlowRun)

@@ -14,7 +14,7 @@ import hmac
 import os
 import secrets
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -142,15 +142,16 @@ def _verified(store: Store, run_id: str, body: bytes, signature: str | None, now
     return run, signing.verify(run_token(secret, run.deployment_id, run.id), body, signature, now.timestamp())
 
 
-def run_parameters(store: Store, run_id: str, signature: str | None, *, now: datetime | None = None) -> dict[str, Any]:
-    """A run's parameters, for its own job: signed with the run's token over `PARAMETERS_SIGNED_BODY`.
+def run_parameters(store: Store, run_id: str, signature: str | None, *, now: datetime | None = None) -> bytes:
+    """A run's parameters as the JSON the store holds, for its own job: signed with the run's token over
+    `PARAMETERS_SIGNED_BODY`.
 
     This is how parameters too large for the job's environment reach it (PUSHPOOL_PARAMETERS_URL, read by
     `pushpool-run`). The same refusals as a callback (401, the same for an unknown run); reading changes
     nothing, so a repeat within the signature's 300 s is fine.
     """
     run, _ = _verified(store, run_id, signing.PARAMETERS_SIGNED_BODY, signature, now or utcnow())
-    return run.parameters
+    return store.run_parameters(run)
 
 
 def apply_callback(

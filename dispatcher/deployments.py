@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from .models import (
     build,
     check_json_document,
     check_name,
+    check_run_parameters,
     check_scheduled_time,
     check_tags,
     utcnow,
@@ -27,7 +28,7 @@ from .pools import UNSET, default_pool_name, get_pool, get_queue, limit_arg
 from .providers.base import Providers
 from .schedules import Schedule
 from .states import StateType
-from .store.base import Store, UnreadableRecord, deployment_slot
+from .store.base import Store, UnreadableRecord, deployment_slot, with_parameters
 
 EVERY_RUN = 1_000_000_000
 """A page size that reads all of a deployment's runs, where every one of them must be seen."""
@@ -54,14 +55,18 @@ def get_deployment(store: Store, name: str) -> Deployment:
     return deployment
 
 
-def _check_object(field: str, value: Any) -> dict[str, Any]:
+def _check_object(field: str, value: Any, check: Callable[[str, Any], Any] = check_json_document) -> dict[str, Any]:
     """A JSON object within the models' limits (size, depth, finite numbers), checked before templating."""
     if not isinstance(value, dict):
         raise InvalidInput(f'{field} must be a JSON object like {{"key": "value"}}, got {type(value).__name__}.')
     try:
-        return check_json_document(field, value)
+        return dict(check(field, value))
     except ValueError as exc:
         raise InvalidInput(f"{exc}.") from None
+
+
+def _run_parameters_check(field: str, value: Any) -> Any:
+    return check_run_parameters(value)
 
 
 def create_deployment(
@@ -231,7 +236,9 @@ def new_run(
         raise InvalidInput(f"{exc}.") from None
     pool = get_pool(store, deployment.pool)
     overrides = _check_object("job_variables", job_variables or {})
-    run_parameters = _check_object("parameters", parameters or {})
+    # A run's parameters have their own, larger bound (models.MAX_RUN_PARAMETERS_BYTES), over the merged set.
+    given = _check_object("parameters", parameters or {}, _run_parameters_check)
+    run_parameters = _check_object("parameters", {**deployment.parameters, **given}, _run_parameters_check)
     templating.resolve_job_variables(pool.base_job_template, pool.job_variables, deployment.job_variables, overrides)
     run_id = run_id or str(uuid.uuid4())
     try:
@@ -248,7 +255,7 @@ def new_run(
         deployment_id=deployment.id,
         pool=deployment.pool,
         queue=deployment.queue,
-        parameters={**deployment.parameters, **run_parameters},
+        parameters=run_parameters,
         job_variables=overrides,
         scheduled_time=scheduled_time,
         auto_scheduled=auto_scheduled,
@@ -327,7 +334,7 @@ def render_run(
     problem = jobs.provider_problem(pool.type, providers)
     if problem is not None:
         raise ConfigError(problem)
-    return _rendered(pool, deployment, run, environ, providers)
+    return _rendered(pool, deployment, with_parameters(store, run), environ, providers)
 
 
 def _rendered(

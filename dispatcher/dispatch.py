@@ -27,7 +27,7 @@ from .provider_events import state_for
 from .providers.base import JobState, JobStatus, Provider, Providers
 from .scheduler import schedule_all
 from .states import ACTIVE, StateType
-from .store.base import Slot, Store, deployment_slot, pool_slot, queue_slot
+from .store.base import Slot, Store, deployment_slot, parameters_of, pool_slot, queue_slot
 
 log = logging.getLogger("pushpool.dispatch")
 
@@ -268,7 +268,8 @@ class Dispatcher:
             deployment=run.deployment,
             pool=run.pool,
             queue=run.queue,
-            parameters=run.parameters,
+            # Parameters kept apart are read only where the job cannot read them by reference itself.
+            parameters=run.parameters if self.callback_base_url else parameters_of(self.store, run),
             callback_url=callback_url(self.callback_base_url, run.id) if self.callback_base_url else "",
             callback_token=run_token(self._master_secret(), run.deployment_id, run.id),
             run_name=run.name,

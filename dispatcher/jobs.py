@@ -37,7 +37,8 @@ class RunContext:
     deployment: str
     pool: str
     queue: str
-    parameters: dict[str, Any]
+    parameters: dict[str, Any] | None
+    """None when the store keeps them apart and the job reads them by reference (over the inline size)."""
     callback_url: str
     callback_token: str
     run_name: str

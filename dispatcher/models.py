@@ -43,7 +43,15 @@ MAX_TAG = 100
 MAX_TAGS = 50
 """Tags of one deployment."""
 MAX_JSON_BYTES = 64 * 1024
-"""Bytes of a JSON field (parameters, job_variables, base_job_template) serialised as compact UTF-8 JSON."""
+"""Bytes of a JSON field (job_variables, base_job_template, a deployment's parameters) as compact UTF-8 JSON."""
+MAX_RUN_PARAMETERS_BYTES = 512 * 1024
+"""Bytes of a flow run's parameters as compact UTF-8 JSON: more than other JSON fields, since a run's data may be
+large, and stores keep them apart from the run (PARAMETERS_APART_BYTES). Half of the 1 MB HTTP body and file
+bounds, so a request or a file that carries them with whitespace and other fields still fits."""
+PARAMETERS_APART_BYTES = 4096
+"""Run parameters larger than this (compact JSON) are kept apart from the run by the stores: the run's record is
+rewritten on every state change and read by every pass, its parameters only by the job and by `flow-run inspect`.
+The same size above which a job gets them by reference (templating.PARAMETERS_INLINE_BYTES)."""
 MAX_JSON_DEPTH = 32
 """Nesting levels of a JSON field; far deeper documents could be written but not read back by the stores."""
 MIN_SCHEDULED_YEAR, MAX_SCHEDULED_YEAR = 1970, 9998
@@ -135,12 +143,12 @@ def check_tags(tags: list[str]) -> list[str]:
     return tags
 
 
-def check_json_document(field: str, value: Any) -> Any:
+def check_json_document(field: str, value: Any, max_bytes: int = MAX_JSON_BYTES) -> Any:
     """A JSON field (parameters, job_variables, a template) that a JSON store can hold and give back as is.
 
     Refused: a value that contains itself (a recursive YAML alias), NaN and infinities (JSON has no such
     numbers; they used to be stored as null), nesting deeper than MAX_JSON_DEPTH, and more than
-    MAX_JSON_BYTES of compact UTF-8 JSON. Shared references without a cycle are fine.
+    `max_bytes` of compact UTF-8 JSON. Shared references without a cycle are fine.
     """
     # Iterative, so a deeply nested value is measured rather than blowing Python's stack.
     stack: list[tuple[Any, str, int, frozenset[int]]] = [(value, field, 0, frozenset())]
@@ -148,8 +156,8 @@ def check_json_document(field: str, value: Any) -> Any:
     while stack:
         item, where, depth, ancestors = stack.pop()
         visited += 1
-        if visited > MAX_JSON_BYTES:  # each value is at least a byte of JSON: too big, however it is shared
-            raise ValueError(f"{field} may be at most {MAX_JSON_BYTES // 1024} KB ({MAX_JSON_BYTES:,} bytes) as JSON")
+        if visited > max_bytes:  # each value is at least a byte of JSON: too big, however it is shared
+            raise ValueError(f"{field} may be at most {_kb(max_bytes)} as JSON")
         if isinstance(item, float) and not math.isfinite(item):
             raise ValueError(f"{where} is {item!r}, which is not a JSON number; use a finite number, a string or null")
         if not isinstance(item, dict | list | tuple | set | frozenset):
@@ -173,11 +181,23 @@ def check_json_document(field: str, value: Any) -> Any:
         raise ValueError(
             f"{field} holds a value that is not JSON ({exc}); use strings, numbers, lists and objects"
         ) from None
-    if size > MAX_JSON_BYTES:
-        raise ValueError(
-            f"{field} may be at most {MAX_JSON_BYTES // 1024} KB ({MAX_JSON_BYTES:,} bytes) as JSON, got {size:,} bytes"
-        )
+    if size > max_bytes:
+        raise ValueError(f"{field} may be at most {_kb(max_bytes)} as JSON, got {size:,} bytes")
     return value
+
+
+def _kb(size: int) -> str:
+    return f"{size // 1024} KB ({size:,} bytes)"
+
+
+def check_run_parameters(value: Any) -> Any:
+    """A flow run's parameters: a JSON document of at most MAX_RUN_PARAMETERS_BYTES (the one place of that rule)."""
+    return check_json_document("parameters", value, MAX_RUN_PARAMETERS_BYTES)
+
+
+def json_size(value: Any) -> int:
+    """Bytes of `value` as compact UTF-8 JSON: the measure of every JSON bound and of PARAMETERS_APART_BYTES."""
+    return len(to_json(value))
 
 
 def check_scheduled_time(value: datetime) -> datetime:
@@ -463,7 +483,11 @@ class FlowRun(_Model):
     deployment_id: str
     pool: str
     queue: str
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: dict[str, Any] | None = Field(default_factory=dict)
+    """None when the store keeps them apart (`parameters_size`) and they were not read: see Store.run_parameters."""
+    parameters_size: int | None = None
+    """Bytes of the parameters as compact JSON when the store keeps them apart from the run (over
+    PARAMETERS_APART_BYTES); None when the run's record holds them."""
     job_variables: dict[str, Any] = Field(default_factory=dict)
     scheduled_time: datetime
     auto_scheduled: bool = False
@@ -480,6 +504,11 @@ class FlowRun(_Model):
     version: int = 0
     created: datetime = Field(default_factory=utcnow)
     updated: datetime = Field(default_factory=utcnow)
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if v is None else check_run_parameters(v)
 
     @property
     def is_active(self) -> bool:

@@ -9,7 +9,9 @@ runs CMD with the runner's own stdin/stdout/stderr, POSTs `COMPLETED` or `FAILED
 and exits with CMD's code (a death by signal N gives 128+N, as a shell does). Without them it only runs
 CMD. Images may use it as their entrypoint; the `process` provider starts every job under it. Parameters sent
 by reference (`PUSHPOOL_PARAMETERS_URL`, when too large for the environment) are read with the run's token
-first and given to CMD as `PUSHPOOL_PARAMETERS`; when they cannot be read, CMD does not run and the run FAILS.
+first and given to CMD as `PUSHPOOL_PARAMETERS`, or, when larger than one environment variable may be
+(`signing.PARAMETERS_ENV_MAX_BYTES`), as a file named by `PUSHPOOL_PARAMETERS_FILE` (0600, in a private temporary
+directory removed once CMD ended). When they cannot be read, CMD does not run and the run FAILS.
 
 The exit file, when asked for, is written before the final report, so a reconciler reading it learns the
 outcome even when the callback cannot be delivered. It holds JSON: `{"exit_code": N, "message": ...}`,
@@ -34,9 +36,11 @@ import http.client
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -44,7 +48,15 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
-from dispatcher.signing import PARAMETERS_ENV, PARAMETERS_SIGNED_BODY, PARAMETERS_URL_ENV, SIGNATURE_HEADER, sign
+from dispatcher.signing import (
+    PARAMETERS_ENV,
+    PARAMETERS_ENV_MAX_BYTES,
+    PARAMETERS_FILE_ENV,
+    PARAMETERS_SIGNED_BODY,
+    PARAMETERS_URL_ENV,
+    SIGNATURE_HEADER,
+    sign,
+)
 
 __all__ = ["Reporter", "main", "signal_name", "write_atomic"]
 
@@ -128,15 +140,14 @@ class Reporter:
         what = f"callback {payload.get('state', '?')}"
         return self._send(post, what, self.budget_seconds if budget_seconds is None else budget_seconds) is not None
 
-    def fetch_parameters(self, url: str) -> str | None:
-        """The run's parameters as JSON text from `url` (PUSHPOOL_PARAMETERS_URL); None when refused or unreachable."""
+    def fetch_parameters(self, url: str) -> bytes | None:
+        """The run's parameters as JSON from `url` (PUSHPOOL_PARAMETERS_URL); None when refused or unreachable."""
 
         def get() -> urllib.request.Request:
             headers = {SIGNATURE_HEADER: self._sign(PARAMETERS_SIGNED_BODY)}
             return urllib.request.Request(url, headers=headers, method="GET")
 
-        answer = self._send(get, "reading the parameters", self.budget_seconds)
-        return None if answer is None else answer.decode("utf-8", "replace")
+        return self._send(get, "reading the parameters", self.budget_seconds)
 
     def _sign(self, body: bytes) -> str:
         return sign(self.token, body, int(time.time()))
@@ -233,21 +244,34 @@ class _Supervisor:
         return code, f"exit code {code}"
 
 
-def _load_parameters(reporter: Reporter | None) -> str | None:
-    """Put parameters sent by reference into PUSHPOOL_PARAMETERS for the command; a message if that failed.
+def _load_parameters(reporter: Reporter | None) -> tuple[str | None, str | None]:
+    """Hand parameters sent by reference to the command: (a message if that failed, a directory to remove later).
 
-    Parameters too large for the job's environment (ECS caps overrides at 8 KB) come as PUSHPOOL_PARAMETERS_URL;
-    they are read with the run's token, so the command sees PUSHPOOL_PARAMETERS either way (at most 64 KB,
-    well within Linux's 128 KB for one variable).
+    Parameters too large for the job's environment (ECS caps overrides at 8 KB) come as PUSHPOOL_PARAMETERS_URL
+    and are read with the run's token. Up to PARAMETERS_ENV_MAX_BYTES the command gets them in
+    PUSHPOOL_PARAMETERS; larger ones cannot be one variable (Linux: 128 KB), so they go, byte for byte as served,
+    to a file only this user can read, named by PUSHPOOL_PARAMETERS_FILE. The command sees one of the two.
     """
     url = os.environ.get(PARAMETERS_URL_ENV)
+    os.environ.pop(PARAMETERS_FILE_ENV, None)  # only ever the one written here
     if not url or PARAMETERS_ENV in os.environ:
-        return None
-    text = reporter.fetch_parameters(url) if reporter is not None else None
-    if text is None:
-        return f"could not read the run's parameters from {url}"
-    os.environ[PARAMETERS_ENV] = text
-    return None
+        return None, None
+    data = reporter.fetch_parameters(url) if reporter is not None else None
+    if data is None:
+        return f"could not read the run's parameters from {url}", None
+    if len(data) <= PARAMETERS_ENV_MAX_BYTES:
+        os.environ[PARAMETERS_ENV] = data.decode("utf-8", "replace")
+        return None, None
+    try:
+        directory = tempfile.mkdtemp(prefix="pushpool-run-")  # 0700
+        path = os.path.join(directory, "parameters.json")
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+    except OSError as exc:
+        return f"could not write the run's parameters to a temporary file: {exc.strerror or exc}", None
+    os.environ[PARAMETERS_FILE_ENV] = path
+    return None, directory
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -287,12 +311,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if reporter is not None:
         reporter.report({"state": "RUNNING"}, budget_seconds=min(RUNNING_RETRY_SECONDS, reporter.budget_seconds))
 
-    missing = _load_parameters(reporter)
+    missing, parameters_dir = _load_parameters(reporter)
     if missing is None:
         raw_code, message = supervisor.run(args.command)
     else:
         raw_code, message = EXIT_NO_PARAMETERS, missing
         _say(missing)
+    if parameters_dir is not None:
+        shutil.rmtree(parameters_dir, ignore_errors=True)
     exit_code = raw_code if raw_code >= 0 else 128 - raw_code
 
     if args.exit_file:

@@ -38,6 +38,12 @@ PARAMETERS_URL_ENV = "PUSHPOOL_PARAMETERS_URL"
 PARAMETERS_URL_ENV (the job's callback URL + PARAMETERS_PATH), which `pushpool-run` reads for the command."""
 PARAMETERS_PATH = "/parameters"
 """Appended to a run's callback URL: where its job reads parameters too large to travel in its environment."""
+PARAMETERS_FILE_ENV = "PUSHPOOL_PARAMETERS_FILE"
+"""Where `pushpool-run` puts parameters fetched by reference that are too large for one environment variable:
+a file (0600, in a private temporary directory) holding their JSON, named by this variable."""
+PARAMETERS_ENV_MAX_BYTES = 120 * 1024
+"""The most JSON a job gets in PARAMETERS_ENV: Linux takes at most 131,072 bytes (MAX_ARG_STRLEN) for one
+`NAME=value` of an environment; larger parameters come as PARAMETERS_FILE_ENV (by reference) or not at all."""
 PARAMETERS_SIGNED_BODY = b"GET parameters"
 """What a job signs to read its parameters: a body no callback can have, so neither signature serves the other."""
 

@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from dispatcher import arguments
 from dispatcher.errors import TemplateError
-from dispatcher.signing import PARAMETERS_ENV, PARAMETERS_PATH, PARAMETERS_URL_ENV
+from dispatcher.signing import (
+    PARAMETERS_ENV,
+    PARAMETERS_ENV_MAX_BYTES,
+    PARAMETERS_FILE_ENV,
+    PARAMETERS_PATH,
+    PARAMETERS_URL_ENV,
+)
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
@@ -652,7 +658,8 @@ def _text(value: Any) -> str:
 PARAMETERS_INLINE_BYTES = 4096
 """Parameters up to this size travel in PUSHPOOL_PARAMETERS. Larger ones travel by reference: the job gets
 PUSHPOOL_PARAMETERS_URL, which `pushpool-run` reads with the run's own token and hands to the command as
-PUSHPOOL_PARAMETERS. ECS caps a RunTask's overrides at 8,192 characters, token and env included."""
+PUSHPOOL_PARAMETERS (or, over signing.PARAMETERS_ENV_MAX_BYTES, as a file named by PUSHPOOL_PARAMETERS_FILE).
+ECS caps a RunTask's overrides at 8,192 characters, token and env included."""
 
 
 def inject_run_context(
@@ -662,7 +669,7 @@ def inject_run_context(
     deployment: str,
     pool: str,
     queue: str,
-    parameters: dict[str, Any],
+    parameters: dict[str, Any] | None,
     callback_url: str,
     callback_token: str,
     run_name: str,
@@ -672,7 +679,9 @@ def inject_run_context(
     The PUSHPOOL_* env vars and pushpool.io/* labels win over user ones of the same name, because the
     runner and the reconciler rely on them. Non-string env values are turned into JSON text; a null env
     value unsets the variable (the only way a deployment or run can drop an env var a pool sets).
-    Parameters over PARAMETERS_INLINE_BYTES go by reference (PUSHPOOL_PARAMETERS_URL).
+    Parameters over PARAMETERS_INLINE_BYTES go by reference (PUSHPOOL_PARAMETERS_URL); `parameters` None
+    (kept apart by the store, so over that size) always does. Without a callback URL there is no reference to
+    give: parameters go inline up to what one environment variable holds, and larger ones are refused in words.
     """
     if not isinstance(job, dict):
         raise TemplateError(f"the rendered job must be a JSON object, not {_json_type(job)}.")
@@ -686,7 +695,7 @@ def inject_run_context(
             f"job env must be a JSON object mapping variable names to strings, not {_json_type(user_env)}."
         )
     env = {str(key): _env_text(value) for key, value in user_env.items() if value is not None}
-    for owned in (PARAMETERS_ENV, PARAMETERS_URL_ENV):
+    for owned in (PARAMETERS_ENV, PARAMETERS_URL_ENV, PARAMETERS_FILE_ENV):
         env.pop(owned, None)
     env.update(
         {
@@ -698,9 +707,16 @@ def inject_run_context(
             "PUSHPOOL_CALLBACK_TOKEN": callback_token,
         }
     )
-    text = json.dumps(parameters, sort_keys=True, default=str)
-    if callback_url and len(text.encode()) > PARAMETERS_INLINE_BYTES:
+    text = None if parameters is None else json.dumps(parameters, sort_keys=True, default=str)
+    size = None if text is None else len(text.encode())
+    if callback_url and (size is None or size > PARAMETERS_INLINE_BYTES):
         env[PARAMETERS_URL_ENV] = callback_url + PARAMETERS_PATH
+    elif text is None or (size or 0) > PARAMETERS_ENV_MAX_BYTES:
+        raise TemplateError(
+            f"the run's parameters are {'too large' if size is None else f'{size:,} bytes as JSON'}, more than a job's "
+            f"environment variable holds ({PARAMETERS_ENV_MAX_BYTES:,} bytes), and without a callback URL the job "
+            "cannot read them by reference; set PUSHPOOL_CALLBACK_BASE_URL for the dispatcher."
+        )
     else:
         env[PARAMETERS_ENV] = text
     result["env"] = env

@@ -22,12 +22,12 @@ from dispatcher.deployments import (
     update_deployment,
 )
 from dispatcher.errors import Conflict, InvalidInput, NotFound, PushpoolError
-from dispatcher.models import utcnow
+from dispatcher.models import MAX_RUN_PARAMETERS_BYTES, json_size, utcnow
 from dispatcher.pools import create_pool, create_queue
 from dispatcher.scheduler import schedule_all
 from dispatcher.schedules import CronSchedule, IntervalSchedule
 from dispatcher.states import StateType
-from dispatcher.store.base import Store, deployment_slot, pool_slot
+from dispatcher.store.base import Store, deployment_slot, pool_slot, with_parameters
 from dispatcher.store.sqlite import SQLiteStore
 
 TEMPLATE: dict[str, Any] = {
@@ -446,8 +446,9 @@ def test_scheduled_time_at_the_ends_of_the_range_is_stored(store: SQLiteStore, a
 def test_run_overrides_are_bounded_and_write_nothing(store: SQLiteStore) -> None:
     create_deployment(store, "etl", pool="p", job_variables={"image": "img"})
     before = snapshot(store)
-    with pytest.raises(InvalidInput, match=r"^parameters may be at most 64 KB \(65,536 bytes\) as JSON, got 500,011"):
-        run_deployment(store, "etl", parameters=BIG_PARAMETERS)
+    # A run's parameters have a bound of their own (512 KB), larger than a deployment's (64 KB).
+    with pytest.raises(InvalidInput, match=r"^parameters may be at most 512 KB \(524,288 bytes\) as JSON, got 600,011"):
+        run_deployment(store, "etl", parameters={"blob": "x" * 600_000})
     with pytest.raises(InvalidInput, match=r"^job_variables\.env\.A is nan, which is not a JSON number"):
         run_deployment(store, "etl", job_variables={"env": {"A": float("nan")}})
     assert snapshot(store) == before
@@ -470,9 +471,9 @@ def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]
 def test_the_largest_deployment_and_run_fit_every_store(any_store: Store) -> None:
     """Everything at its limit at once still fits a DynamoDB item (400 KB) and reads back unchanged."""
 
-    def near_limit(key: str) -> dict[str, Any]:
+    def near_limit(key: str, limit: int = 65_536, beside: dict[str, Any] | None = None) -> dict[str, Any]:
         # Characters of 3 UTF-8 bytes, so the limit is in bytes, not characters.
-        size = 65_536 - len(json.dumps({key: ""}, separators=(",", ":")))
+        size = limit - len(json.dumps({**(beside or {}), key: ""}, separators=(",", ":"), ensure_ascii=False).encode())
         return {key: "€" * (size // 3) + "x" * (size % 3)}
 
     deployment = create_deployment(
@@ -490,9 +491,13 @@ def test_the_largest_deployment_and_run_fit_every_store(any_store: Store) -> Non
     run = run_deployment(
         any_store,
         "big",
-        parameters=near_limit("q"),
+        parameters=near_limit("q", MAX_RUN_PARAMETERS_BYTES, deployment.parameters),
         job_variables={"command": "c" * 60_000},
         scheduled_time=datetime(9998, 12, 31, 23, 59, 59, tzinfo=UTC),
     )
+    assert json_size(run.parameters) == MAX_RUN_PARAMETERS_BYTES
     stored = any_store.get_run(run.id)
-    assert stored is not None and stored.parameters == run.parameters and stored.job_variables == run.job_variables
+    assert stored is not None and stored.job_variables == run.job_variables
+    # The run's item holds their size only; they are read apart, whole.
+    assert stored.parameters is None and stored.parameters_size == MAX_RUN_PARAMETERS_BYTES
+    assert with_parameters(any_store, stored).parameters == run.parameters

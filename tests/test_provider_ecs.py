@@ -1156,9 +1156,9 @@ def test_provider_logs_reaches_ecs_logs_through_the_registry(
 def test_large_parameters_leave_run_task_s_overrides_far_below_ecs_s_8_kb(
     provider: ECSProvider, ecs: Any, cluster: str, vpc: dict[str, Any]
 ) -> None:
-    # 64 KB of parameters (the bound on a run's parameters) inline would be a permanent RunTask error: ECS caps
-    # the overrides at 8,192 characters. They travel by reference instead (PUSHPOOL_PARAMETERS_URL).
-    parameters = {"rows": ["x" * 1000] * 62}
+    # 200 KB of parameters inline would be a permanent RunTask error: ECS caps the overrides at 8,192 characters.
+    # They travel by reference instead (PUSHPOOL_PARAMETERS_URL), through moto's RunTask here.
+    parameters = {"rows": ["x" * 1000] * 200}
     variables = {"image": "flows:1", "cluster": cluster, "vpc_id": vpc["vpc_id"], "env": {"MODE": "full"}}
     job = provider.validate(render_job(variables, parameters=parameters))
     sent = _count_calls(provider, "RunTask")

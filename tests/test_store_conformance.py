@@ -585,3 +585,61 @@ def test_count_scheduled_counts_the_due_index_up_to_a_cap(store: Store) -> None:
     # An admitted run leaves the count.
     store.admit([pending(runs[0])])
     assert store.count_scheduled("p", "default") == Count(11)
+
+
+# parameters kept apart -----------------------------------------------------------------------------------------
+def large_parameters(size: int = 200 * 1024, marker: str = "marker") -> dict[str, object]:
+    """At least `size` bytes of compact JSON, with quotes, backslashes, newlines and multi-byte characters."""
+    row = 'é€ "quoted" \\ back\nslash ' + "x" * 60
+    count = size // (len(json.dumps(row, ensure_ascii=False).encode()) + 10) + 1
+    return {"marker": marker, "rows": [{"i": i, "text": row} for i in range(count)], "n": 1.5, "ok": True}
+
+
+def test_large_parameters_are_kept_apart_and_read_back_whole(store: Store) -> None:
+    from pydantic_core import to_json
+
+    from dispatcher.flow_runs import retry_run
+    from dispatcher.models import PARAMETERS_APART_BYTES
+    from dispatcher.store.base import with_parameters
+
+    make_pool(store)
+    dep = make_deployment(store)
+    big, small = large_parameters(), {"day": "2026-01-01"}
+    assert len(to_json(big)) >= 200 * 1024
+    large_run = make_run(dep, 1).model_copy(update={"parameters": big})
+    small_run = make_run(dep, 2).model_copy(update={"parameters": small})
+    assert store.create_runs([large_run, small_run]) == [large_run.id, small_run.id]
+    # A second create of the same id leaves the first run and its parameters alone.
+    assert store.create_runs([large_run.model_copy(update={"parameters": large_parameters(marker="other")})]) == []
+
+    stored = store.get_run(large_run.id)
+    assert stored is not None and stored.parameters is None and stored.parameters_size == len(to_json(big))
+    assert store.run_parameters(stored) == to_json(big)  # the very bytes, in one read
+    assert with_parameters(store, stored).parameters == big
+    inline = store.get_run(small_run.id)
+    assert inline is not None and inline.parameters == small and inline.parameters_size is None
+    assert json.loads(store.run_parameters(inline)) == small
+    assert len(to_json(small)) <= PARAMETERS_APART_BYTES
+
+    # Listings, pages and the dispatch path read the run's record only.
+    due = store.due_runs("pool", "default", T0, 10)
+    assert {r.id: r.parameters for r in due} == {large_run.id: None, small_run.id: small}
+    assert [r.parameters for r in store.list_runs("pool") if r.id == large_run.id] == [None]
+    assert [r.parameters for r in store.run_page(pool="pool").runs if r.id == large_run.id] == [None]
+
+    # Every state change keeps them, whole, through admission, release and a retry after the end.
+    [admitted] = store.admit([pending(due[0] if due[0].id == large_run.id else due[1])])
+    assert [r.parameters_size for r in store.active_runs("pool")] == [len(to_json(big))]
+    ended, _ = admitted.moved(StateType.COMPLETED, source="test")
+    assert store.save_run(admitted, ended)
+    retried = retry_run(store, large_run.id)
+    assert retried.parameters is None and store.run_parameters(retried) == to_json(big)
+    cancelled, _ = retried.moved(StateType.CANCELLED, source="test")
+    assert store.save_run(retried, cancelled)
+    final = store.get_run(large_run.id)
+    assert final is not None and store.run_parameters(final) == to_json(big)
+
+    # They go with their run.
+    assert store.delete_run(final) is True
+    with pytest.raises(NotFound, match=f"parameters of flow run {large_run.id} are gone"):
+        store.run_parameters(final)

@@ -425,3 +425,94 @@ def test_serve_runs_on_dynamodb(ddb: DynamoDBStore) -> None:
     states = sorted(r.state for r in (ddb.get_run(run.id) for run in runs) if r is not None)
     assert states == [StateType.PENDING, StateType.SCHEDULED]  # the pool limit of 1 held
     assert len(fake.launches) == 1
+
+
+# parameters kept apart ---------------------------------------------------------------------------------------
+class Queries:
+    """The key conditions of the store's Query requests: a read of parameter chunks names their prefix."""
+
+    def __init__(self, store: DynamoDBStore) -> None:
+        self.conditions: list[str] = []
+        store.client.meta.events.register("provide-client-params.dynamodb.Query", self._seen)
+
+    def _seen(self, params: dict[str, Any], **_: Any) -> None:
+        values = json.dumps(params.get("ExpressionAttributeValues", {}))
+        self.conditions.append(f"{params.get('KeyConditionExpression')} {values}")
+
+    def of_parameters(self) -> list[str]:
+        return [c for c in self.conditions if schema.PARAMETERS_PREFIX in c]
+
+
+def test_large_parameters_leave_the_run_item_and_admission_as_small_ones(ddb: DynamoDBStore) -> None:
+    from test_store_conformance import large_parameters
+
+    make_pool(ddb, "small")
+    make_pool(ddb, "large")
+    small_dep = make_deployment(ddb, "small-dep", pool="small")
+    large_dep = make_deployment(ddb, "large-dep", pool="large")
+    big = large_parameters()
+    ddb.create_runs([make_run(small_dep, i).model_copy(update={"parameters": {"i": i}}) for i in range(20)])
+    ddb.create_runs([make_run(large_dep, 100 + i).model_copy(update={"parameters": big}) for i in range(20)])
+    small_item, large_item = raw(ddb, "run-00000"), raw(ddb, "run-00100")
+    # The run item (and so every index projecting its data) carries the size of the parameters only.
+    assert len(large_item["data"]["S"]) - len(small_item["data"]["S"]) < 100
+    assert len(large_item["data"]["S"]) < 2048
+
+    requests, queries = Requests(ddb), Queries(ddb)
+    assert len(admit_pool(ddb, "small", T0).admitted) == 20
+    small_ops = Counter(requests.ops)
+    requests.reset()
+    assert len(admit_pool(ddb, "large", T0).admitted) == 20
+    assert requests.ops == small_ops and small_ops["TransactWriteItems"] == 1
+    assert queries.of_parameters() == []  # admission never reads them
+
+
+def test_parameter_items_expire_with_their_run_and_go_when_it_is_deleted(ddb: DynamoDBStore) -> None:
+    from test_store_conformance import large_parameters
+
+    from dispatcher.flow_runs import retry_run
+
+    def chunks() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = ddb.client.query(
+            TableName=ddb.table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
+            ExpressionAttributeValues={":pk": {"S": "RUN#run-00001"}, ":p": {"S": schema.PARAMETERS_PREFIX}},
+            ConsistentRead=True,
+        )["Items"]
+        return items
+
+    make_pool(ddb, "pool")
+    dep = make_deployment(ddb)
+    # Over one chunk (256 KB): two items, each well under DynamoDB's 400 KB.
+    ddb.create_runs([make_run(dep, 1).model_copy(update={"parameters": large_parameters(300 * 1024)})])
+    assert [c["sk"]["S"] for c in chunks()] == ["PARAMS#0000", "PARAMS#0001"]
+    assert all(len(c["chunk"]["B"]) <= schema.PARAMETERS_CHUNK_BYTES and "expires" not in c for c in chunks())
+    [admitted] = ddb.admit([pending(ddb.get_run("run-00001"))])  # type: ignore[arg-type]
+    assert ddb.save_run(admitted, admitted.moved(StateType.FAILED, source="test")[0])
+    expiry = int(raw(ddb, "run-00001")["expires"]["N"])
+    assert [abs(int(c["expires"]["N"]) - expiry) <= 2 for c in chunks()] == [True, True]
+    retried = retry_run(ddb, "run-00001")  # back to SCHEDULED: neither the run nor its parameters expire
+    assert "expires" not in raw(ddb, "run-00001") and all("expires" not in c for c in chunks())
+    cancelled, _ = retried.moved(StateType.CANCELLED, source="test")
+    assert ddb.save_run(retried, cancelled)
+    assert all("expires" in c for c in chunks())
+    stored = ddb.get_run("run-00001")
+    assert stored is not None and ddb.delete_run(stored)
+    assert chunks() == []
+
+
+def test_a_run_whose_parameters_expired_first_still_ends_and_says_so(ddb: DynamoDBStore) -> None:
+    from test_store_conformance import large_parameters
+
+    from dispatcher.errors import NotFound
+
+    make_pool(ddb, "pool")
+    dep = make_deployment(ddb)
+    ddb.create_runs([make_run(dep, 1).model_copy(update={"parameters": large_parameters()})])
+    ddb.client.delete_item(TableName=ddb.table, Key={"pk": {"S": "RUN#run-00001"}, "sk": {"S": "PARAMS#0000"}})
+    run = ddb.get_run("run-00001")
+    assert run is not None
+    # The state change that would mark them for expiry finds them gone and is written all the same.
+    assert ddb.save_run(run, run.moved(StateType.CANCELLED, source="test")[0])
+    with pytest.raises(NotFound, match="parameters of flow run run-00001 are gone"):
+        ddb.run_parameters(run)

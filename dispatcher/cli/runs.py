@@ -16,7 +16,7 @@ from ..preview import shown_state_name
 from ..providers.base import provider_logs
 from ..run_browser import MAX_PAGE, browse_runs
 from ..states import NAMES_BY_TYPE, StateType
-from ..store.base import RunPosition
+from ..store.base import RunPosition, with_parameters
 from ..terminal import safe_text
 from ..wakeups import RUN_CANCELLED, RUN_CREATED
 from .common import HELP_ONLY_LONG, Output, OutputOpt, opened, print_json, run_app, say, wake
@@ -90,7 +90,7 @@ def run_inspect(
 ) -> None:
     """Show a flow run and its state history."""
     with opened(ctx) as store:
-        run = get_run(store, run_id)
+        run = with_parameters(store, get_run(store, run_id))
     if output is Output.json:
         return print_json(run)
     render.show(render.run_detail(run))

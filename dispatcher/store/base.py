@@ -23,12 +23,13 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_json
 
 from ..errors import InvalidInput, StoreError
-from ..models import Deployment, FlowRun, WorkPool, WorkQueue, validation_sentence
+from ..models import PARAMETERS_APART_BYTES, Deployment, FlowRun, WorkPool, WorkQueue, validation_sentence
 from ..states import StateType
 
 log = logging.getLogger("pushpool.store")
@@ -239,6 +240,36 @@ class Count:
         return Count(sum(c.value for c in counted), any(c.capped for c in counted))
 
 
+def split_parameters(run: FlowRun) -> tuple[FlowRun, bytes | None]:
+    """The run as its record holds it, and the JSON of parameters kept apart from it (None: they stay inline).
+
+    Parameters over PARAMETERS_APART_BYTES live outside the run's record, written once with the run (a run's
+    parameters never change): the record then says only how large they are (`parameters_size`), so the writes
+    of every state change and the reads of every pass, listing and page carry none of them.
+    """
+    if run.parameters is None:
+        return run, None
+    text = to_json(run.parameters)
+    if len(text) <= PARAMETERS_APART_BYTES:
+        return run, None
+    return run.model_copy(update={"parameters": None, "parameters_size": len(text)}), text
+
+
+def parameters_of(store: Store, run: FlowRun) -> dict[str, Any]:
+    """A run's parameters, read from where the store keeps them when its record does not hold them."""
+    if run.parameters is not None:
+        return run.parameters
+    value = json.loads(store.run_parameters(run))
+    if not isinstance(value, dict):
+        raise StoreError(f"the stored parameters of flow run {run.id} are not a JSON object; delete the run")
+    return value
+
+
+def with_parameters(store: Store, run: FlowRun) -> FlowRun:
+    """The run with its parameters read in (what `flow-run inspect`, the API's run and the run page show)."""
+    return run if run.parameters is not None else run.model_copy(update={"parameters": parameters_of(store, run)})
+
+
 @dataclass(frozen=True)
 class Admission:
     """A proposed SCHEDULED -> PENDING move: written only if `before` is unchanged and every slot is free."""
@@ -314,7 +345,14 @@ class Store(Protocol):
     def create_runs(self, runs: Sequence[FlowRun]) -> list[str]:
         """Write runs whose id is new; an existing id is left alone. Returns the ids written."""
 
-    def get_run(self, run_id: str) -> FlowRun | None: ...
+    def get_run(self, run_id: str) -> FlowRun | None:
+        """The run as its record holds it: parameters kept apart are not read (`parameters` None)."""
+        ...
+
+    def run_parameters(self, run: FlowRun) -> bytes:
+        """A run's parameters as the compact JSON the store holds (`split_parameters`), read from where the store
+        keeps them apart when the run's record does not hold them. NotFound once they are gone."""
+        ...
 
     def list_runs(
         self,
@@ -388,7 +426,7 @@ class Store(Protocol):
         """
 
     def delete_run(self, run: FlowRun) -> bool:
-        """Delete a run that holds no slot if the stored run is still at `run`'s version.
+        """Delete a run that holds no slot, with its parameters, if the stored run is still at `run`'s version.
 
         Returns False (and deletes nothing) when it is gone or another writer got there first.
         """

@@ -26,6 +26,8 @@ from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode, urlparse
 
+from pydantic_core import to_json
+
 from ..errors import ConfigError, Conflict, NotFound, PushpoolError, StoreError
 from ..models import Deployment, FlowRun, WorkPool, WorkQueue
 from ..states import ACTIVE, TERMINAL, StateType
@@ -46,6 +48,7 @@ from .base import (
     pool_slot,
     queue_slot,
     run_slots,
+    split_parameters,
     timestamp,
 )
 
@@ -136,6 +139,12 @@ def _slot_key(key: str) -> Item:
 
 def _run_key(run_id: str) -> Item:
     return _key(f"RUN#{run_id}", "RUN")
+
+
+def _parameter_keys(run: FlowRun) -> list[Item]:
+    """The items holding a run's parameters kept apart (none when its item holds them), in order."""
+    chunks = -(-(run.parameters_size or 0) // schema.PARAMETERS_CHUNK_BYTES)
+    return [_key(f"RUN#{run.id}", f"{schema.PARAMETERS_PREFIX}{n:04d}") for n in range(chunks)]
 
 
 def _ident(item: Item) -> tuple[str, str]:
@@ -704,6 +713,7 @@ class DynamoDBStore(UnreadableRows):
     def run_item(self, run: FlowRun) -> Item:
         """The item of a run: its JSON plus the key attributes of every index it belongs to now."""
         ts = timestamp(run.scheduled_time)
+        run, _ = split_parameters(run)
         item: Item = {
             **_run_key(run.id),
             schema.DATA: _s(run.model_dump_json()),
@@ -729,34 +739,50 @@ class DynamoDBStore(UnreadableRows):
         """A generous estimate of an operation's share of the 4 MB transaction limit."""
         body = next(iter(op.values()))
         item = body.get("Item") or body.get("Key") or {}
-        return 200 + sum(len(name) + len(str(value)) for name, value in item.items())
+        return 200 + sum(
+            len(name) + (len(value["B"]) if "B" in value else len(str(value))) for name, value in item.items()
+        )
+
+    def _run_puts(self, run: FlowRun) -> list[dict[str, Any]]:
+        """The puts that create a run: its item, only if the id is new, then its parameters kept apart, if any."""
+        stored, apart = split_parameters(run)
+        puts = [self._put(self.run_item(stored), "attribute_not_exists(pk)")]
+        if apart is not None:
+            step = schema.PARAMETERS_CHUNK_BYTES
+            for key, start in zip(_parameter_keys(stored), range(0, len(apart), step), strict=True):
+                puts.append(self._put({**key, schema.CHUNK: {"B": apart[start : start + step]}}))
+        return puts
 
     def create_runs(self, runs: Sequence[FlowRun]) -> list[str]:
         todo = _first_of_each(runs, lambda r: r.id)  # as INSERT OR IGNORE: the first of an id wins
         created: set[str] = set()
-        for group in self._packed([(r.id, self._put(self.run_item(r), "attribute_not_exists(pk)")) for r in todo]):
+        for group in self._packed([(r.id, self._run_puts(r)) for r in todo]):
             while group:
-                codes = self._transact([op for _, op in group])
+                codes = self._transact([op for _, ops in group for op in ops])
                 if codes is None:
                     created.update(run_id for run_id, _ in group)
                     break
-                # The ids that exist already are left alone (as INSERT OR IGNORE); the others go again.
-                remaining = [g for g, code in zip(group, codes, strict=False) if code != CONDITION_FAILED]
+                # The ids that exist already are left alone (as INSERT OR IGNORE), with their parameters; the
+                # others go again. A run's own put comes first among its items.
+                firsts = [sum(len(ops) for _, ops in group[:i]) for i in range(len(group))]
+                remaining = [g for g, at in zip(group, firsts, strict=True) if codes[at : at + 1] != [CONDITION_FAILED]]
                 if len(remaining) == len(group):
                     raise StoreError(f"DynamoDB refused to write runs to table {self.table!r}; retry")
                 group = remaining
         return [r.id for r in todo if r.id in created]
 
-    def _packed(self, ops: list[tuple[str, dict[str, Any]]]) -> list[list[tuple[str, dict[str, Any]]]]:
-        groups: list[list[tuple[str, dict[str, Any]]]] = []
-        size = 0
-        for entry in ops:
-            cost = self._size(entry[1])
-            if not groups or len(groups[-1]) >= MAX_TRANSACTION_ITEMS or size + cost > MAX_TRANSACTION_BYTES:
+    def _packed(self, entries: list[tuple[str, list[dict[str, Any]]]]) -> list[list[tuple[str, list[dict[str, Any]]]]]:
+        """Runs' puts in transactions of at most 100 items and about 3.5 MB, a run's items always together."""
+        groups: list[list[tuple[str, list[dict[str, Any]]]]] = []
+        size = items = 0
+        for entry in entries:
+            cost = sum(self._size(op) for op in entry[1])
+            if not groups or items + len(entry[1]) > MAX_TRANSACTION_ITEMS or size + cost > MAX_TRANSACTION_BYTES:
                 groups.append([])
-                size = 0
+                size = items = 0
             groups[-1].append(entry)
             size += cost
+            items += len(entry[1])
         return groups
 
     def _runs(self, items: Iterable[Item]) -> list[FlowRun]:
@@ -765,6 +791,20 @@ class DynamoDBStore(UnreadableRows):
     def get_run(self, run_id: str) -> FlowRun | None:
         item = self._get(_run_key(run_id))
         return None if item is None else _run(item)
+
+    def run_parameters(self, run: FlowRun) -> bytes:
+        if run.parameters is not None:
+            return to_json(run.parameters)
+        # One Query of the run's partition, its chunks in order (the run item's sort key `RUN` is not among them).
+        items = self._query(
+            "pk = :pk AND begins_with(sk, :prefix)",
+            {},
+            {":pk": _s(f"RUN#{run.id}"), ":prefix": _s(schema.PARAMETERS_PREFIX)},
+        )
+        data = b"".join(bytes(item[schema.CHUNK]["B"]) for item in items if schema.CHUNK in item)
+        if not items or len(data) != run.parameters_size:
+            raise NotFound(f"the parameters of flow run {run.id} are gone from the store (they expire with the run)")
+        return data
 
     def _fetch_runs(self, index_items: Sequence[Item]) -> list[FlowRun]:
         """The base items behind index keys, in the index's order (runs deleted meanwhile are left out)."""
@@ -1081,27 +1121,54 @@ class DynamoDBStore(UnreadableRows):
         if before.state not in ACTIVE and after.state in ACTIVE:
             raise ValueError("a run enters an active state only through admit()")
         put = self._put_run(after, before)
-        if not (before.state in ACTIVE and after.state not in ACTIVE):
+        keys = list(run_slots(before)) if before.state in ACTIVE and after.state not in ACTIVE else []
+        expiry = self._parameters_expiry(after) if before.is_terminal != after.is_terminal else []
+        if not keys and not expiry:
             try:
                 self._call("put_item", ("ConditionalCheckFailedException",), **put["Put"])
             except ClientError:
                 return False
             return True
-        keys = list(run_slots(before))
         while True:
-            codes = self._transact([put, *(self._release(k) for k in keys)])
+            codes = self._transact([put, *(self._release(k) for k in keys), *expiry])
             if codes is None:
                 return True
             if codes[0] == CONDITION_FAILED:
                 return False
             # A slot that already reads 0 (or is gone) is left alone, as SQLite's MAX(active - 1, 0).
             drifted = {k for k, code in zip(keys, codes[1:], strict=False) if code == CONDITION_FAILED}
-            if not drifted:
+            gone = CONDITION_FAILED in codes[1 + len(keys) :]
+            if not drifted and not gone:
                 raise StoreError(f"DynamoDB refused to release the slots of run {before.id} in {self.table!r}; retry")
             for key in drifted:
                 self.metrics["slot_release_drift"] += 1
                 log.warning("slot %s read 0 when run %s released it; the reconciler recounts it", key, before.id)
             keys = [k for k in keys if k not in drifted]
+            if gone:
+                # Its parameters expired already (a run item rewritten after it ended outlives them): nothing to mark.
+                expiry = []
+
+    def _parameters_expiry(self, run: FlowRun) -> list[dict[str, Any]]:
+        """Updates giving a run's parameters kept apart the run's expiry (it ended) or none (a retry revived it).
+
+        DynamoDB's TTL removes each item by its own `expires`, so the chunks follow their run's: set in the same
+        transaction as the state that ends the run, removed in the one that brings it back.
+        """
+        updates = []
+        for key in _parameter_keys(run):
+            update: dict[str, Any] = {
+                "TableName": self.table,
+                "Key": key,
+                "ConditionExpression": "attribute_exists(pk)",
+                "ExpressionAttributeNames": {"#exp": schema.TTL_ATTRIBUTE},
+            }
+            if run.is_terminal:
+                update["UpdateExpression"] = "SET #exp = :exp"
+                update["ExpressionAttributeValues"] = {":exp": _n(int(time.time()) + self._retention_seconds)}
+            else:
+                update["UpdateExpression"] = "REMOVE #exp"
+            updates.append({"Update": update})
+        return updates
 
     def save_runs(self, changes: Sequence[tuple[FlowRun, FlowRun]]) -> list[bool]:
         # One conditional write each: a transaction would fail every change with the one that lost its race.
@@ -1115,6 +1182,10 @@ class DynamoDBStore(UnreadableRows):
         delete = self._delete(_run_key(run.id), "#version = :version")["Delete"]
         delete["ExpressionAttributeNames"] = {"#version": "version"}
         delete["ExpressionAttributeValues"] = {":version": _n(run.version)}
+        chunks = _parameter_keys(run)
+        if chunks:
+            # The run and its parameters go together, or neither (a run that moved on keeps both).
+            return self._transact([{"Delete": delete}, *(self._delete(key) for key in chunks)]) is None
         try:
             self._call("delete_item", ("ConditionalCheckFailedException",), **delete)
         except ClientError:

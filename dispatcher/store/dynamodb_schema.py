@@ -15,7 +15,13 @@ slot               ``SLOT#<slot key>``     ``SLOT``      lim (absent = unlimited
 run                ``RUN#<id>``            ``RUN``       data, state, version, queue, run_pool, run_dep,
                                                          rsk, due_pk/due_sk (sparse), active_pk/active_sk
                                                          (sparse), expires (TTL, finished runs only)
+run parameters     ``RUN#<id>``            ``PARAMS#n``  chunk (binary), expires (TTL, finished runs only)
 =================  ======================  ============  =============================================
+
+A run's parameters over `models.PARAMETERS_APART_BYTES` live in its partition as chunks of at most
+PARAMETERS_CHUNK_BYTES (``PARAMS#0000``, ``PARAMS#0001``, ...), written with the run and never rewritten: the
+run item, rewritten at every state change and carried by admission transactions and the due/active indexes,
+holds only their size.
 
 This module imports nothing from boto3: it is plain data.
 """
@@ -29,6 +35,11 @@ from typing import Any
 PK, SK = "pk", "sk"
 DATA = "data"
 TTL_ATTRIBUTE = "expires"
+CHUNK = "chunk"
+PARAMETERS_PREFIX = "PARAMS#"
+PARAMETERS_CHUNK_BYTES = 256 * 1024
+"""Bytes of run parameters per item: well under DynamoDB's 400 KB item, so a 512 KB set takes two items. Part of
+the layout: the chunk count of a run follows from its `parameters_size`."""
 
 # index names -------------------------------------------------------------------------------------------------
 DUE_INDEX = "due"

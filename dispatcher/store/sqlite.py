@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+from pydantic_core import to_json
+
 from ..errors import Conflict, NotFound, StoreError
 from ..models import Deployment, FlowRun, WorkPool, WorkQueue
 from ..private_files import FILE_MODE, narrow, private_dir, private_file, pushpool_home
@@ -36,6 +38,7 @@ from .base import (
     pool_slot,
     queue_slot,
     run_slots,
+    split_parameters,
     timestamp,
 )
 
@@ -72,6 +75,9 @@ CREATE INDEX IF NOT EXISTS runs_page_deployment_state ON runs (deployment, state
 -- Superseded by the runs_page_* indexes (older store files have them).
 DROP INDEX IF EXISTS runs_by_pool;
 DROP INDEX IF EXISTS runs_by_deployment;
+-- Parameters over PARAMETERS_APART_BYTES, kept apart from their run's row (base.split_parameters), so listings,
+-- pages and passes read rows of a few KB whatever a run's parameters weigh.
+CREATE TABLE IF NOT EXISTS run_parameters (run_id TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS slots (
     key TEXT PRIMARY KEY, lim INTEGER, active INTEGER NOT NULL DEFAULT 0,
     ver INTEGER NOT NULL DEFAULT 0, changed REAL NOT NULL DEFAULT 0
@@ -368,6 +374,7 @@ class SQLiteStore(UnreadableRows):
 
     # runs -----------------------------------------------------------------------------------------------
     def _run_row(self, run: FlowRun) -> tuple[object, ...]:
+        run, _ = split_parameters(run)
         return (
             run.id,
             run.pool,
@@ -383,6 +390,7 @@ class SQLiteStore(UnreadableRows):
         created: list[str] = []
         with self._write() as db:
             for run in runs:
+                run, apart = split_parameters(run)
                 cur = db.execute(
                     "INSERT OR IGNORE INTO runs (id, pool, queue, deployment, state, scheduled_time, version, data)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -390,6 +398,8 @@ class SQLiteStore(UnreadableRows):
                 )
                 if cur.rowcount:
                     created.append(run.id)
+                    if apart is not None:
+                        db.execute("INSERT OR REPLACE INTO run_parameters VALUES (?, ?)", (run.id, apart))
         return created
 
     def _runs(self, sql: str, args: Sequence[object]) -> list[FlowRun]:
@@ -407,6 +417,15 @@ class SQLiteStore(UnreadableRows):
     def get_run(self, run_id: str) -> FlowRun | None:
         rows = self._read("SELECT data FROM runs WHERE id = ?", (run_id,))
         return _run(rows[0]) if rows else None
+
+    def run_parameters(self, run: FlowRun) -> bytes:
+        if run.parameters is not None:
+            return to_json(run.parameters)
+        rows = self._read("SELECT data FROM run_parameters WHERE run_id = ?", (run.id,))
+        if not rows:
+            raise NotFound(f"the parameters of flow run {run.id} are gone from the store")
+        data = rows[0][0]
+        return data if isinstance(data, bytes) else str(data).encode()
 
     def list_runs(
         self,
@@ -500,7 +519,7 @@ class SQLiteStore(UnreadableRows):
                 after.state.value,
                 timestamp(after.scheduled_time),
                 before.version + 1,
-                after.model_copy(update={"version": before.version + 1}).model_dump_json(),
+                split_parameters(after)[0].model_copy(update={"version": before.version + 1}).model_dump_json(),
                 before.id,
                 before.version,
             ),
@@ -554,7 +573,10 @@ class SQLiteStore(UnreadableRows):
             raise ValueError("an active run holds slots; it is never deleted")
         with self._write() as db:
             cur = db.execute("DELETE FROM runs WHERE id = ? AND version = ?", (run.id, run.version))
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            db.execute("DELETE FROM run_parameters WHERE run_id = ?", (run.id,))
+            return True
 
     # slots ----------------------------------------------------------------------------------------------
     def _upsert_slot(self, db: sqlite3.Connection, key: str, limit: int | None) -> None:

@@ -22,7 +22,7 @@ from ..providers.base import provider_logs
 from ..providers.console import console_url
 from ..run_browser import browse_runs, pool_counts
 from ..states import StateType
-from ..store.base import Count, Store
+from ..store.base import Count, Store, with_parameters
 from ..timeline import MAX_RUNS, Bar, bar_of, bars
 from .charts import Timeline, timeline_chart
 
@@ -221,7 +221,7 @@ class RunPage:
 
 def run_page(store: Store, run_id: str, *, with_logs: bool = False) -> RunPage:
     """A run's page; `with_logs` asks its provider for the job's output (a call to the cloud for most)."""
-    run = get_run(store, run_id)
+    run = with_parameters(store, get_run(store, run_id))
     pool = store.get_pool(run.pool)
     console = console_url(pool.type, run.infrastructure_id) if pool and run.infrastructure_id else None
     job: dict[str, Any] | None = None
