@@ -69,6 +69,7 @@ bench: $(STAMP) $(SDK_STAMP)
 	run dispatch_overhead $(BIN)/python benchmarks/dispatch_overhead.py; \
 	run cold_start $(SDK_VENV)/bin/python benchmarks/cold_start.py; \
 	run dashboard_pages $(BIN)/python benchmarks/dashboard_pages.py; \
+	run large_parameters $(BIN)/python benchmarks/large_parameters.py; \
 	if [ -n "$$failed" ]; then echo "bench: targets missed in:$$failed"; exit 1; fi; \
 	echo "bench: every target met"
 

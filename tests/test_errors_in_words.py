@@ -181,7 +181,7 @@ class _Serve:
         }
         env.pop("PUSHPOOL_API_TOKEN", None)
         # The write-ahead log is emptied first; the limit leaves room for SQLite's 32 KB shared-memory file
-        # and none for a run row of 60 KB of parameters: saving it is the write the full disk refuses.
+        # and none for a run row of 60 KB of job variables: saving it is the write the full disk refuses.
         with sqlite3.connect(store_path) as db:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         limit = 40_000
@@ -217,7 +217,11 @@ def full_disk_server(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     monkeypatch.setenv(SECRET_ENV, SECRET)
     store = SQLiteStore(str(store_path))
     run = deployments.run_deployment(
-        store, "dep", scheduled_time=utcnow() - timedelta(seconds=1), parameters={"blob": "x" * 60_000}
+        # 60 KB in the run's own row (parameters that large are kept apart, written once; job variables are not).
+        store,
+        "dep",
+        scheduled_time=utcnow() - timedelta(seconds=1),
+        job_variables={"env": {"BLOB": "x" * 60_000}},
     )
     admit_pool(store, "pool", utcnow())
     token = run_token(SECRET.encode(), run.deployment_id, run.id)

@@ -589,10 +589,17 @@ def test_count_scheduled_counts_the_due_index_up_to_a_cap(store: Store) -> None:
 
 # parameters kept apart -----------------------------------------------------------------------------------------
 def large_parameters(size: int = 200 * 1024, marker: str = "marker") -> dict[str, object]:
-    """At least `size` bytes of compact JSON, with quotes, backslashes, newlines and multi-byte characters."""
-    row = 'é€ "quoted" \\ back\nslash ' + "x" * 60
-    count = size // (len(json.dumps(row, ensure_ascii=False).encode()) + 10) + 1
-    return {"marker": marker, "rows": [{"i": i, "text": row} for i in range(count)], "n": 1.5, "ok": True}
+    """`size` bytes of compact JSON (a row more at most), with quotes, backslashes, newlines, multi-byte characters."""
+    from pydantic_core import to_json
+
+    text = 'é€ "quoted" \\ back\nslash ' + "x" * 60
+    value: dict[str, object] = {"marker": marker, "n": 1.5, "ok": True, "rows": []}
+    rows: list[dict[str, object]] = []
+    total = len(to_json(value))
+    while total < size:
+        rows.append({"i": len(rows), "text": text})
+        total += len(to_json(rows[-1])) + (1 if len(rows) > 1 else 0)
+    return {**value, "rows": rows}
 
 
 def test_large_parameters_are_kept_apart_and_read_back_whole(store: Store) -> None:

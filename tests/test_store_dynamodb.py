@@ -516,3 +516,31 @@ def test_a_run_whose_parameters_expired_first_still_ends_and_says_so(ddb: Dynamo
     assert ddb.save_run(run, run.moved(StateType.CANCELLED, source="test")[0])
     with pytest.raises(NotFound, match="parameters of flow run run-00001 are gone"):
         ddb.run_parameters(run)
+
+
+def test_a_dispatch_pass_reads_large_parameters_only_when_the_job_cannot_fetch_them(ddb: DynamoDBStore) -> None:
+    from test_store_conformance import large_parameters
+
+    pools.create_pool(ddb, "pool")
+    deployments.create_deployment(ddb, "dep", pool="pool", job_variables={"command": "true"})
+    queries = Queries(ddb)
+    for base_url, reads in (("https://cb.example", 0), ("", 1)):
+        run = deployments.run_deployment(ddb, "dep", parameters=large_parameters(100 * 1024))
+        provider = FakeProvider()
+        dispatcher = Dispatcher(
+            ddb,
+            providers=Providers({"process": provider}),
+            settings=Settings(),
+            clock=lambda: T0 + timedelta(days=400),
+            callback_base_url=base_url,
+        )
+        queries.conditions.clear()
+        try:
+            assert dispatcher.run_pass().submitted == [run.id]
+        finally:
+            dispatcher.close()
+        assert len(queries.of_parameters()) == reads, (base_url, queries.conditions)
+        [(_, job)] = provider.launches
+        # With a callback URL the job reads them itself; without one they go inline (100 KB fit one variable).
+        assert ("PUSHPOOL_PARAMETERS_URL" in job["env"]) == bool(base_url)
+        assert ("PUSHPOOL_PARAMETERS" in job["env"]) == (not base_url)
