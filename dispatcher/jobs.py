@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import templating
-from .errors import ConfigError, InvalidInput
+from .errors import ConfigError, InvalidInput, TemplateError
 from .providers.base import Providers
 
 log = logging.getLogger("pushpool.jobs")
@@ -66,7 +66,17 @@ def build_job(
     environ: Mapping[str, str],
     context: RunContext,
 ) -> dict[str, Any]:
-    """Resolve the job variables (required enforced), render the template and add the run's context."""
+    """Resolve the job variables (required enforced), render the template and add the run's context.
+
+    A pool without a job configuration (an empty template) has no job to render: a TemplateError says so.
+    """
+    if not isinstance(template.get("job_configuration"), dict) or not template["job_configuration"]:
+        raise TemplateError(
+            f"work pool {context.pool!r} has no base job template (its job_configuration is missing or empty), so "
+            f"there is no job to render; set one with `pushpool work-pool update {context.pool} "
+            "--base-job-template FILE` (`pushpool work-pool get-default-base-job-template --type TYPE` prints the "
+            "default)."
+        )
     values = templating.resolve_job_variables(template, pool_vars, deployment_vars, run_vars)
     job = templating.render(template.get("job_configuration", {}), values, environ)
     return templating.inject_run_context(

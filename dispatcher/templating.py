@@ -413,6 +413,15 @@ def _check_variables_shape(variables: Any) -> None:
         )
 
 
+def declared_variables(template: dict[str, Any]) -> dict[str, Any]:
+    """The template's `variables` schema; one that declares nothing when the template has none.
+
+    A stored pool may have no template at all (`{}`: the model's default, a pool made by an older release or
+    through the store): it then declares no variable, so any job variable set for it is refused by name."""
+    variables = template.get("variables")
+    return variables if isinstance(variables, dict) else {"type": "object", "properties": {}}
+
+
 def validate_job_variables(template: dict[str, Any], values: Any, *, field: str, enforce_required: bool) -> None:
     """Check job variables against the template's `variables` schema.
 
@@ -424,7 +433,7 @@ def validate_job_variables(template: dict[str, Any], values: Any, *, field: str,
         raise TemplateError(
             f"{field} must be a JSON object mapping variable names to values, not {_json_type(values)}."
         )
-    variables: dict[str, Any] = template["variables"]
+    variables = declared_variables(template)
     properties: dict[str, Any] = variables.get("properties", {})
     unknown = sorted(str(key) for key in values if key not in properties)
     if unknown:
@@ -445,7 +454,7 @@ def validate_job_variables(template: dict[str, Any], values: Any, *, field: str,
 
 def fits(template: dict[str, Any], name: str, value: Any) -> bool:
     """Whether `value` satisfies the schema of the template's variable `name`."""
-    variables: dict[str, Any] = template["variables"]
+    variables = declared_variables(template)
     schema = variables.get("properties", {}).get(name)
     return isinstance(schema, dict) and _first_error(schema, value, root=variables) is None
 
@@ -511,7 +520,7 @@ def variable_defaults(template: dict[str, Any]) -> dict[str, Any]:
 
     A null default counts as none, as in Prefect: the variable is left unset, so its key is dropped.
     """
-    properties: dict[str, Any] = template["variables"].get("properties", {})
+    properties: dict[str, Any] = declared_variables(template).get("properties", {})
     return {
         name: copy.deepcopy(schema["default"])
         for name, schema in properties.items()

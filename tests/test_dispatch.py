@@ -23,7 +23,7 @@ from dispatcher.callbacks import callback_url, master_secret, run_token
 from dispatcher.cancelling import cancel_run
 from dispatcher.config import Settings
 from dispatcher.dispatch import Dispatcher, PassSummary, idempotency_key
-from dispatcher.errors import NotFound, PushpoolError
+from dispatcher.errors import InvalidInput, NotFound, PushpoolError
 from dispatcher.models import FlowRun, utcnow
 from dispatcher.providers.base import JobState, JobStatus, Providers
 from dispatcher.providers.fake import FakeProvider
@@ -391,6 +391,24 @@ def test_render_failure_crashes_naming_the_variable(world: World) -> None:
     assert stored.state is StateType.CRASHED
     assert "'image'" in (stored.state_history[-1].message or "")
     assert w.fake.submit_calls == [] and w.active(pool_slot("p")) == 0
+
+
+def test_a_pool_without_a_template_crashes_its_runs_saying_so_and_the_pass_goes_on(world: World) -> None:
+    w = world
+    simple_pool(w)
+    pools.create_pool(w.store, "bare")
+    deployments.create_deployment(w.store, "b", pool="bare", job_variables={"command": COMMAND})
+    stranded, fine = w.new_run("b"), w.new_run("d")
+    bare = w.store.get_pool("bare")
+    assert bare is not None
+    w.store.update_pool(bare.model_copy(update={"base_job_template": {}}))  # the model's default: no template
+    with pytest.raises(InvalidInput, match="'command' is not a variable of this pool"):
+        deployments.create_deployment(w.store, "b2", pool="bare", job_variables={"command": COMMAND})
+
+    summary = w.dispatch()
+    assert summary.submitted == [fine.id]
+    assert "has no base job template" in summary.crashed[stranded.id]
+    assert w.run(stranded.id).state is StateType.CRASHED and w.active(pool_slot("bare")) == 0
 
 
 def test_invalid_job_for_the_provider_crashes_before_submission(world: World) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from dispatcher import deployments, pools
 from dispatcher.api import Api, Request, Response
+from dispatcher.cancelling import cancel_run
 from dispatcher.errors import InvalidInput
 from dispatcher.models import utcnow
 from dispatcher.providers.console import console_url
@@ -319,6 +320,56 @@ def test_a_run_page_shows_the_masked_job(api: Api, store: SQLiteStore) -> None:
     assert run.id in page and "PUSHPOOL_CALLBACK_TOKEN&#34;: &#34;****&#34;" in page
     logs = text(get(api, f"/ui/runs/{run.id}/logs", cookie))
     assert "nothing was submitted" in logs
+
+
+@pytest.mark.parametrize(
+    ("template", "why"),
+    [
+        ({}, "has no base job template"),
+        ({"job_configuration": {}, "variables": {}}, "has no base job template"),
+        ({"job_configuration": {"command": "{{ command }}"}}, "this pool declares no variables"),
+    ],
+    ids=["empty", "empty-job", "no-variables"],
+)
+def test_a_run_page_of_a_pool_without_a_template_says_there_is_no_job(
+    api: Api, store: SQLiteStore, template: dict[str, object], why: str
+) -> None:
+    cookie, _ = sign_in(api)
+    run = deployments.run_deployment(store, "load")
+    pool = store.get_pool("etl")
+    assert pool is not None
+    store.update_pool(pool.model_copy(update={"base_job_template": template}))  # valid for the model
+    response = get(api, f"/ui/runs/{run.id}", cookie)
+    assert response.status == 200
+    page = text(response)
+    assert why in page and 'id="job"' not in page
+    assert get(api, "/ui/pools/etl", cookie).status == 200
+
+
+def test_pages_of_unusual_but_valid_store_contents_answer(api: Api, store: SQLiteStore) -> None:
+    cookie, _ = sign_in(api)
+    gone = deployments.run_deployment(store, "load")
+    cancel_run(store, gone.id)
+    deployments.delete_deployment(store, "load")  # its runs stay
+    page = text(get(api, f"/ui/runs/{gone.id}", cookie))
+    assert "load (deleted)" in page and "/ui/runs?deployment=load" not in page  # no link to a 404
+    assert "deployment &#39;load&#39; does not exist" in page  # the job section says why nothing is rendered
+
+    pools.create_pool(store, "bare", paused=True)
+    deployments.create_deployment(store, "quiet", pool="bare", job_variables={"command": "echo hi"})
+    bare = deployments.run_deployment(store, "quiet")
+    stored = store.get_run(bare.id)
+    assert stored is not None
+    assert store.save_run(stored, stored.model_copy(update={"state_history": []}))  # a run with no history
+    pools.create_queue(store, "bare", "side", priority=2)
+    deployments.create_deployment(store, "sider", pool="bare", queue="side", job_variables={"command": "echo"})
+    orphan = deployments.run_deployment(store, "sider")
+    cancel_run(store, orphan.id)
+    deployments.delete_deployment(store, "sider")
+    store.delete_queue("bare", "side")  # a run whose queue is gone
+    paths = ("/ui", "/ui/runs", "/ui/pools/bare", "/ui/runs?pool=bare", f"/ui/runs/{bare.id}", f"/ui/runs/{orphan.id}")
+    for path in paths:
+        assert get(api, path, cookie).status == 200, path
 
 
 # console links ------------------------------------------------------------------------------------------------

@@ -217,6 +217,8 @@ class RunPage:
     logs: str | None = None
     logs_problem: str | None = None
     history: list[Any] = field(default_factory=list)
+    deployment_exists: bool = True
+    """False once the run's deployment was deleted: its runs list would be a 404, so it is not linked."""
 
 
 def run_page(store: Store, run_id: str, *, with_logs: bool = False) -> RunPage:
@@ -242,6 +244,7 @@ def run_page(store: Store, run_id: str, *, with_logs: bool = False) -> RunPage:
         bar,
         duration_text(bar, now),
         history=list(reversed(run.state_history)),
+        deployment_exists=store.get_deployment(run.deployment) is not None,
     )
     if with_logs:
         if run.infrastructure_id is None:
