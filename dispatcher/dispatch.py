@@ -258,7 +258,8 @@ class Dispatcher:
                 self._submission_failed(run, unexpected, now, summary)
                 continue
             launched.append((run, infra_id))
-        self._record_submissions(provider, launched, now, summary)
+        # Stamped when the launches are known, not when the runs were admitted: the provider calls took a while.
+        self._record_submissions(provider, launched, self.clock(), summary)
 
     def _render(self, pool: WorkPool, deployment: Deployment | None, run: FlowRun) -> dict[str, Any]:
         if deployment is None:

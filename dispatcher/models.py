@@ -526,6 +526,18 @@ class FlowRun(_Model):
         """This run with `source` among its recent reports (the oldest forgotten past RECENT_REPORTS_KEPT)."""
         return self.model_copy(update={"recent_reports": [*self.recent_reports, source][-RECENT_REPORTS_KEPT:]})
 
+    @property
+    def history_end(self) -> datetime | None:
+        """The time of the run's newest record (None without any): `moved` stamps no record before it.
+
+        Records are stamped by different clocks and readings (a pass reads its clock before it admits runs that
+        may have been created meanwhile; one function's clock may lag another's), and a history read as a story
+        must not say "submitted" before "created"."""
+        if not self.state_history:
+            return None
+        last = self.state_history[-1]
+        return max(last.time, last.last_time or last.time)
+
     def moved(
         self,
         state: StateType,
@@ -545,6 +557,9 @@ class FlowRun(_Model):
         name = name or DEFAULT_NAMES[state]
         check_state_name(state, name)
         now = now or utcnow()
+        end = self.history_end
+        if end is not None and end > now:
+            now = end  # the one place record times are kept in order (see `history_end`)
         applied = is_allowed(self.state, self.state_name, state, name)
         message = _clipped(message, MAX_DESCRIPTION if applied else NOOP_MESSAGE_CHARS)
         record = StateRecord(state=state, name=name, time=now, source=source, message=message, applied=applied)

@@ -577,6 +577,23 @@ def test_a_pass_records_its_launches_in_one_write_without_reading_each_run_back(
     w.dispatcher.close()
 
 
+def test_history_times_never_go_back_and_submission_is_stamped_when_recorded(world: World) -> None:
+    w = world
+    simple_pool(w)
+    late_comer = w.new_run("d", ago=5)
+    w.now[0] = late_comer.created - timedelta(seconds=2)  # the pass read its clock before the run was created
+    w.fake.during_submit = lambda key: w.advance(3)  # the provider call takes 3 s of the pass's clock
+    assert w.dispatch().submitted == [late_comer.id]
+
+    history = w.run(late_comer.id).state_history
+    assert [r.name for r in history] == ["Scheduled", "Pending", "InfrastructurePending"]
+    times = [r.time for r in history]
+    assert times == sorted(times), "no record predates the one before it"
+    assert times[1] == late_comer.created  # admitted at the pass's clock, 2 s before: kept in order
+    assert times[2] == w.now[0]  # recorded when the launch was known, not at admission
+    assert timeline.bar_of(w.run(late_comer.id)).admitted == late_comer.created
+
+
 # cancellation -----------------------------------------------------------------------------------------------
 def test_cancelling_a_scheduled_run_is_immediate(world: World) -> None:
     w = world

@@ -55,7 +55,8 @@ def test_every_terminal_state_is_final(terminal: StateType, new: StateType, new_
 
 
 def test_duplicate_running_is_a_recorded_no_op() -> None:
-    run, applied = make_run(StateType.PENDING, "InfrastructurePending").moved(StateType.RUNNING, source="callback")
+    pending = make_run(StateType.PENDING, "InfrastructurePending")
+    run, applied = pending.moved(StateType.RUNNING, source="callback", now=T0)
     assert applied
     again, applied_again = run.moved(StateType.RUNNING, source="callback", message="dup", now=T0)
     assert applied_again is False

@@ -19,7 +19,7 @@ import pytest
 
 from dispatcher.admit_pass import admit_pool
 from dispatcher.errors import Conflict, InvalidInput, NotFound
-from dispatcher.models import Deployment, FlowRun, WorkPool, WorkQueue
+from dispatcher.models import Deployment, FlowRun, StateRecord, WorkPool, WorkQueue
 from dispatcher.states import StateType
 from dispatcher.store.base import Admission, Count, RunPosition, Store, deployment_slot, pool_slot, queue_slot
 
@@ -279,6 +279,29 @@ def test_save_runs_writes_each_change_on_its_own_condition(store: Store) -> None
     assert store.save_runs([]) == []
     with pytest.raises(ValueError):
         store.save_runs([(runs[0], runs[0].moved(StateType.PENDING, source="test")[0])])
+
+
+def test_a_history_read_back_is_in_time_order_whatever_clocks_stamped_it(store: Store) -> None:
+    make_pool(store)
+    dep = make_deployment(store)
+    created = T0 + timedelta(seconds=10)
+    first = StateRecord(state=StateType.SCHEDULED, name="Scheduled", time=created, source="user")
+    run = make_run(dep, 1).model_copy(update={"state_history": [first], "created": created, "updated": created})
+    store.create_runs([run])
+    # A dispatcher whose clock reads 10 s earlier (its pass began before the run was created) admits and submits it.
+    [admitted] = store.admit([Admission(run, run.moved(StateType.PENDING, source="dispatcher", now=T0)[0])])
+    launched = admitted.moved(
+        StateType.PENDING, name="InfrastructurePending", source="dispatcher", now=T0, infrastructure_id="job-1"
+    )[0]
+    assert store.save_runs([(admitted, launched)]) == [True]
+    stored = store.get_run(run.id)
+    assert stored is not None
+    assert [(r.name, r.time) for r in stored.state_history] == [
+        ("Scheduled", created),
+        ("Pending", created),
+        ("InfrastructurePending", created),
+    ]
+    assert stored.updated == created
 
 
 def test_release_never_goes_below_zero_and_backward_retry_frees_slot(store: Store) -> None:
