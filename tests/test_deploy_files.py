@@ -576,6 +576,43 @@ def test_parameters(sam: dict[str, Any], sls: dict[str, Any]) -> None:
         assert sam["Parameters"][name]["ConstraintDescription"], name
 
 
+def test_the_template_env_allow_list_is_a_parameter_given_to_dispatch_and_http(
+    sam: dict[str, Any], sls: dict[str, Any]
+) -> None:
+    param = sam["Parameters"]["TemplateEnv"]
+    assert param["Default"] == "" and sls["params"]["default"]["templateEnv"] == ""  # templates read nothing
+    pattern = re.compile(param["AllowedPattern"])
+    for good in ("", "AWS_REGION", "AWS_REGION,PUSHPOOL_ECS_LOG_GROUP", "_X1"):
+        assert pattern.fullmatch(good), good
+    for bad in ("AWS_REGION, X", "1X", "$X", "A,,B", "A,", "A-B"):
+        assert not pattern.fullmatch(bad), bad
+    for function in FUNCTIONS:
+        sam_env = sam_function(sam, function)["Environment"]["Variables"]
+        sls_env = sls_function(sls, function)["environment"]
+        renders_or_checks = function in ("dispatch", "http")  # jobs rendered; templates written through the API
+        assert ("PUSHPOOL_TEMPLATE_ENV" in sam_env) is renders_or_checks, function
+        if renders_or_checks:
+            assert refs(sam_env["PUSHPOOL_TEMPLATE_ENV"]) == {"TemplateEnv"}, function
+            assert sls_env["PUSHPOOL_TEMPLATE_ENV"] == "${param:templateEnv}", function
+    assert "TemplateEnv=" in GUIDE_PATH.read_text() and "templateEnv=" in GUIDE_PATH.read_text()
+
+
+def test_only_the_dispatch_function_holds_the_modal_token_and_an_api_cancel_needs_none(
+    sam: dict[str, Any], sls: dict[str, Any]
+) -> None:
+    # A cancel through the http function only writes CANCELLING and wakes the dispatch function, whose pass stops
+    # the job (tests/test_handlers_aws.py, a Modal run cancelled through the http function with no token).
+    for function in FUNCTIONS:
+        has_token = function == "dispatch"
+        assert ("PUSHPOOL_MODAL_TOKEN_SECRET" in sam_function(sam, function)["Environment"]["Variables"]) is has_token
+        assert ("PUSHPOOL_MODAL_TOKEN_SECRET" in sls_function(sls, function)["environment"]) is has_token
+    for name, resources in both(sam, sls):
+        for function, role in ROLES.items():
+            readable = [s for s in role_statements(resources, role) if "secretsmanager:GetSecretValue" in actions(s)]
+            modal = [s for s in readable if "modal" in json.dumps(s.get("Resource")).lower()]
+            assert bool(modal) is (function == "dispatch"), f"{name} {function}"
+
+
 # least privilege --------------------------------------------------------------------------------------------
 def all_statements(resources: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     found = []

@@ -15,6 +15,7 @@ import base64
 import contextlib
 import io
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -49,7 +50,7 @@ from dispatcher.providers.ecs import CANCEL_REASON, ECSProvider
 from dispatcher.schedules import parse_schedule
 from dispatcher.states import StateType
 from dispatcher.store import open_store
-from dispatcher.store.base import Store, pool_slot
+from dispatcher.store.base import Admission, Store, pool_slot
 
 ROOT = Path(__file__).resolve().parent.parent
 API_TOKEN = "api-token-for-tests"
@@ -719,6 +720,33 @@ def test_cancelling_through_the_api_stops_the_task_and_its_stop_event_ends_the_r
     event = stopped(run, arn, exit_code=143, stop_code="UserInitiated", stopped_reason=task["stoppedReason"])
     assert ecs_events(event) == {"batchItemFailures": []}
     assert world.get(run).state is StateType.CANCELLED and world.active() == 0
+
+
+def test_cancelling_a_modal_run_through_the_http_function_needs_no_modal_token(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The http function calls no provider: a cancel is a store write (and a wake of the dispatch function, whose
+    pass stops the job with the token it reads, as the ECS test above shows). So it needs no Modal token."""
+    monkeypatch.setenv(aws_lambda.MODAL_TOKEN_SECRET_ENV, "pushpool/no-such-modal-token")  # read it, and it shows
+    for key in ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET"):
+        monkeypatch.delenv(key, raising=False)
+    create_pool(world.store, "modal-pool", type="modal:push", job_variables={"image": "python:3.12-slim"})
+    create_deployment(world.store, "modal-dep", pool="modal-pool", job_variables={"command": "python -m flows.x"})
+    run = world.run("modal-dep")
+    [admitted] = world.store.admit([Admission(run, run.moved(StateType.PENDING, source="dispatcher")[0])])
+    sandbox = "sb-0123456789abcdef"
+    launched = admitted.moved(
+        StateType.PENDING, name="InfrastructurePending", source="dispatcher", infrastructure_id=sandbox
+    )[0]
+    assert world.store.save_run(admitted, launched)
+
+    with caplog.at_level(logging.DEBUG):
+        status, body = http(http_event("POST", f"/flow_runs/{run.id}/cancel", headers=AUTH))
+    assert status == 200 and body["state"] == "CANCELLING"
+    stored = world.get(run)
+    assert stored.state is StateType.CANCELLING and stored.infrastructure_id == sandbox
+    assert world.store.slots([pool_slot("modal-pool")])[pool_slot("modal-pool")].active == 1, "held until stopped"
+    assert "MODAL_TOKEN_ID" not in os.environ and "no-such-modal-token" not in caplog.text, "no token was read"
 
 
 # -- re-submission after a crash ------------------------------------------------------------------------------
