@@ -12,6 +12,7 @@ from . import jobs, templating
 from .callbacks import callback_url
 from .errors import ConfigError, Conflict, InvalidInput, NotFound
 from .models import (
+    PARAMETERS_APART_BYTES,
     Deployment,
     FlowRun,
     StateRecord,
@@ -22,6 +23,7 @@ from .models import (
     check_run_parameters,
     check_scheduled_time,
     check_tags,
+    json_size,
     utcnow,
 )
 from .pools import UNSET, default_pool_name, get_pool, get_queue, limit_arg
@@ -256,6 +258,9 @@ def new_run(
         pool=deployment.pool,
         queue=deployment.queue,
         parameters=run_parameters,
+        # Marks parameters the stores keep apart, on this object too: a write of it (or of a run moved from it)
+        # then never puts them back into the run's record.
+        parameters_size=size if (size := json_size(run_parameters)) > PARAMETERS_APART_BYTES else None,
         job_variables=overrides,
         scheduled_time=scheduled_time,
         auto_scheduled=auto_scheduled,

@@ -673,3 +673,38 @@ def test_large_parameters_are_kept_apart_and_read_back_whole(store: Store) -> No
     assert store.delete_run(final) is True
     with pytest.raises(NotFound, match=f"parameters of flow run {large_run.id} are gone"):
         store.run_parameters(final)
+
+
+def test_parameters_an_older_version_stored_inline_stay_inline_through_every_write(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dispatcher.store.base as base
+
+    make_pool(store)
+    dep = make_deployment(store)
+    params = large_parameters(20 * 1024)
+    monkeypatch.setattr(base, "PARAMETERS_APART_BYTES", 10**9)  # as before parameters were kept apart
+    store.create_runs([make_run(dep, 1).model_copy(update={"parameters": params})])
+    monkeypatch.undo()
+    stored = store.get_run("run-00001")
+    assert stored is not None and stored.parameters == params and stored.parameters_size is None
+    [admitted] = store.admit([pending(stored)])
+    assert store.save_run(admitted, admitted.moved(StateType.COMPLETED, source="test")[0])
+    final = store.get_run("run-00001")
+    assert final is not None and final.parameters == params and json.loads(store.run_parameters(final)) == params
+
+
+def test_a_run_saved_as_it_was_created_keeps_its_large_parameters_apart(store: Store) -> None:
+    from dispatcher.deployments import create_deployment, run_deployment
+    from dispatcher.pools import create_pool
+
+    create_pool(store, "p")
+    create_deployment(store, "d", pool="p", job_variables={"command": "true"})
+    params = large_parameters(8 * 1024)
+    created = run_deployment(store, "d", parameters=params)
+    assert created.parameters == params and created.parameters_size is not None
+    # The object the creation returned (parameters whole), moved and saved: the record still holds none of them.
+    assert store.save_run(created, created.moved(StateType.CANCELLED, source="test")[0])
+    stored = store.get_run(created.id)
+    assert stored is not None and stored.parameters is None and stored.parameters_size == created.parameters_size
+    assert json.loads(store.run_parameters(stored)) == params

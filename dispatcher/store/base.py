@@ -240,18 +240,20 @@ class Count:
         return Count(sum(c.value for c in counted), any(c.capped for c in counted))
 
 
-def split_parameters(run: FlowRun) -> tuple[FlowRun, bytes | None]:
-    """The run as its record holds it, and the JSON of parameters kept apart from it (None: they stay inline).
+def split_parameters(run: FlowRun, *, new: bool = False) -> tuple[FlowRun, bytes | None]:
+    """The run as its record holds it, and the JSON of parameters to keep apart from it (None: none to write).
 
-    Parameters over PARAMETERS_APART_BYTES live outside the run's record, written once with the run (a run's
-    parameters never change): the record then says only how large they are (`parameters_size`), so the writes
-    of every state change and the reads of every pass, listing and page carry none of them.
+    Parameters over PARAMETERS_APART_BYTES live outside the run's record, written once, when the run is created
+    (`new`; a run's parameters never change): the record then says only how large they are (`parameters_size`),
+    so the writes of every state change and the reads of every pass, listing and page carry none of them.
+    Later writes go by `parameters_size` alone, so a run an older version stored with its parameters inline
+    keeps them there.
     """
-    if run.parameters is None:
+    if run.parameters is None or (run.parameters_size is None and not new):
         return run, None
     text = to_json(run.parameters)
-    if len(text) <= PARAMETERS_APART_BYTES:
-        return run, None
+    if new and len(text) <= PARAMETERS_APART_BYTES:
+        return run.model_copy(update={"parameters_size": None}), None
     return run.model_copy(update={"parameters": None, "parameters_size": len(text)}), text
 
 

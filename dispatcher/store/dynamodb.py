@@ -745,7 +745,7 @@ class DynamoDBStore(UnreadableRows):
 
     def _run_puts(self, run: FlowRun) -> list[dict[str, Any]]:
         """The puts that create a run: its item, only if the id is new, then its parameters kept apart, if any."""
-        stored, apart = split_parameters(run)
+        stored, apart = split_parameters(run, new=True)
         puts = [self._put(self.run_item(stored), "attribute_not_exists(pk)")]
         if apart is not None:
             step = schema.PARAMETERS_CHUNK_BYTES

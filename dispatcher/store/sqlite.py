@@ -390,7 +390,7 @@ class SQLiteStore(UnreadableRows):
         created: list[str] = []
         with self._write() as db:
             for run in runs:
-                run, apart = split_parameters(run)
+                run, apart = split_parameters(run, new=True)
                 cur = db.execute(
                     "INSERT OR IGNORE INTO runs (id, pool, queue, deployment, state, scheduled_time, version, data)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
