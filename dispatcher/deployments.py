@@ -29,6 +29,7 @@ from .models import (
 from .pools import UNSET, default_pool_name, get_pool, get_queue, limit_arg
 from .providers.base import Providers
 from .schedules import Schedule
+from .signing import PARAMETERS_ENV_MAX_BYTES
 from .states import StateType
 from .store.base import Store, UnreadableRecord, deployment_slot, with_parameters
 
@@ -342,6 +343,12 @@ def render_run(
     return _rendered(pool, deployment, with_parameters(store, run), environ, providers)
 
 
+UNKNOWN_CALLBACK_BASE_URL = "https://callback-base-url.invalid"
+"""The callback base of a job rendered for reading where PUSHPOOL_CALLBACK_BASE_URL is not set and its parameters
+are too large for its environment: the dispatcher that runs it has one (`serve`'s own URL, the stack's API) and
+sends them by reference, or has none and refuses the run in words."""
+
+
 def _rendered(
     pool: WorkPool,
     deployment: Deployment,
@@ -351,6 +358,8 @@ def _rendered(
 ) -> dict[str, Any]:
     environ = os.environ if environ is None else environ
     base_url = environ.get("PUSHPOOL_CALLBACK_BASE_URL", "")
+    if not base_url and run.parameters is not None and json_size(run.parameters) > PARAMETERS_ENV_MAX_BYTES:
+        base_url = UNKNOWN_CALLBACK_BASE_URL
     context = jobs.RunContext(
         run_id=run.id,
         deployment=run.deployment,

@@ -236,3 +236,25 @@ def test_without_a_callback_url_parameters_too_large_for_one_variable_are_refuse
     message = str(refused.value)
     assert message.startswith("the run's parameters are 2") and "PUSHPOOL_CALLBACK_BASE_URL" in message
     assert MARKER not in message
+
+
+def test_a_job_rendered_for_reading_shows_large_parameters_by_reference_without_a_base_url(tmp_path: Path) -> None:
+    # `deployment render` and the dashboard's run page render where PUSHPOOL_CALLBACK_BASE_URL may be unset
+    # (`serve` knows its own URL, its API process's environment does not): never a refusal meant for dispatch.
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    try:
+        pools.create_pool(store, "p")
+        deployments.create_deployment(store, "d", pool="p", job_variables={"command": "true"})
+        big = large_parameters(marker=MARKER)
+        job = deployments.render_deployment(store, "d", parameters=big, environ={})
+        assert job["env"]["PUSHPOOL_PARAMETERS_URL"].startswith(deployments.UNKNOWN_CALLBACK_BASE_URL)
+        assert "PUSHPOOL_PARAMETERS" not in job["env"]
+        run = deployments.run_deployment(store, "d", parameters=big)
+        stored = store.get_run(run.id)
+        assert stored is not None and stored.parameters is None
+        job = deployments.render_run(store, stored, environ={"PUSHPOOL_CALLBACK_BASE_URL": "http://127.0.0.1:4300"})
+        assert job["env"]["PUSHPOOL_PARAMETERS_URL"] == f"http://127.0.0.1:4300/callbacks/runs/{run.id}/parameters"
+        small = deployments.render_deployment(store, "d", parameters={"day": "x"}, environ={})
+        assert json.loads(small["env"]["PUSHPOOL_PARAMETERS"]) == {"day": "x"}  # as before: inline, no URL
+    finally:
+        store.close()
