@@ -258,3 +258,49 @@ def test_a_job_rendered_for_reading_shows_large_parameters_by_reference_without_
         assert json.loads(small["env"]["PUSHPOOL_PARAMETERS"]) == {"day": "x"}  # as before: inline, no URL
     finally:
         store.close()
+
+
+def test_a_real_runner_reads_200_kb_kept_apart_on_dynamodb_through_the_api(
+    dynamodb_endpoint: str, tmp_path: Path
+) -> None:
+    import subprocess
+    import uuid
+
+    from dispatcher.store.dynamodb import DynamoDBStore
+
+    store = DynamoDBStore(f"t-{uuid.uuid4().hex[:12]}", region="us-east-1", endpoint_url=dynamodb_endpoint)
+    store.init()
+    server = make_server(Api(store, api_token="t0ken"), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        pools.create_pool(store, "p")
+        deployments.create_deployment(store, "d", pool="p", job_variables={"command": "true"})
+        big = large_parameters(marker=MARKER)
+        run = deployments.run_deployment(store, "d", parameters=big)
+        url = f"http://127.0.0.1:{server.server_address[1]}/callbacks/runs/{run.id}"
+        env = {
+            "PATH": str(Path(sys.executable).parent),
+            "PUSHPOOL_CALLBACK_URL": url,
+            "PUSHPOOL_CALLBACK_TOKEN": run_token(master_secret(store), run.deployment_id, run.id),
+            "PUSHPOOL_PARAMETERS_URL": url + "/parameters",
+        }
+        out = tmp_path / "seen.json"
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "pushpool-run"), "--", sys.executable, "-c", READER, str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert Path(str(out) + ".bytes").read_bytes() == to_json(big)
+        assert MARKER not in done.stderr and MARKER not in done.stdout
+        # The job's report moved the run; its item never held the parameters.
+        stored = store.get_run(run.id)
+        assert stored is not None and stored.parameters is None and stored.state is StateType.COMPLETED
+    finally:
+        server.shutdown()
+        server.server_close()
+        store.drop()
+        store.close()
