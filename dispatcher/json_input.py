@@ -19,8 +19,7 @@ NOT_NUMBERS = "NaN/Infinity are not numbers"
 MAX_FILE_BYTES = 1024 * 1024
 """The most pushpool reads of a file a user names (@FILE, a template, an apply document): the HTTP body bound.
 A JSON value in it is still held to the models' bounds (64 KB; a run's parameters 512 KB); this bound only stops an
-endless or huge file
-(`@/dev/zero`) from being read into memory at all."""
+endless or huge file (`@/dev/zero`) from being read into memory at all."""
 
 
 def non_finite_sentence(what: str, kind: str = "JSON") -> str:
