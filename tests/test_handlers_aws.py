@@ -1123,9 +1123,9 @@ def test_a_span_waits_for_its_run_then_follows_the_pool_s_due_times_to_its_end(w
 
     aws_lambda.dispatch(event, LambdaContext(DISPATCH_FUNCTION))
 
-    for run in (first, second):
+    for run in (first, second):  # passed for by this invocation, at (never before) each run's time
         assert world.get(run).state is StateType.PENDING
-        assert run.scheduled_time <= admitted_at(world, run) <= run.scheduled_time + timedelta(seconds=1)
+        assert admitted_at(world, run) >= run.scheduled_time
     assert world.get(beyond).state is StateType.SCHEDULED
 
 
