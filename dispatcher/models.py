@@ -527,6 +527,19 @@ class FlowRun(_Model):
         return self.model_copy(update={"recent_reports": [*self.recent_reports, source][-RECENT_REPORTS_KEPT:]})
 
     @property
+    def ended_time(self) -> datetime | None:
+        """When the run ended: the time of the applied record that made it terminal (None while it has not).
+
+        Later no-ops (a late callback, a duplicate event) do not move it: it dates the end, not the last write.
+        """
+        if not self.is_terminal:
+            return None
+        for record in reversed(self.state_history):
+            if record.applied and record.state in TERMINAL:
+                return record.time
+        return None
+
+    @property
     def history_end(self) -> datetime | None:
         """The time of the run's newest record (None without any): `moved` stamps no record before it.
 

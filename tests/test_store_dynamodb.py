@@ -36,7 +36,7 @@ from dispatcher.schedules import IntervalSchedule
 from dispatcher.states import StateType
 from dispatcher.store import dynamodb_schema as schema
 from dispatcher.store import open_store
-from dispatcher.store.base import deployment_slot, pool_slot, queue_slot
+from dispatcher.store.base import Admission, deployment_slot, pool_slot, queue_slot
 from dispatcher.store.dynamodb import DynamoDBStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -499,6 +499,55 @@ def test_parameter_items_expire_with_their_run_and_go_when_it_is_deleted(ddb: Dy
     stored = ddb.get_run("run-00001")
     assert stored is not None and ddb.delete_run(stored)
     assert chunks() == []
+
+
+def test_a_finished_runs_expiry_dates_from_its_end_and_no_op_rewrites_never_push_it_later(
+    ddb: DynamoDBStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_store_conformance import large_parameters
+
+    from dispatcher.callbacks import SECRET_ENV, apply_callback, master_secret, run_token
+    from dispatcher.flow_runs import retry_run
+    from dispatcher.models import utcnow
+    from dispatcher.signing import sign
+
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    make_pool(ddb, "pool")
+    dep = make_deployment(ddb)
+    ddb.create_runs([make_run(dep, 1).model_copy(update={"parameters": large_parameters(300 * 1024)})])
+    run = ddb.get_run("run-00001")
+    assert run is not None
+    # The run ran and ended an hour ago (its records dated so): its expiry counts from then.
+    ended_at = utcnow() - timedelta(hours=1)
+    [admitted] = ddb.admit([Admission(run, run.moved(StateType.PENDING, source="test", now=ended_at)[0])])
+    assert ddb.save_run(admitted, admitted.moved(StateType.COMPLETED, source="test", now=ended_at)[0])
+    expected = int(ended_at.timestamp()) + ddb._retention_seconds
+
+    def expiries() -> list[int | None]:
+        items = ddb.client.query(
+            TableName=ddb.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": "RUN#run-00001"}},
+            ConsistentRead=True,
+        )["Items"]
+        return [int(item["expires"]["N"]) if "expires" in item else None for item in items]
+
+    assert expiries() == [expected] * 3  # the run item and its two parameter chunks
+    # Its job, still holding the token, keeps reporting: each report is recorded (a no-op) and rewrites the
+    # run item, and none of them moves its expiry later, nor past its parameters'.
+    token = run_token(master_secret(ddb), dep.id, "run-00001")
+    for i, state in enumerate(["RUNNING", "COMPLETED", "FAILED"]):
+        body = json.dumps({"state": state, "message": f"late {i}"}).encode()
+        after = apply_callback(ddb, "run-00001", body, sign(token, body, int(time.time()) - i))
+        assert after.state is StateType.COMPLETED and not after.state_history[-1].applied
+    assert expiries() == [expected] * 3
+    # A retry revives it (no expiry); its new end dates a new expiry, for the run and its parameters alike.
+    retried = retry_run(ddb, "run-00001")
+    assert expiries() == [None] * 3
+    ended, _ = retried.moved(StateType.CANCELLED, source="test")
+    assert ddb.save_run(retried, ended)
+    again = expiries()
+    assert len(again) == 3 and len(set(again)) == 1 and (again[0] or 0) > expected + 3000
 
 
 def test_a_run_whose_parameters_expired_first_still_ends_and_says_so(ddb: DynamoDBStore) -> None:

@@ -731,8 +731,18 @@ class DynamoDBStore(UnreadableRows):
             item["active_pk"] = _s(run.pool)
             item["active_sk"] = _s(run.id)
         elif run.state in TERMINAL:
-            item[schema.TTL_ATTRIBUTE] = _n(int(time.time()) + self._retention_seconds)
+            item[schema.TTL_ATTRIBUTE] = _n(self._expiry(run))
         return item
+
+    def _expiry(self, run: FlowRun) -> int:
+        """When DynamoDB's TTL may delete an ended run and its parameters: the retention counted from its end.
+
+        Counted from the record that ended it, not from this write, so that a rewrite after the end (a late
+        callback recorded as a no-op) never pushes the expiry later: a job holding its token cannot keep its
+        run forever, nor make it outlive its parameters kept apart (whose expiry is set once, at the end).
+        """
+        ended = run.ended_time
+        return int(ended.timestamp() if ended is not None else time.time()) + self._retention_seconds
 
     @staticmethod
     def _size(op: dict[str, Any]) -> int:
@@ -1164,7 +1174,7 @@ class DynamoDBStore(UnreadableRows):
             }
             if run.is_terminal:
                 update["UpdateExpression"] = "SET #exp = :exp"
-                update["ExpressionAttributeValues"] = {":exp": _n(int(time.time()) + self._retention_seconds)}
+                update["ExpressionAttributeValues"] = {":exp": _n(self._expiry(run))}
             else:
                 update["UpdateExpression"] = "REMOVE #exp"
             updates.append({"Update": update})
