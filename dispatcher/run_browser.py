@@ -64,8 +64,12 @@ def browse_runs(
     states: Sequence[StateType] = (),
     limit: int = DEFAULT_PAGE,
     cursor: str | None = None,
+    gone_ok: bool = False,
 ) -> BrowsePage:
     """A page of runs, newest scheduled time first; NotFound for a pool, queue or deployment that does not exist.
+
+    `gone_ok`: a queue or deployment that no longer exists is no error; the runs that still name it are listed
+    (deleting a deployment or a queue keeps its runs). The pool must exist still.
 
     `queue` without `pool` means queues of that name in every pool (as `flow-run ls --queue`). `states` are
     state types; none means every state. `cursor` is an earlier page's `next_cursor` (InvalidInput if it is
@@ -75,11 +79,12 @@ def browse_runs(
     after = RunPosition.from_token(cursor) if cursor is not None else None
     if pool is not None:
         pool_ops.get_pool(store, pool)
-        if queue is not None:
+        if queue is not None and not gone_ok:
             pool_ops.get_queue(store, pool, queue)
     kinds: list[StateType | None] = list(dict.fromkeys(states)) or [None]
     if deployment is not None:
-        get_deployment(store, deployment)
+        if not gone_ok:
+            get_deployment(store, deployment)
         pages = [
             store.run_page(deployment=deployment, pool=pool, queue=queue, state=s, after=after, limit=limit)
             for s in kinds

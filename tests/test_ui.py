@@ -387,3 +387,34 @@ def test_console_urls_are_formed_from_each_providers_infrastructure_id() -> None
     assert console_url("process", "abc") is None
     assert console_url("ecs:push", "not-an-arn") is None
     assert console_url("azure-container-instance:push", "/subscriptions/s") is None
+
+
+def test_runs_of_a_deleted_deployment_or_removed_queue_are_still_listed_with_a_note(
+    api: Api, store: SQLiteStore
+) -> None:
+    cookie, _ = sign_in(api)
+    deployments.create_deployment(store, "urgent", pool="etl", queue="critical", job_variables={"command": "x"})
+    left = deployments.run_deployment(store, "urgent")
+    cancel_run(store, left.id)  # SCHEDULED -> CANCELLED at once: nothing holds the queue any more
+    other = deployments.run_deployment(store, "load")
+    deployments.delete_deployment(store, "urgent")
+    pools.delete_queue(store, "etl", "critical")
+    for path, sentence in [
+        ("/ui/runs?deployment=urgent", "Deployment &#39;urgent&#39; no longer exists"),
+        ("/ui/runs?pool=etl&queue=critical", "Queue &#39;critical&#39; no longer exists in pool &#39;etl&#39;"),
+    ]:
+        response = get(api, path, cookie)
+        assert response.status == 200, path
+        page = text(response)
+        assert re.findall(r'<tr data-run="([^"]+)"', page) == [left.id], path  # its run, not the other's
+        assert sentence in page and "the runs it left are listed" in page
+    # A state filter that matches none of them still answers the page, with the note.
+    filtered = get(api, "/ui/runs?deployment=urgent&state=RUNNING", cookie)
+    assert filtered.status == 200 and "no longer exists" in text(filtered) and "No flow run matches" in text(filtered)
+    # A name that nothing names (no deployment, queue nor run) is still a 404 naming it; live ones have no note.
+    assert get(api, "/ui/runs?deployment=nope", cookie).status == 404
+    missing_queue = get(api, "/ui/runs?pool=etl&queue=nope", cookie)
+    assert missing_queue.status == 404 and "work queue &#39;nope&#39; does not exist" in text(missing_queue)
+    assert get(api, "/ui/runs?pool=gone&queue=critical", cookie).status == 404
+    live = text(get(api, "/ui/runs?deployment=load", cookie))
+    assert re.findall(r'<tr data-run="([^"]+)"', live) == [other.id] and "no longer exists" not in live

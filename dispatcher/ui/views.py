@@ -6,15 +6,17 @@ the job from `deployments.render_run`, logs from `providers.base.provider_logs`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
 from .. import pools as pool_ops
 from ..cancelling import get_run
 from ..config import Settings
-from ..deployments import render_run
+from ..deployments import get_deployment, render_run
 from ..errors import PushpoolError
 from ..models import READY_WINDOW, Deployment, FlowRun, WorkPool, WorkQueue, utcnow
 from ..preview import PoolPreview, PreviewRun, preview_pool, shown_state_name
@@ -166,6 +168,8 @@ class RunsPage:
     """run id -> the state name shown: Late for a Scheduled run past its time (as `flow-run ls`)."""
     durations: dict[str, str] = field(default_factory=dict)
     """run id -> how long it has held (or held) a slot, for runs that were admitted."""
+    gone: str | None = None
+    """Says so when the filter's deployment or queue no longer exists while runs naming it remain."""
 
 
 def duration_text(bar: Bar, now: datetime) -> str:
@@ -181,7 +185,12 @@ def duration_text(bar: Bar, now: datetime) -> str:
 
 
 def runs_page(store: Store, f: RunFilter) -> RunsPage:
-    """A page of runs, newest scheduled time first, through the store's cursor-paged listing (`browse_runs`)."""
+    """A page of runs, newest scheduled time first, through the store's cursor-paged listing (`browse_runs`).
+
+    A deleted deployment or removed queue still lists the runs that name it, with a sentence saying it is
+    gone; NotFound only when nothing of it remains (a name that never existed, as any unknown name).
+    """
+    gone = _gone(store, f)
     found = browse_runs(
         store,
         pool=f.pool,
@@ -190,6 +199,7 @@ def runs_page(store: Store, f: RunFilter) -> RunsPage:
         states=[f.state] if f.state else (),
         limit=PAGE_SIZE,
         cursor=f.cursor,
+        gone_ok=True,
     )
     now, settings = utcnow(), Settings.from_env()
     return RunsPage(
@@ -201,7 +211,27 @@ def runs_page(store: Store, f: RunFilter) -> RunsPage:
         store.list_deployments(f.pool),
         {r.id: shown_state_name(r, now, settings) for r in found.runs},
         {r.id: duration_text(bar_of(r), now) for r in found.runs},
+        gone,
     )
+
+
+def _gone(store: Store, f: RunFilter) -> str | None:
+    """The sentence for a filter naming a deleted deployment or removed queue whose runs remain; NotFound
+    (the usual words) when no run names it either."""
+    missing: list[tuple[Callable[[], object], str]] = []
+    if f.deployment is not None and store.get_deployment(f.deployment) is None:
+        sentence = f"Deployment {f.deployment!r} no longer exists; the runs it left are listed."
+        missing.append((partial(get_deployment, store, f.deployment), sentence))
+    if f.pool is not None and f.queue is not None and store.get_queue(f.pool, f.queue) is None:
+        pool_ops.get_pool(store, f.pool)  # a pool that is gone is a 404, as ever
+        sentence = f"Queue {f.queue!r} no longer exists in pool {f.pool!r}; the runs it left are listed."
+        missing.append((partial(pool_ops.get_queue, store, f.pool, f.queue), sentence))
+    if not missing:
+        return None
+    left = browse_runs(store, pool=f.pool, queue=f.queue, deployment=f.deployment, limit=1, gone_ok=True)
+    if not left.runs:
+        missing[0][0]()  # raises NotFound in the words of any unknown name: nothing of it remains
+    return " ".join(sentence for _, sentence in missing)
 
 
 @dataclass
