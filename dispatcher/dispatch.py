@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -134,6 +135,12 @@ class Dispatcher:
             except PushpoolError as exc:
                 summary.problems[f"pool {work_pool.name}"] = str(exc)
                 log.warning("pool %s skipped: %s", work_pool.name, exc)
+            except Exception as exc:
+                # A bug (in a provider, in rendering) must not stop the other pools' passes. Runs this pool
+                # admitted and did not launch stay PENDING without an infrastructure id: the reconciler
+                # re-submits them after the grace period with the same idempotency key (SPEC §6), so a launch
+                # that did happen is found again, not doubled.
+                summary.problems[f"pool {work_pool.name}"] = _unexpected(exc, f"pool {work_pool.name}'s pass")
         # Rows the store could not read were left out of every list above; each is named here, once.
         summary.problems.update(self.store.unreadable_records())
         summary.duration_seconds = round(time.perf_counter() - started, 4)
@@ -232,6 +239,11 @@ class Dispatcher:
                 job = self._render(pool, deployments[run.deployment], run)
             except PushpoolError as exc:
                 self._crash(run, f"the job could not be rendered: {exc}", now, summary)
+                continue
+            except Exception as exc:  # a bug renders the same way every time: waiting would not help
+                self._crash(
+                    run, f"the job could not be rendered: {_unexpected(exc, f'rendering {run.id}')}", now, summary
+                )
                 continue
             key = idempotency_key(run)
             submit = self._pool.submit(provider.submit, job, idempotency_key=key, resubmission=resubmission)
@@ -383,6 +395,8 @@ class Dispatcher:
                 summary.problems[run.id] = f"status check failed: {exc}"
             except PushpoolError as exc:  # e.g. the store refused this run's write: the others go on
                 summary.problems[run.id] = f"could not be reconciled: {exc}"
+            except Exception as exc:  # a provider bug on one run must not stall the pool's admissions
+                summary.problems[run.id] = f"could not be reconciled: {_unexpected(exc, f'reconciling {run.id}')}"
         if len(active) < self.settings.max_active_scan:
             self._repair_slots(pool, slots_before, active, summary)
 
@@ -504,6 +518,17 @@ class Dispatcher:
                 f"{getattr(fn, '__name__', 'call')} timed out after {self.settings.provider_timeout_seconds}s",
                 transient=True,
             ) from None
+
+
+def _unexpected(exc: Exception, during: str) -> str:
+    """Log an unexpected exception with its traceback, and return the sentence that says so.
+
+    Only the exception's type and where it was raised are logged and returned, never its message: a bug's
+    message can hold any value it was handed (a rendered job's env, its run token), and logs are read widely.
+    """
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unexpected %s during %s (message withheld); traceback:\n%s", type(exc).__name__, during, frames)
+    return f"an unexpected {type(exc).__name__} in the dispatcher (a bug; its log has the traceback)"
 
 
 def _cheap_status(provider: Provider) -> bool:
