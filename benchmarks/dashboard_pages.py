@@ -20,10 +20,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import re
-import select
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,12 +30,16 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
-from dispatcher import deployments as deployment_ops
-from dispatcher import pools as pool_ops
-from dispatcher.models import Deployment, FlowRun, StateRecord, utcnow
-from dispatcher.states import ACTIVE, StateType
-from dispatcher.store.base import pool_slot, queue_slot
-from dispatcher.store.sqlite import SQLiteStore
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from serve_process import start_serve  # noqa: E402
+
+from dispatcher import deployments as deployment_ops  # noqa: E402
+from dispatcher import pools as pool_ops  # noqa: E402
+from dispatcher.models import Deployment, FlowRun, StateRecord, utcnow  # noqa: E402
+from dispatcher.states import ACTIVE, StateType  # noqa: E402
+from dispatcher.store.base import pool_slot, queue_slot  # noqa: E402
+from dispatcher.store.sqlite import SQLiteStore  # noqa: E402
 
 TARGET_MS = 200.0
 TOKEN = "bench-dashboard-token"
@@ -46,7 +47,6 @@ POOLS = ("etl", "ml", "ops")
 QUEUES = ("critical", "high", "low")  # besides `default`
 BACKLOG_SHARE = 0.03
 """Late runs waiting in ops/low, paused (3,000 of 100,000: past the counts' cap of 1,000)."""
-ANNOUNCE = re.compile(r"pushpool serving on http://127\.0\.0\.1:(\d+)")
 
 ENDED = [
     (StateType.COMPLETED, "Completed", 85),
@@ -156,16 +156,9 @@ def served(db: Path) -> Iterator[int]:
         "PUSHPOOL_API_TOKEN": TOKEN,
         "PUSHPOOL_PROCESS_DIR": str(db.parent / "procs"),
     }
-    command = [sys.executable, "-m", "dispatcher", "serve", "--port", "0", "--no-dispatch"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    process, url = start_serve(env, "--no-dispatch", timeout=60)
     try:
-        assert process.stdout is not None
-        ready, _, _ = select.select([process.stdout], [], [], 60)
-        line = process.stdout.readline().decode() if ready else ""
-        match = ANNOUNCE.search(line)
-        if not match:
-            raise SystemExit(f"pushpool serve did not start: {line!r}")
-        yield int(match.group(1))
+        yield int(url.rsplit(":", 1)[1])
     finally:
         process.terminate()
         process.wait(timeout=30)

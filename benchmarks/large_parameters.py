@@ -31,8 +31,6 @@ import hashlib
 import json
 import math
 import os
-import re
-import select
 import statistics
 import subprocess
 import sys
@@ -51,6 +49,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from moto_serial import serial_moto_server  # noqa: E402
 from pydantic_core import to_json  # noqa: E402
+from serve_process import start_serve  # noqa: E402
 from test_store_conformance import large_parameters  # noqa: E402
 
 from dispatcher import signing  # noqa: E402
@@ -75,7 +74,6 @@ FETCH_ADDED_SECONDS = 0.25
 ADMISSION_RATIO = 1.5
 SECRET = "bench-secret-large-parameters"
 CALLBACK_BASE = "https://abc123.execute-api.us-east-1.amazonaws.com"
-ANNOUNCE = re.compile(r"pushpool serving on http://127\.0\.0\.1:(\d+)")
 
 
 SMALL = {"day": "2026-03-01", "mode": "full"}
@@ -296,16 +294,9 @@ def dynamodb_writes(endpoint: str, big: dict[str, Any]) -> bool:
 @contextmanager
 def served(db: Path) -> Iterator[str]:
     env = {**os.environ, "PUSHPOOL_STORE": f"sqlite:///{db}", "PUSHPOOL_SECRET": SECRET, "PUSHPOOL_API_TOKEN": "x"}
-    command = [sys.executable, "-m", "dispatcher", "serve", "--port", "0", "--no-dispatch"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    process, url = start_serve(env, "--no-dispatch", timeout=60)
     try:
-        assert process.stdout is not None
-        ready, _, _ = select.select([process.stdout], [], [], 60)
-        line = process.stdout.readline().decode() if ready else ""
-        match = ANNOUNCE.search(line)
-        if not match:
-            raise SystemExit(f"pushpool serve did not start: {line!r}")
-        yield f"http://127.0.0.1:{match.group(1)}"
+        yield url
     finally:
         process.terminate()
         process.wait(timeout=30)

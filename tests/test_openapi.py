@@ -13,9 +13,6 @@ import http.client
 import json
 import os
 import re
-import select
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +26,7 @@ from hypothesis import strategies as st
 from openapi_spec_validator import validate
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
+from serve_process import start_serve
 
 from dispatcher.api import ROUTES, Api, Request
 from dispatcher.openapi import PATH_PARAMETERS, document
@@ -165,9 +163,6 @@ def test_the_request_schemas_refuse_what_the_routes_refuse(
 
 
 # the document and the page over HTTP, without a token -----------------------------------------------------------
-ANNOUNCE = re.compile(r"pushpool serving on (http://127\.0\.0\.1:(\d+))")
-
-
 class Served:
     """`pushpool serve` (python -m dispatcher serve) on a free port with a temporary store, nothing dispatched."""
 
@@ -179,16 +174,8 @@ class Served:
             "PUSHPOOL_API_TOKEN": TOKEN,
             "PYTHONUNBUFFERED": "1",
         }
-        command = [sys.executable, "-m", "dispatcher", "serve", "--port", "0", "--interval", "5"]
-        self.process = subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
-        )
-        assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], 30)
-        line = self.process.stdout.readline().decode() if ready else ""
-        match = ANNOUNCE.search(line)
-        assert match, f"pushpool serve did not announce itself: {line!r}"
-        self.url, self.port = match.group(1), int(match.group(2))
+        self.process, self.url = start_serve(env, "--interval", "5")
+        self.port = int(self.url.rsplit(":", 1)[1])
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)

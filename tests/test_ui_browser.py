@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
+from serve_process import start_serve
 
 from dispatcher import deployments, pools
 from dispatcher.cancelling import cancel_run
@@ -128,20 +127,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("PUSHPOOL_CALLBACK_BASE_URL", None)
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "dispatcher", "serve", "--port", "0", "--interval", "0.3", "--quiet"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    serve, url = start_serve(env, "--interval", "0.3", "--quiet", timeout=20)
     browser_manager = None
     try:
-        assert serve.stdout is not None
-        ready, _, _ = select.select([serve.stdout], [], [], 20)
-        assert ready, "pushpool serve printed nothing in 20 s"
-        line = serve.stdout.readline().decode()
-        url = line.split("serving on ")[1].split()[0]
         for key in ("done", "failed"):
             wait_for(lambda k=key: store.get_run(runs[k].id).is_terminal, f"the {key} run to end")  # type: ignore[union-attr]
         # Then the backlog: critical's limit 1 and the pool's 3 leave backfill waiting, as the waterfall says.
